@@ -1,0 +1,8 @@
+"""kconv: Keras models to PyTorch, inspected, converted and verified."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .load import load  # noqa: E402
+
+__all__ = ["load", "__version__"]

@@ -1,0 +1,201 @@
+"""Normalise Keras 2/3 config dialects and build the layer-call graph (no weights here)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from ..ir import Call, Layer, Model, TensorRef
+
+MODEL_CLASSES = {"Sequential", "Functional", "Model"}
+
+
+def _policy(dtype: Any) -> tuple[str, str | None]:
+    """A Keras 3 DTypePolicy dict, or a Keras 2 dtype string -> (compute dtype name, quantization mode)."""
+    if dtype is None or isinstance(dtype, str):
+        return dtype or "float32", None
+    if isinstance(dtype, dict):
+        cfg = dtype.get("config", {}) or {}
+        cls = dtype.get("class_name", "")
+        if "Quantized" in cls:
+            mode = cfg.get("mode")
+            if mode is None and "name" in cfg:  # Keras 3.0-3.5: name 'int8_from_float32'
+                mode = cfg["name"].split("_from_")[0]
+            return cfg.get("source_name") or cfg.get("name", "float32").split("_from_")[-1], mode
+        return cfg.get("name", "float32"), None
+    return str(dtype), None
+
+
+def normalize_config(class_name: str, config: dict, notes: list | None = None) -> dict:
+    """Canonical (Keras 3) keys for one layer config; wrapped layer configs are normalised too."""
+    if not isinstance(config, dict):
+        raise ConfigError(str(config)[:40], f"{class_name} config is {type(config).__name__}, expected an object")
+    cfg = dict(config)
+    dtype, qmode = _policy(cfg.get("dtype"))
+    cfg["dtype"] = dtype
+    if qmode:
+        cfg["quantization_mode"] = qmode
+    if "batch_input_shape" in cfg and "batch_shape" not in cfg:
+        cfg["batch_shape"] = cfg.pop("batch_input_shape")
+        if notes is not None:
+            notes.append("batch_input_shape -> batch_shape")
+    if isinstance(cfg.get("padding"), str):
+        cfg["padding"] = cfg["padding"].lower()
+    for key in ("layer", "backward_layer", "cell"):
+        sub = cfg.get(key)
+        if isinstance(sub, dict) and "class_name" in sub:
+            cfg[key] = {**sub, "config": normalize_config(sub["class_name"], sub.get("config", {}), notes)}
+    return cfg
+
+
+def _is_ref(v) -> bool:
+    return isinstance(v, dict) and v.get("class_name") == "__keras_tensor__"
+
+
+def _ref3(v) -> TensorRef:
+    name, node, index = v[:3]
+    return TensorRef(str(name), int(node), int(index))
+
+
+def _refs_in(value) -> list[TensorRef]:
+    """Keras 3 tensor references inside an (arbitrarily nested) argument, in order."""
+    if _is_ref(value):
+        return [_ref3(value["config"]["keras_history"])]
+    if isinstance(value, (list, tuple)):
+        return [r for v in value for r in _refs_in(v)]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _refs_in(v)]
+    return []
+
+
+def _parse_node_k3(node: dict) -> Call:
+    args = node.get("args", [])
+    kwargs = node.get("kwargs", {}) or {}
+    inputs: list[TensorRef] = []
+    is_list = False
+    for a in args:
+        refs = _refs_in(a)
+        if isinstance(a, (list, tuple)) and refs:
+            is_list = True
+        inputs.extend(refs)
+    plain = {k: v for k, v in kwargs.items() if not _refs_in(v)}
+    tensors = {}
+    for k, v in kwargs.items():
+        refs = _refs_in(v)
+        if refs:
+            tensors[k] = refs if isinstance(v, (list, tuple)) else refs[0]
+    return Call(inputs=inputs, input_is_list=is_list, kwargs=plain, tensor_kwargs=tensors)
+
+
+def _is_k2_ref(v) -> bool:
+    return isinstance(v, list) and len(v) >= 3 and isinstance(v[0], str) and isinstance(v[1], int)
+
+
+def _parse_node_k2(node: list) -> Call:
+    inputs, kwargs, tensors = [], {}, {}
+    for entry in node:
+        inputs.append(_ref3(entry))
+        extra = entry[3] if len(entry) > 3 and isinstance(entry[3], dict) else {}
+        for k, v in extra.items():
+            if _is_k2_ref(v):
+                tensors[k] = _ref3(v)
+            elif isinstance(v, list) and v and all(_is_k2_ref(x) for x in v):
+                tensors[k] = [_ref3(x) for x in v]
+            else:
+                kwargs[k] = v
+    return Call(inputs=inputs, input_is_list=len(node) > 1, kwargs=kwargs, tensor_kwargs=tensors)
+
+
+def parse_nodes(layer_name: str, nodes) -> list[Call]:
+    calls = []
+    for node in nodes or []:
+        if isinstance(node, dict):
+            calls.append(_parse_node_k3(node))
+        elif isinstance(node, list):
+            calls.append(_parse_node_k2(node))
+        else:
+            raise ConfigError(layer_name, f"unreadable inbound node {str(node)[:60]!r}")
+    return calls
+
+
+def _io_refs(value) -> list[TensorRef]:
+    """input_layers / output_layers: [name, node, index], a list of those, or (Keras 3) a dict of those."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if not value:
+        return []
+    if isinstance(value[0], str):
+        return [_ref3(value)]
+    return [_ref3(v) for v in value]
+
+
+def _layer_from_entry(entry: dict, where: str) -> Layer:
+    if not isinstance(entry, dict) or "class_name" not in entry:
+        raise ConfigError(where, "layer entry without class_name")
+    cls = entry["class_name"]
+    notes: list[str] = []
+    raw = entry.get("config", {})
+    if cls in MODEL_CLASSES:
+        model = build_model(entry)
+        cfg = {k: v for k, v in raw.items() if k != "layers"}
+        layer = Layer(name=model.name, class_name=cls, config=cfg, model=model,
+                      trainable=raw.get("trainable", True))
+    else:
+        cfg = normalize_config(cls, raw, notes)
+        name = entry.get("name") or cfg.get("name")
+        if not name:
+            raise ConfigError(where, f"{cls} layer without a name")
+        layer = Layer(name=str(name), class_name=cls, config=cfg, trainable=cfg.get("trainable", True), notes=notes)
+    layer.calls = parse_nodes(layer.name, entry.get("inbound_nodes"))
+    return layer
+
+
+def build_model(entry: dict) -> Model:
+    """A Model (graph of layer calls) from a model config entry {class_name, config}."""
+    cls = entry.get("class_name")
+    cfg = entry.get("config")
+    if isinstance(cfg, list):  # very old Sequential: the config is the bare layer list
+        cfg = {"name": "sequential", "layers": cfg}
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
+        raise ConfigError(str(entry.get("name", cls)), f"{cls} config has no 'layers' list")
+    name = str(cfg.get("name") or entry.get("name") or "model")
+    layers = [_layer_from_entry(e, f"{name}.layers[{i}]") for i, e in enumerate(cfg["layers"])]
+    if cls == "Sequential":
+        return _sequential(name, layers, cfg)
+    names = {layer.name for layer in layers}
+    if len(names) != len(layers):
+        raise ConfigError(name, "duplicate layer names in the model config")
+    model = Model(name=name, class_name="Functional", layers=layers,
+                  inputs=_io_refs(cfg.get("input_layers")), outputs=_io_refs(cfg.get("output_layers")))
+    for ref in model.inputs + model.outputs:
+        if ref.layer not in names:
+            raise ConfigError(name, f"model input/output refers to unknown layer {ref.layer!r}")
+    for layer in layers:
+        for call in layer.calls:
+            for ref in call.inputs:
+                if ref.layer not in names:
+                    raise ConfigError(layer.name, f"input from unknown layer {ref.layer!r}")
+    return model
+
+
+def _sequential(name: str, layers: list[Layer], cfg: dict) -> Model:
+    if layers and layers[0].class_name == "InputLayer":
+        inp = layers[0]
+        rest = layers[1:]
+    else:
+        shape = None
+        if layers and layers[0].config.get("batch_shape"):
+            shape = layers[0].config["batch_shape"]
+        elif cfg.get("build_input_shape"):
+            shape = cfg["build_input_shape"]
+        inp = Layer(name=f"{name}_input", class_name="InputLayer",
+                    config={"batch_shape": shape, "dtype": layers[0].config.get("dtype", "float32") if layers else "float32",
+                            "synthetic": True},
+                    notes=["no InputLayer in the Sequential config: input added by kconv"])
+        rest = layers
+    inp.calls = []
+    prev = TensorRef(inp.name, 0, 0)
+    for layer in rest:
+        layer.calls = [Call(inputs=[prev])]
+        prev = TensorRef(layer.name, 0, 0)
+    return Model(name=name, class_name="Sequential", layers=[inp, *rest], inputs=[TensorRef(inp.name, 0, 0)],
+                 outputs=[prev])

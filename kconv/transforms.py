@@ -1,0 +1,160 @@
+"""Weight transforms as data: each can ``apply`` itself to an array and ``describe`` itself.
+
+Used by the layer declarations (kconv.specs) to say how a Keras tensor becomes a torch tensor.
+No torch here: transforms work on numpy arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class Transform:
+    def apply(self, a: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def shape(self, shape: tuple) -> tuple:
+        """The shape after the transform, computed without data."""
+        return tuple(self.apply(np.empty(shape, dtype=np.int8)).shape)
+
+    def describe(self) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def then(self, other: "Transform") -> "Transform":
+        if isinstance(self, Identity):
+            return other
+        if isinstance(other, Identity):
+            return self
+        mine = self.steps if isinstance(self, Chain) else (self,)
+        theirs = other.steps if isinstance(other, Chain) else (other,)
+        return Chain(mine + theirs)
+
+
+@dataclass(frozen=True)
+class Identity(Transform):
+    def apply(self, a):
+        return a
+
+    def shape(self, shape):
+        return tuple(shape)
+
+    def describe(self):
+        return "as is"
+
+
+@dataclass(frozen=True)
+class Permute(Transform):
+    """``numpy.transpose(a, dims)``."""
+
+    dims: tuple
+
+    def apply(self, a):
+        return np.ascontiguousarray(np.transpose(a, self.dims))
+
+    def shape(self, shape):
+        return tuple(shape[d] for d in self.dims)
+
+    def describe(self):
+        return "permute(" + ",".join(str(d) for d in self.dims) + ")"
+
+
+@dataclass(frozen=True)
+class Reshape(Transform):
+    dims: tuple
+
+    def apply(self, a):
+        return np.ascontiguousarray(a.reshape(self.dims))
+
+    def shape(self, shape):
+        n = int(np.prod(shape))
+        dims = list(self.dims)
+        if -1 in dims:
+            known = int(np.prod([d for d in dims if d != -1]))
+            dims[dims.index(-1)] = n // known if known else 0
+        return tuple(dims)
+
+    def describe(self):
+        return "reshape(" + ",".join(str(d) for d in self.dims) + ")"
+
+
+@dataclass(frozen=True)
+class Flip(Transform):
+    """Reverse the given axes (Theano-era kernels are convolutions, not correlations)."""
+
+    axes: tuple
+
+    def apply(self, a):
+        return np.ascontiguousarray(np.flip(a, self.axes))
+
+    def shape(self, shape):
+        return tuple(shape)
+
+    def describe(self):
+        return "flip(" + ",".join(str(d) for d in self.axes) + ")"
+
+
+@dataclass(frozen=True)
+class ReorderBlocks(Transform):
+    """Split ``axis`` into equal blocks and put them in a new order, e.g. GRU gates z,r,h -> r,z,n.
+
+    ``order[i]`` is the index of the source block that goes to position ``i``.
+    ``names`` only serve the description.
+    """
+
+    axis: int
+    order: tuple
+    names: tuple = ()
+
+    def apply(self, a):
+        blocks = np.split(a, len(self.order), axis=self.axis)
+        return np.ascontiguousarray(np.concatenate([blocks[i] for i in self.order], axis=self.axis))
+
+    def shape(self, shape):
+        return tuple(shape)
+
+    def describe(self):
+        if self.names:
+            src, dst = self.names
+            return f"gates {src}->{dst} on axis {self.axis}"
+        return f"reorder blocks {self.order} on axis {self.axis}"
+
+
+@dataclass(frozen=True)
+class Take(Transform):
+    """``a[index]`` along the first axis (e.g. the input half of a GRU's (2, 3u) bias)."""
+
+    index: int
+
+    def apply(self, a):
+        return np.ascontiguousarray(a[self.index])
+
+    def shape(self, shape):
+        return tuple(shape[1:])
+
+    def describe(self):
+        return f"[{self.index}]"
+
+
+@dataclass(frozen=True)
+class Chain(Transform):
+    steps: tuple
+
+    def apply(self, a):
+        for s in self.steps:
+            a = s.apply(a)
+        return a
+
+    def shape(self, shape):
+        for s in self.steps:
+            shape = s.shape(shape)
+        return tuple(shape)
+
+    def describe(self):
+        return " then ".join(s.describe() for s in self.steps)
+
+
+IDENTITY = Identity()
