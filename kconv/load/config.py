@@ -161,6 +161,8 @@ def build_model(entry: dict) -> Model:
     layers = [_layer_from_entry(e, f"{name}.layers[{i}]") for i, e in enumerate(cfg["layers"])]
     if cls == "Sequential":
         return _sequential(name, layers, cfg)
+    if any(isinstance(n, list) for e in cfg["layers"] if isinstance(e, dict) for n in e.get("inbound_nodes") or []):
+        _keras2_node_offsets(layers, cfg)
     names = {layer.name for layer in layers}
     if len(names) != len(layers):
         raise ConfigError(name, "duplicate layer names in the model config")
@@ -175,6 +177,38 @@ def build_model(entry: dict) -> Model:
                 if ref.layer not in names:
                     raise ConfigError(layer.name, f"input from unknown layer {ref.layer!r}")
     return model
+
+
+def _keras2_node_offsets(layers: list[Layer], cfg: dict):
+    """Keras 2 numbers a nested model's calls from 1 when the model was built on an Input.
+
+    Such a model's first node (its own Input -> output) is left out of ``inbound_nodes`` but still
+    counted by the node indices that refer to it (tf.keras functional.py ``_should_skip_first_node``
+    and ``get_network_config``'s ``node_conversion_map``). Keras 3 does not do this.
+    """
+    skip = {ly.name for ly in layers if ly.model is not None and
+            (ly.model.class_name != "Sequential" or not ly.model.layers[0].config.get("synthetic"))}
+    if not skip:
+        return
+
+    def fix(ref: TensorRef) -> TensorRef:
+        return TensorRef(ref.layer, ref.node - 1, ref.index) if ref.layer in skip and ref.node > 0 else ref
+
+    for ly in layers:
+        for call in ly.calls:
+            call.inputs = [fix(r) for r in call.inputs]
+            call.tensor_kwargs = {k: [fix(r) for r in v] if isinstance(v, list) else fix(v)
+                                  for k, v in call.tensor_kwargs.items()}
+    cfg["output_layers"] = [[r[0], r[1] - 1 if r[0] in skip and r[1] > 0 else r[1], *r[2:]]
+                            for r in _as_list3(cfg.get("output_layers"))]
+
+
+def _as_list3(value):
+    if isinstance(value, dict):
+        value = list(value.values())
+    if value and isinstance(value[0], str):
+        return [value]
+    return value or []
 
 
 def _sequential(name: str, layers: list[Layer], cfg: dict) -> Model:

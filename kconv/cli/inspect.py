@@ -1,0 +1,96 @@
+"""``kconv inspect MODEL``: every layer and weight with its role, shape and torch mapping."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .. import inspect as _report
+from ..load import load
+from . import main
+
+
+def _fmt_shape(s) -> str:
+    if s is None:
+        return "?"
+    if s and isinstance(s[0], list):
+        return ", ".join(_fmt_shape(x) for x in s)
+    return "(" + ", ".join("None" if d is None else str(d) for d in s) + ("," if len(s) == 1 else "") + ")"
+
+
+def _num(n: int) -> str:
+    return f"{n:,}"
+
+
+def render(rep: dict, torch_side: bool = True, meanings: bool = True) -> str:
+    lines = []
+    fmt = {"h5": "legacy HDF5", "keras": "Keras 3 .keras archive"}.get(rep["format"], rep["format"])
+    writer = f"Keras {rep['keras_version']}" if rep["keras_version"] else "Keras version not recorded"
+    if rep.get("backend"):
+        writer += f", backend {rep['backend']}"
+    lines.append(f"{rep['source']}: {fmt}, written by {writer}")
+    m = rep["model"]
+    ins = ", ".join(f"{i['layer']} {_fmt_shape(i['shape'])}" for i in rep["inputs"])
+    outs = ", ".join(f"{o['layer']} {_fmt_shape(o['shape'])}" for o in rep["outputs"])
+    lines.append(f"model {m['name']!r} ({m['class_name']}): inputs {ins}; outputs {outs}")
+    lines.append("")
+    _layers(rep["layers"], lines, 0, torch_side, meanings)
+    lines.append("")
+    lines.append(f"Total params: {_num(rep['total_params'])}")
+    lines.append(f"Trainable params: {_num(rep['trainable_params'])}")
+    lines.append(f"Non-trainable params: {_num(rep['non_trainable_params'])}")
+    return "\n".join(lines)
+
+
+def _layers(layers, lines, depth, torch_side, meanings):
+    pad = "    " * depth
+    for ly in layers:
+        params = ly["trainable_params"] + ly["non_trainable_params"]
+        head = f"{pad}{ly['name']} ({ly['class_name']})"
+        inputs = " | ".join(", ".join(c) for c in ly["inputs"])
+        calls = f" x{ly['calls']} calls" if ly["calls"] > 1 else ""
+        frozen = "" if ly["trainable"] else "  [frozen]"
+        lines.append(f"{head}  <- {inputs or '-'}{calls}  -> {_fmt_shape(ly['output_shape'])}  "
+                     f"params {_num(params)}{frozen}")
+        extras = [f"{k} {ly[k]}" for k in ("quantization_mode", "lora_rank") if k in ly]
+        if ly.get("note"):
+            extras.append(ly["note"])
+        if ly.get("config_notes"):
+            extras.append("normalised: " + "; ".join(ly["config_notes"]))
+        for e in extras:
+            lines.append(f"{pad}    ({e})")
+        for w in ly["weights"]:
+            tr = "trainable" if w["trainable"] else "non-trainable"
+            lines.append(f"{pad}    {w['role']:<17} {_fmt_shape(w['shape']):<16} {w['dtype']:<8} {tr:<13} {w['name']}")
+            if meanings and w["meaning"]:
+                lines.append(f"{pad}        {w['meaning']}")
+            if w.get("note"):
+                lines.append(f"{pad}        note: {w['note']}")
+            if torch_side:
+                for t in w["torch"]:
+                    lines.append(f"{pad}        -> torch {t['key']} {_fmt_shape(t['shape'])} by {t['transform']}")
+                if w.get("torch_note"):
+                    lines.append(f"{pad}        -> torch: {w['torch_note']}")
+        if ly.get("layers"):
+            _layers(ly["layers"], lines, depth + 1, torch_side, meanings)
+
+
+@main.command("inspect")
+@click.argument("model", type=click.Path(exists=True, dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON only (schema_version 1).")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
+              help="Architecture JSON (model.to_json()) for a weights-only HDF5 file.")
+@click.option("--no-torch", is_flag=True, help="Leave out the PyTorch side (torch key, shape, transform).")
+@click.option("--brief", is_flag=True, help="Leave out the one-line meaning of each weight role.")
+def inspect_cmd(model, as_json, config, no_torch, brief):
+    """Show every layer and weight of a Keras model file, without running Keras.
+
+    For each layer: class, inputs, output shape, parameter count; for each weight: role, shape,
+    dtype, trainable, and the PyTorch tensor it becomes. Nested models are shown as a tree.
+    """
+    m = load(model, config=config)
+    rep = _report.report(m)
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+    else:
+        click.echo(render(rep, torch_side=not no_torch, meanings=not brief))
