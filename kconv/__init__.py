@@ -3,6 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .api import convert, load_converted  # noqa: E402
 from .load import load  # noqa: E402
 
-__all__ = ["load", "__version__"]
+__all__ = ["load", "convert", "load_converted", "__version__"]

@@ -115,3 +115,17 @@ def registry() -> dict[str, LayerSpec]:
 
 def get(class_name: str) -> Optional[LayerSpec]:
     return registry().get(class_name)
+
+
+def emits(*class_names: str):
+    """Decorator attaching a converter hook to already declared classes (same family module)."""
+
+    def attach(fn):
+        for name in class_names:
+            spec = _REGISTRY[name]
+            if spec.emit is not None and spec.emit is not fn:
+                raise ValueError(f"two converters for {name!r}")
+            spec.emit = fn
+        return fn
+
+    return attach

@@ -61,3 +61,82 @@ declare(
     output_shape=same_shape,
     no_weights_reason="activation function, no parameters",
 )
+
+
+# --- PyTorch emission ------------------------------------------------------------------------------
+from . import emits  # noqa: E402
+from .core import _num  # noqa: E402
+
+
+@emits("Activation")
+def _emit_activation(e):
+    x = e.input(0, None)
+    e.output(x, layout=e.layout(0), activation=True)
+
+
+def relu_expr(x: str, negative_slope=0.0, max_value=None, threshold=0.0) -> str:
+    """keras/src/activations/activations.py ReLU.static_call, step by step."""
+    negative_slope, threshold = float(negative_slope or 0.0), float(threshold or 0.0)
+    if negative_slope != 0.0 and max_value is None and threshold == 0.0:
+        return f"F.leaky_relu({x}, {negative_slope!r})"
+    if threshold != 0.0:
+        pos = f"{x} * ({x} > {threshold!r}).to({x}.dtype)"
+    elif max_value is not None and float(max_value) == 6.0:
+        pos, max_value = f"F.relu6({x})", None
+    else:
+        pos = f"torch.relu({x})"
+    if max_value is not None:
+        pos = f"torch.clamp({pos}, 0.0, {float(max_value)!r})"
+    if negative_slope != 0.0:
+        neg = f"torch.relu({threshold!r} - {x})" if threshold != 0.0 else f"torch.relu(-{x})"
+        return f"{pos} - {negative_slope!r} * {neg}"
+    return pos
+
+
+@emits("ReLU")
+def _emit_relu(e):
+    x = e.input(0, None)
+    e.output(relu_expr(x, e.cfg.get("negative_slope", 0.0), e.cfg.get("max_value"), e.cfg.get("threshold", 0.0)),
+             layout=e.layout(0))
+
+
+@emits("LeakyReLU")
+def _emit_leaky(e):
+    slope = e.cfg.get("negative_slope", e.cfg.get("alpha", 0.3))  # Keras 2 calls it alpha; default 0.3
+    e.output(f"F.leaky_relu({e.input(0, None)}, {float(slope)!r})", layout=e.layout(0))
+
+
+@emits("ELU")
+def _emit_elu(e):
+    e.output(f"F.elu({e.input(0, None)}, {float(e.cfg.get('alpha', 1.0))!r})", layout=e.layout(0))
+
+
+@emits("ThresholdedReLU")
+def _emit_thresholded(e):
+    x = e.input(0, None)
+    theta = float(e.cfg.get("theta", 1.0))
+    e.output(f"{x} * ({x} > {theta!r}).to({x}.dtype)", layout=e.layout(0))
+
+
+@emits("Softmax")
+def _emit_softmax(e):
+    x = e.input(0, None)
+    axis = e.cfg.get("axis", -1)
+    if isinstance(axis, (list, tuple)):
+        dims = tuple(e.torch_dim(int(a)) for a in axis)
+        e.output(f"torch.exp({x} - torch.logsumexp({x}, dim={dims}, keepdim=True))", layout=e.layout(0))
+    else:
+        e.output(f"torch.softmax({x}, dim={e.torch_dim(int(axis))})", layout=e.layout(0))
+
+
+@emits("PReLU")
+def _emit_prelu(e):
+    shape = e.in_shapes[0][1:]
+    if any(d is None for d in shape):
+        e.unsupported("PReLU on an input with unknown dimensions")
+    shared = e.cfg.get("shared_axes") or []
+    shared = [shared] if isinstance(shared, int) else shared
+    alpha = tuple(1 if (i + 1) in shared else int(d) for i, d in enumerate(shape))
+    e.gen.helpers.add("PReLU")
+    m = e.module(f"KerasPReLU({alpha})")
+    e.output(f"{m}({e.input(0, 'keras')})")

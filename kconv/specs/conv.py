@@ -97,3 +97,140 @@ for n in (1, 2):
         ),
         output_shape=conv_shape(n),
     )
+
+
+# --- PyTorch emission ------------------------------------------------------------------------------
+from . import emits  # noqa: E402
+
+
+def same_pads(dims, k, s, d):
+    """TF/Keras 'same': total = max((ceil(i/s)-1)*s + (k-1)*d + 1 - i, 0), extra on the right.
+
+    None when a spatial size is unknown (then the emitted model pads at run time).
+    """
+    if any(i is None for i in dims):
+        return None
+    out = []
+    for i, kk, ss, dd in zip(dims, k, s, d):
+        total = max((-(-i // ss) - 1) * ss + (kk - 1) * dd + 1 - i, 0)
+        out.append((total // 2, total - total // 2))
+    return out
+
+
+def padded_input(e, x, n, k, s, d, padding, value=0.0):
+    """(input expression, symmetric padding for the torch op) implementing Keras ``padding``."""
+    if padding == "valid":
+        return x, (0,) * n
+    if padding == "causal":
+        pads = [((k[0] - 1) * d[0], 0)]
+    else:
+        dims = spatial_dims(e)
+        pads = same_pads(dims, k, s, d)
+        if pads is None:
+            e.gen.helpers.add("same_pad")
+            extra = f", value={value!r}" if value else ""
+            return f"same_pad({x}, {k}, {s}, {d}{extra})", (0,) * n
+    if all(lo == hi for lo, hi in pads) and value == 0.0:
+        return x, tuple(lo for lo, _ in pads)
+    flat = [p for lo_hi in reversed(pads) for p in lo_hi]
+    extra = f", value={value!r}" if value else ""
+    return f"F.pad({x}, {flat}{extra})", (0,) * n
+
+
+def spatial_dims(e):
+    shape = e.in_shapes[0]
+    return list(shape[1:-1]) if e.channels_last() else list(shape[2:])
+
+
+def _channels_in(e):
+    shape = e.in_shapes[0]
+    c = shape[-1] if e.channels_last() else shape[1]
+    if c is None:
+        e.unsupported("unknown number of input channels")
+    return int(c)
+
+
+def _conv_args(e, n):
+    k = tuple(int(v) for v in tup(e.cfg["kernel_size"], n))
+    s = tuple(int(v) for v in tup(e.cfg.get("strides", 1), n))
+    d = tuple(int(v) for v in tup(e.cfg.get("dilation_rate", 1), n))
+    return k, s, d
+
+
+def _emit_conv(n):
+    def emit(e):
+        k, s, d = _conv_args(e, n)
+        cin = _channels_in(e)
+        groups = int(e.cfg.get("groups", 1))
+        x, pad = padded_input(e, e.input(0, e.conv_layout()), n, k, s, d, e.cfg.get("padding", "valid"))
+        m = e.module(f"nn.Conv{n}d({cin}, {int(e.cfg['filters'])}, kernel_size={k}, stride={s}, padding={pad}, "
+                     f"dilation={d}, groups={groups}, bias={bool(e.cfg.get('use_bias', True))})")
+        e.output(f"{m}({x})", layout=e.conv_layout(), activation=True)
+
+    return emit
+
+
+def _emit_depthwise(n):
+    def emit(e):
+        k, s, d = _conv_args(e, n)
+        cin = _channels_in(e)
+        mult = int(e.cfg.get("depth_multiplier", 1))
+        x, pad = padded_input(e, e.input(0, e.conv_layout()), n, k, s, d, e.cfg.get("padding", "valid"))
+        m = e.module(f"nn.Conv{n}d({cin}, {cin * mult}, kernel_size={k}, stride={s}, padding={pad}, "
+                     f"dilation={d}, groups={cin}, bias={bool(e.cfg.get('use_bias', True))})")
+        e.output(f"{m}({x})", layout=e.conv_layout(), activation=True)
+
+    return emit
+
+
+def _emit_separable(n):
+    def emit(e):
+        k, s, d = _conv_args(e, n)
+        cin = _channels_in(e)
+        mult = int(e.cfg.get("depth_multiplier", 1))
+        x, pad = padded_input(e, e.input(0, e.conv_layout()), n, k, s, d, e.cfg.get("padding", "valid"))
+        e.gen.helpers.add("SeparableConv")
+        m = e.module(f"SeparableConv(nn.Conv{n}d({cin}, {cin * mult}, kernel_size={k}, stride={s}, padding={pad}, "
+                     f"dilation={d}, groups={cin}, bias=False), nn.Conv{n}d({cin * mult}, {int(e.cfg['filters'])}, "
+                     f"kernel_size=1, bias={bool(e.cfg.get('use_bias', True))}))")
+        e.output(f"{m}({x})", layout=e.conv_layout(), activation=True)
+
+    return emit
+
+
+def _emit_transpose(n):
+    def emit(e):
+        k, s, d = _conv_args(e, n)
+        cin = _channels_in(e)
+        dims = spatial_dims(e)
+        outs = list(e.out_shapes[0][1:-1]) if e.channels_last() else list(e.out_shapes[0][2:])
+        if any(v is None for v in dims + outs):
+            e.unsupported("transposed convolution with unknown spatial size")
+        # torch computes the full transposed output (i-1)*s + (k-1)*d + 1 (plus output_padding at the end);
+        # Keras (TF conv_transpose) crops it to its output size, taking pad_total // 2 from the start.
+        op, crops = [], []
+        for i, kk, ss, dd, o in zip(dims, k, s, d, outs):
+            full = (i - 1) * ss + (kk - 1) * dd + 1
+            extra = max(o - full, 0)
+            if extra >= max(ss, dd):
+                e.unsupported(f"output size {o} needs more output padding than torch allows")
+            op.append(extra)
+            start = (full - o) // 2 if (full > o and e.cfg.get("padding") == "same") else 0
+            crops.append((start, o))
+        m = e.module(f"nn.ConvTranspose{n}d({cin}, {int(e.cfg['filters'])}, kernel_size={k}, stride={s}, "
+                     f"output_padding={tuple(op)}, dilation={d}, bias={bool(e.cfg.get('use_bias', True))})")
+        y = f"{m}({e.input(0, e.conv_layout())})"
+        full_sizes = [(i - 1) * ss + (kk - 1) * dd + 1 + p for i, kk, ss, dd, p in zip(dims, k, s, d, op)]
+        if any(st != 0 or o != f for (st, o), f in zip(crops, full_sizes)):
+            y = y + "[:, :, " + ", ".join(f"{st}:{st + o}" for st, o in crops) + "]"
+        e.output(y, layout=e.conv_layout(), activation=True)
+
+    return emit
+
+
+for _n in (1, 2, 3):
+    emits(f"Conv{_n}D")(_emit_conv(_n))
+    emits(f"Conv{_n}DTranspose")(_emit_transpose(_n))
+for _n in (1, 2):
+    emits(f"DepthwiseConv{_n}D")(_emit_depthwise(_n))
+    emits(f"SeparableConv{_n}D")(_emit_separable(_n))

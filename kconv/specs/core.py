@@ -155,11 +155,98 @@ declare(
     "Normalization",
     family="core",
     summary="y = (x - mean) / sqrt(variance) with statistics stored at adapt() time",
+    # Statistics passed to the constructor (mean=, variance=) are config, not weights.
     weights=(
-        WeightDecl("mean", trainable=False, torch="mean"),
-        WeightDecl("variance", trainable=False, torch="variance"),
-        WeightDecl("count", trainable=False, why_no_torch="not used at inference"),
+        WeightDecl("mean", trainable=False, torch="mean", when=lambda c: c.get("mean") is None),
+        WeightDecl("variance", trainable=False, torch="variance", when=lambda c: c.get("mean") is None),
+        WeightDecl("count", trainable=False, why_no_torch="not used at inference",
+                   when=lambda c: c.get("mean") is None),
     ),
     output_shape=same_shape,
-    notes=("Keras clips sqrt(variance) from below at epsilon (1e-7) ... read keras/src/layers/preprocessing/normalization.py",),
+    notes=("y = (x - mean) / max(sqrt(variance), 1e-7) (keras/src/layers/preprocessing/normalization.py)",),
 )
+
+
+# --- PyTorch emission ------------------------------------------------------------------------------
+from . import emits  # noqa: E402
+
+
+def _num(v) -> str:
+    """A config number as Python source (never a string from the file)."""
+    if isinstance(v, bool):
+        return repr(v)
+    if isinstance(v, int):
+        return repr(int(v))
+    return repr(float(v))
+
+
+@emits("Dense")
+def _emit_dense(e):
+    if e.cfg.get("quantization_mode"):
+        e.unsupported(f"{e.cfg['quantization_mode']} quantized Dense not converted yet")
+    x = e.input(0, "keras")
+    n_in = e.in_shapes[0][-1]
+    if n_in is None:
+        e.unsupported("input feature size unknown")
+    m = e.module(f"nn.Linear({int(n_in)}, {int(e.cfg['units'])}, bias={bool(e.cfg.get('use_bias', True))})")
+    e.output(f"{m}({x})", activation=True)
+
+
+@emits("Embedding")
+def _emit_embedding(e):
+    if e.cfg.get("mask_zero"):
+        e.unsupported("mask_zero=True (masking is not converted yet)")
+    m = e.module(f"nn.Embedding({int(e.cfg['input_dim'])}, {int(e.cfg['output_dim'])})")
+    e.output(f"{m}({e.input(0)}.long())")
+
+
+@emits("Identity", "Masking")
+def _emit_identity(e):
+    if e.layer.class_name == "Masking":
+        e.unsupported("masking is not converted yet")
+    e.passthrough()
+
+
+@emits("Rescaling")
+def _emit_rescaling(e):
+    scale, offset = e.cfg.get("scale", 1.0), e.cfg.get("offset", 0.0)
+    if isinstance(scale, (list, tuple)) or isinstance(offset, (list, tuple)):
+        s = e.buffer("scale", f"torch.tensor({[float(v) for v in _flat(scale)]!r}).reshape({_shape_of(scale)})")
+        o = e.buffer("offset", f"torch.tensor({[float(v) for v in _flat(offset)]!r}).reshape({_shape_of(offset)})")
+        e.output(f"{e.input(0)} * {s} + {o}")
+        return
+    x = e.input(0, None)
+    e.output(f"{x} * {_num(scale)} + {_num(offset)}", layout=e.layout(0))
+
+
+def _flat(v):
+    if isinstance(v, (list, tuple)):
+        return [y for x in v for y in _flat(x)]
+    return [v]
+
+
+def _shape_of(v):
+    shape = []
+    while isinstance(v, (list, tuple)):
+        shape.append(len(v))
+        v = v[0]
+    return tuple(shape) or (1,)
+
+
+@emits("Normalization")
+def _emit_normalization(e):
+    if e.cfg.get("invert"):
+        e.unsupported("invert=True")
+    rank = len(e.in_shapes[0])
+    axes = _normalization_axes(e.cfg, rank)
+    bshape = tuple(int(e.in_shapes[0][d]) if d in axes else 1 for d in range(rank))
+    e.gen.helpers.add("KerasNormalization")
+    mean, var = e.cfg.get("mean"), e.cfg.get("variance")
+    if mean is not None:  # statistics given in the config: constants, not weights
+        m = e.module(f"KerasNormalization({bshape}, mean={_flat(mean)!r}, variance={_flat(var)!r})")
+    else:
+        n = 1
+        for d in axes:
+            n *= int(e.in_shapes[0][d])
+        m = e.module(f"KerasNormalization({bshape})")
+    e.output(f"{m}({e.input(0)})")

@@ -43,3 +43,64 @@ declare("Concatenate", family="merging", summary="concatenates its inputs along 
         no_weights_reason=NO_PARAMS)
 declare("Dot", family="merging", summary="batched dot product along axes (optionally L2-normalised)",
         output_shape=dot, no_weights_reason=NO_PARAMS)
+
+
+# --- PyTorch emission ------------------------------------------------------------------------------
+from . import emits  # noqa: E402
+
+_OPS = {"Add": " + ", "Multiply": " * "}
+
+
+def _same_layout_inputs(e):
+    """All inputs in one layout: the first input's when all ranks agree, Keras's otherwise."""
+    ranks = {len(s) for s in e.in_shapes}
+    layout = e.layout(0) if len(ranks) == 1 else "keras"
+    return [e.input(i, layout) for i in range(e.n_inputs)], layout
+
+
+@emits("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
+def _emit_elementwise(e):
+    xs, layout = _same_layout_inputs(e)
+    cls = e.layer.class_name
+    if cls in _OPS:
+        expr = _OPS[cls].join(xs)
+    elif cls == "Subtract":
+        if len(xs) != 2:
+            e.unsupported("Subtract needs exactly two inputs")
+        expr = f"{xs[0]} - {xs[1]}"
+    elif cls == "Average":
+        expr = f"({' + '.join(xs)}) / {len(xs)}"
+    else:
+        fn = "torch.maximum" if cls == "Maximum" else "torch.minimum"
+        expr = xs[0]
+        for x in xs[1:]:
+            expr = f"{fn}({expr}, {x})"
+    e.output(expr, layout=layout)
+
+
+@emits("Concatenate")
+def _emit_concat(e):
+    xs, layout = _same_layout_inputs(e)
+    dim = e.torch_dim(int(e.cfg.get("axis", -1)), 0, layout)
+    e.output(f"torch.cat([{', '.join(xs)}], dim={dim})", layout=layout)
+
+
+@emits("Dot")
+def _emit_dot(e):
+    a, b = e.input(0, "keras"), e.input(1, "keras")
+    ra, rb = len(e.in_shapes[0]), len(e.in_shapes[1])
+    axes = e.cfg.get("axes", -1)
+    axes = list(axes) if isinstance(axes, (list, tuple)) else [axes, axes]
+    ax_a, ax_b = axis_index(int(axes[0]), ra), axis_index(int(axes[1]), rb)
+    if e.cfg.get("normalize"):
+        a = f"F.normalize({a}, dim={ax_a}, eps=1e-12)"
+        b = f"F.normalize({b}, dim={ax_b}, eps=1e-12)"
+    if ra == 2 and rb == 2:
+        e.output(f"({a} * {b}).sum(dim=1, keepdim=True)")
+    elif ra == 3 and rb == 3:
+        # batch_dot: contract ax_a of a with ax_b of b -> (batch, other_a, other_b)
+        a2 = a if ax_a == 2 else f"{a}.transpose(1, 2)"
+        b2 = b if ax_b == 1 else f"{b}.transpose(1, 2)"
+        e.output(f"torch.bmm({a2}, {b2})")
+    else:
+        e.unsupported(f"Dot of rank-{ra} and rank-{rb} inputs")

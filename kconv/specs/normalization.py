@@ -66,3 +66,105 @@ declare(
     output_shape=same_shape,
     no_weights_reason="normalisation without parameters",
 )
+
+
+# --- PyTorch emission ------------------------------------------------------------------------------
+from . import emits  # noqa: E402
+from ._shapes import axis_index  # noqa: E402
+
+
+def _axes(e):
+    axis = e.cfg.get("axis", -1)
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    rank = len(e.in_shapes[0])
+    return sorted(axis_index(int(a), rank) for a in axes), rank
+
+
+@emits("BatchNormalization")
+def _emit_bn(e):
+    axes, rank = _axes(e)
+    if len(axes) != 1:
+        e.unsupported(f"BatchNormalization over several axes {axes}")
+    a = axes[0]
+    if a == rank - 1 and rank >= 3:
+        layout = "cf"  # channels-last: the channel axis becomes torch dim 1
+    elif a == 1:
+        layout = "keras"
+    else:
+        e.unsupported(f"BatchNormalization on axis {a} of a rank-{rank} input")
+    c = e.in_shapes[0][a]
+    if c is None:
+        e.unsupported("unknown number of channels")
+    if e.cfg.get("renorm"):
+        e.unsupported("renorm=True")
+    dim = {2: 1, 3: 1, 4: 2, 5: 3}.get(rank)
+    if dim is None:
+        e.unsupported(f"rank-{rank} input")
+    eps = float(e.cfg.get("epsilon", 1e-3))
+    momentum = round(1.0 - float(e.cfg.get("momentum", 0.99)), 12)  # torch momentum = 1 - Keras momentum
+    m = e.module(f"nn.BatchNorm{dim}d({int(c)}, eps={eps!r}, momentum={momentum!r})")
+    e.default_ok("num_batches_tracked")
+    if not e.cfg.get("scale", True):
+        e.default_ok("weight")  # torch initialises weight to 1: Keras scale=False
+    if not e.cfg.get("center", True):
+        e.default_ok("bias")  # torch initialises bias to 0: Keras center=False
+    e.output(f"{m}({e.input(0, layout)})", layout=layout)
+
+
+@emits("LayerNormalization")
+def _emit_ln(e):
+    axes, rank = _axes(e)
+    if e.cfg.get("rms_scaling"):
+        e.unsupported("rms_scaling=True")
+    if axes != list(range(rank - len(axes), rank)):
+        e.unsupported(f"LayerNormalization over non-trailing axes {axes}")
+    shape = tuple(e.in_shapes[0][a] for a in axes)
+    if any(d is None for d in shape):
+        e.unsupported("unknown normalised dimensions")
+    scale, center = e.cfg.get("scale", True), e.cfg.get("center", True)
+    eps = float(e.cfg.get("epsilon", 1e-3))
+    if not (scale or center):
+        m = e.module(f"nn.LayerNorm({tuple(int(d) for d in shape)}, eps={eps!r}, elementwise_affine=False)")
+    else:
+        m = e.module(f"nn.LayerNorm({tuple(int(d) for d in shape)}, eps={eps!r}, bias={bool(center)})")
+        if not scale:
+            e.default_ok("weight")
+    e.output(f"{m}({e.input(0, 'keras')})")
+
+
+@emits("GroupNormalization")
+def _emit_gn(e):
+    axes, rank = _axes(e)
+    if axes != [rank - 1] and axes != [1]:
+        e.unsupported(f"GroupNormalization on axis {axes}")
+    layout = "cf" if axes == [rank - 1] and rank >= 3 else "keras"
+    c = int(e.in_shapes[0][axes[0]])
+    eps = float(e.cfg.get("epsilon", 1e-3))
+    m = e.module(f"nn.GroupNorm({int(e.cfg.get('groups', 32))}, {c}, eps={eps!r})")
+    if not e.cfg.get("scale", True):
+        e.default_ok("weight")
+    if not e.cfg.get("center", True):
+        e.default_ok("bias")
+    e.output(f"{m}({e.input(0, layout)})", layout=layout)
+
+
+@emits("UnitNormalization")
+def _emit_unit(e):
+    x = e.input(0, None)
+    axis = e.cfg.get("axis", -1)
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    dims = tuple(e.torch_dim(int(a)) for a in axes)
+    # keras ops.normalize: x * min(rsqrt(sum(x^2)), 1/1e-12)
+    e.output(f"{x} * torch.clamp(torch.rsqrt({x}.square().sum(dim={dims}, keepdim=True)), max=1e12)",
+             layout=e.layout(0))
+
+
+@emits("RMSNormalization")
+def _emit_rms(e):
+    axes, rank = _axes(e)
+    if axes != list(range(rank - len(axes), rank)):
+        e.unsupported(f"RMSNormalization over non-trailing axes {axes}")
+    shape = tuple(int(e.in_shapes[0][a]) for a in axes)
+    eps = float(e.cfg.get("epsilon", 1e-6) or 1e-7)
+    m = e.module(f"nn.RMSNorm({shape}, eps={eps!r})")
+    e.output(f"{m}({e.input(0, 'keras')})")

@@ -43,3 +43,69 @@ for n in (1, 2, 3):
             output_shape=global_shape,
             no_weights_reason="pooling, no parameters",
         )
+
+
+# --- PyTorch emission ------------------------------------------------------------------------------
+from . import emits  # noqa: E402
+from .conv import padded_input  # noqa: E402
+
+
+def _pool_args(e, n):
+    p = tuple(int(v) for v in tup(e.cfg.get("pool_size", 2), n))
+    s = e.cfg.get("strides")
+    s = p if s is None else tuple(int(v) for v in tup(s, n))
+    return p, s
+
+
+def _emit_max(n):
+    def emit(e):
+        p, s = _pool_args(e, n)
+        x, pad = padded_input(e, e.input(0, e.conv_layout()), n, p, s, (1,) * n, e.cfg.get("padding", "valid"),
+                              value=float("-inf"))
+        m = e.module(f"nn.MaxPool{n}d(kernel_size={p}, stride={s})")
+        e.output(f"{m}({x})", layout=e.conv_layout())
+
+    return emit
+
+
+def _emit_avg(n):
+    def emit(e):
+        p, s = _pool_args(e, n)
+        x0 = e.input(0, e.conv_layout())
+        x, pad = padded_input(e, x0, n, p, s, (1,) * n, e.cfg.get("padding", "valid"))
+        if any(pad):
+            m = e.module(f"nn.AvgPool{n}d(kernel_size={p}, stride={s}, padding={pad}, count_include_pad=False)")
+            e.output(f"{m}({x})", layout=e.conv_layout())
+            return
+        m = e.module(f"nn.AvgPool{n}d(kernel_size={p}, stride={s})")
+        if x == x0:
+            e.output(f"{m}({x})", layout=e.conv_layout())
+            return
+        # Asymmetric 'same' padding: Keras divides by the number of real (unpadded) elements.
+        ones = x.replace(x0, f"torch.ones_like({x0}[:, :1])", 1)
+        e.output(f"{m}({x}) / {m}({ones})", layout=e.conv_layout())
+
+    return emit
+
+
+def _emit_global(kind):
+    def emit(e):
+        x = e.input(0, None)
+        rank = len(e.in_shapes[0])
+        lay = e.layout(0)
+        if lay == "cf" or not channels_last(e.cfg):
+            dims = tuple(range(2, rank))
+        else:
+            dims = tuple(range(1, rank - 1))
+        keep = bool(e.cfg.get("keepdims", False))
+        op = "mean" if kind == "Average" else "amax"
+        e.output(f"{x}.{op}(dim={dims}, keepdim={keep})", layout=lay if keep else "keras")
+
+    return emit
+
+
+for _n in (1, 2, 3):
+    emits(f"MaxPooling{_n}D")(_emit_max(_n))
+    emits(f"AveragePooling{_n}D")(_emit_avg(_n))
+    emits(f"GlobalMaxPooling{_n}D")(_emit_global("Max"))
+    emits(f"GlobalAveragePooling{_n}D")(_emit_global("Average"))

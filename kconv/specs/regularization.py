@@ -21,3 +21,13 @@ for cls, summary in [
         output_shape=same_shape,
         no_weights_reason="identity at inference, no parameters",
     )
+
+
+# --- PyTorch emission: identity at inference -------------------------------------------------------
+from . import emits  # noqa: E402
+
+
+@emits("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout", "GaussianNoise",
+       "AlphaDropout", "ActivityRegularization")
+def _emit_identity(e):
+    e.passthrough()

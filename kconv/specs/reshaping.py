@@ -80,3 +80,103 @@ for n in (1, 2, 3):
             summary=f"repeats {n}D positions by `size`" + (" (nearest or bilinear)" if n == 2 else ""),
             output_shape=_upsampling(n), no_weights_reason=NO_PARAMS,
             notes=("bilinear uses half-pixel centres: torch align_corners=False",) if n == 2 else ())
+
+
+# --- PyTorch emission ------------------------------------------------------------------------------
+from . import emits  # noqa: E402
+
+
+@emits("Flatten")
+def _emit_flatten(e):
+    rank = len(e.in_shapes[0])
+    if e.cfg.get("data_format") == "channels_first" and rank > 2:
+        # Keras Flatten(data_format='channels_first') moves channels last before flattening.
+        e.output(f"{e.input(0, 'keras')}.permute{(0, *range(2, rank), 1)}.flatten(1)")
+        return
+    e.output(f"{e.input(0, 'keras')}.flatten(1)")
+
+
+@emits("Reshape")
+def _emit_reshape(e):
+    target = tuple(int(v) for v in e.cfg["target_shape"])
+    e.output(f"{e.input(0, 'keras')}.reshape(-1, *{target})" if -1 not in target
+             else f"{e.input(0, 'keras')}.reshape({e.input(0, 'keras')}.shape[0], *{target})")
+
+
+@emits("Permute")
+def _emit_permute(e):
+    dims = tuple(int(d) for d in e.cfg["dims"])
+    e.output(f"{e.input(0, 'keras')}.permute(0, *{dims})")
+
+
+@emits("RepeatVector")
+def _emit_repeat(e):
+    e.output(f"{e.input(0, 'keras')}.unsqueeze(1).expand(-1, {int(e.cfg['n'])}, -1)")
+
+
+def _spatial_torch_dims(e, n):
+    """torch dims of the n spatial axes for the layout the layer will read."""
+    if n == 1:
+        return "keras", [1]
+    if e.cfg.get("data_format", "channels_last") == "channels_first":
+        return "keras", list(range(2, 2 + n))
+    return "cf", list(range(2, 2 + n))
+
+
+def _emit_crop(n):
+    def emit(e):
+        layout, dims = _spatial_torch_dims(e, n)
+        x = e.input(0, layout)
+        pairs = _crop_pairs(e.cfg.get("cropping", 1), n)
+        rank = len(e.in_shapes[0])
+        sl = [":"] * rank
+        for (lo, hi), dim in zip(pairs, dims):
+            sl[dim] = f"{int(lo)}:{-int(hi)}" if hi else f"{int(lo)}:"
+        e.output(f"{x}[{', '.join(sl)}]", layout=layout)
+
+    return emit
+
+
+def _emit_pad(n):
+    def emit(e):
+        layout, dims = _spatial_torch_dims(e, n)
+        x = e.input(0, layout)
+        pairs = _crop_pairs(e.cfg.get("padding", 1), n)
+        rank = len(e.in_shapes[0])
+        flat = []
+        for d in reversed(range(rank)):
+            if d in dims:
+                lo, hi = pairs[dims.index(d)]
+                flat += [int(lo), int(hi)]
+            elif d > min(dims):
+                flat += [0, 0]
+        # F.pad lists pads from the last dim backwards: trailing non-spatial dims need (0, 0) first.
+        e.output(f"F.pad({x}, {flat})", layout=layout)
+
+    return emit
+
+
+def _emit_upsampling(n):
+    def emit(e):
+        layout, dims = _spatial_torch_dims(e, n)
+        x = e.input(0, layout)
+        size = tup(e.cfg.get("size", 2), n) if n > 1 else (int(e.cfg.get("size", 2)),)
+        interp = e.cfg.get("interpolation", "nearest")
+        if interp == "nearest":
+            for k, d in zip(size, dims):
+                if int(k) != 1:
+                    x = f"{x}.repeat_interleave({int(k)}, dim={d})"
+            e.output(x, layout=layout)
+        elif interp == "bilinear" and n == 2:
+            e.output(f"F.interpolate({x}, scale_factor={tuple(float(k) for k in size)}, mode='bilinear', "
+                     f"align_corners=False)", layout=layout)
+        else:
+            e.unsupported(f"interpolation {interp!r}")
+
+    return emit
+
+
+for _n in (1, 2, 3):
+    emits(f"Cropping{_n}D")(_emit_crop(_n))
+    emits(f"ZeroPadding{_n}D")(_emit_pad(_n))
+    emits(f"UpSampling{_n}D")(_emit_upsampling(_n))

@@ -1,0 +1,21 @@
+"""The Python API: ``kconv.load``, ``kconv.convert``, ``kconv.load_converted``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .ir import Model
+from .load import load
+
+
+def convert(src, out_dir, fmt: str = "safetensors", channels_first: bool = False, config=None) -> Path:
+    """Convert a Keras model file (or a loaded :class:`kconv.ir.Model`) into ``out_dir``."""
+    from .emit import convert as _convert
+
+    model = src if isinstance(src, Model) else load(src, config=config)
+    return _convert(model, out_dir, fmt=fmt, channels_first=channels_first)
+
+
+def load_converted(out_dir, device: str = "cpu"):
+    from .emit import load_converted as _load
+
+    return _load(out_dir, device=device)

@@ -1,0 +1,54 @@
+"""``kconv convert MODEL... -o DIR``: standalone PyTorch model.py + weights + manifest."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..api import convert as _convert
+from ..errors import KconvError, UnsupportedError
+from . import main
+
+
+@main.command("convert")
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True))
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
+              help="Output directory (with several MODELs: one subdirectory per file stem).")
+@click.option("--format", "fmt", type=click.Choice(["safetensors", "pt"]), default="safetensors", show_default=True,
+              help="Weights file format.")
+@click.option("--channels-first", is_flag=True,
+              help="Inputs and outputs of rank >= 3 are NCHW-style (channels first) instead of Keras's layout.")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False),
+              help="Architecture JSON for a weights-only HDF5 file.")
+def convert_cmd(models, out, fmt, channels_first, config):
+    """Convert Keras model files to standalone PyTorch modules.
+
+    Writes DIR/model.py (class Model, imports only torch), DIR/model.safetensors (or model.pt)
+    and DIR/kconv.json (each Keras weight -> torch key and transform). Nothing is written for a
+    model that fails; with several MODELs the others are still converted and the exit code is
+    the worst one.
+    """
+    out = Path(out)
+    several = len(models) > 1
+    worst = 0
+    unsupported: dict = {}
+    for m in models:
+        target = out / Path(m).stem if several else out
+        try:
+            _convert(m, target, fmt=fmt, channels_first=channels_first, config=config)
+            click.echo(f"{m} -> {target}", err=True)
+        except UnsupportedError as e:
+            if not several:
+                raise
+            for cls, items in e.by_class.items():
+                unsupported.setdefault(cls, []).extend((f"{Path(m).name}:{n}", w) for n, w in items)
+            worst = max(worst, int(e.exit_code))
+        except KconvError as e:
+            if not several:
+                raise
+            click.echo(f"kconv: error: {e}", err=True)
+            worst = max(worst, int(e.exit_code))
+    if unsupported:
+        click.echo(f"kconv: error: {UnsupportedError(unsupported)}", err=True)
+    if worst:
+        raise SystemExit(worst)

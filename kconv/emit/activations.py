@@ -1,0 +1,62 @@
+"""Keras built-in activations as torch expressions (read from keras/src/activations/activations.py).
+
+``dim`` is the torch dim of Keras's axis -1 for the tensor at hand (softmax-like activations only).
+"""
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+ELEMENTWISE = {
+    "linear": "{x}",
+    "relu": "torch.relu({x})",
+    "sigmoid": "torch.sigmoid({x})",
+    "tanh": "torch.tanh({x})",
+    "elu": "F.elu({x})",
+    "selu": "F.selu({x})",
+    "gelu": "F.gelu({x})",  # Keras 3 keras.activations.gelu defaults to approximate=False (exact)
+    "silu": "F.silu({x})",
+    "swish": "F.silu({x})",
+    "softplus": "F.softplus({x}, threshold=1e9)",  # keras: log(exp(x) + 1), no linear cut-over
+    "softsign": "F.softsign({x})",
+    "exponential": "torch.exp({x})",
+    "relu6": "F.relu6({x})",
+    "leaky_relu": "F.leaky_relu({x}, 0.2)",  # keras.activations.leaky_relu default slope 0.2
+    "hard_silu": "F.hardswish({x})",
+    "hard_swish": "F.hardswish({x})",
+    "mish": "F.mish({x})",
+    "log_sigmoid": "F.logsigmoid({x})",
+    "hard_tanh": "F.hardtanh({x})",
+    "tanh_shrink": "F.tanhshrink({x})",
+    "celu": "F.celu({x})",
+}
+AXIS = {"softmax": "torch.softmax({x}, dim={dim})", "log_softmax": "torch.log_softmax({x}, dim={dim})"}
+
+
+def activation_name(value) -> str:
+    if value is None:
+        return "linear"
+    if isinstance(value, dict):  # Keras 3 may serialise {"class_name": "function", "config": "relu"}
+        cfg = value.get("config")
+        value = cfg if isinstance(cfg, str) else value.get("class_name", "")
+    return str(value)
+
+
+def hard_sigmoid(x: str, keras_major: int) -> str:
+    if keras_major >= 3:
+        return f"F.hardsigmoid({x})"  # Keras 3: relu6(x + 3) / 6
+    return f"torch.clamp(0.2 * {x} + 0.5, 0.0, 1.0)"  # Keras 2 backend.hard_sigmoid
+
+
+def supported(name: str) -> bool:
+    return name in ELEMENTWISE or name in AXIS or name == "hard_sigmoid"
+
+
+def expr(value, x: str, dim: int = -1, keras_major: int = 3, where: str = "") -> str:
+    name = activation_name(value)
+    if name in ELEMENTWISE:
+        return ELEMENTWISE[name].format(x=x)
+    if name in AXIS:
+        return AXIS[name].format(x=x, dim=dim)
+    if name == "hard_sigmoid":
+        return hard_sigmoid(x, keras_major)
+    raise ConfigError(where, f"activation {name!r} is not supported")

@@ -1,0 +1,311 @@
+"""Code generation: a Keras model graph -> the source of a standalone torch module (imports only torch).
+
+Layout: the emitted forward keeps every tensor in Keras's layout, except that channels_last
+convolution stacks run channels-first ("cf") inside; a tensor is permuted only where a layer needs
+the other layout (the edges of a conv stack, Flatten, axis-bound ops that cannot be remapped).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import specs
+from ..errors import ConfigError, UnsupportedError
+from ..ir import Layer, Model, TensorRef
+from ..naming import identifier, module_names
+from . import activations
+
+KERAS, CF = "keras", "cf"
+
+
+def to_cf_perm(rank: int) -> tuple:
+    return (0, rank - 1, *range(1, rank - 1))
+
+
+def to_keras_perm(rank: int) -> tuple:
+    return (0, *range(2, rank), 1)
+
+
+def keras_axis_to_torch(axis: int, rank: int, layout: str) -> int:
+    """The torch dim of Keras axis ``axis`` for a tensor of ``rank`` held in ``layout``."""
+    a = axis + rank if axis < 0 else axis
+    if layout == KERAS or a == 0:
+        return a
+    return 1 if a == rank - 1 else a + 1
+
+
+@dataclass
+class Value:
+    expr: str
+    layout: str
+    shape: tuple | None  # Keras shape
+
+
+@dataclass
+class ClassSource:
+    name: str
+    init: list[str] = field(default_factory=list)
+    forward: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    registered: set = field(default_factory=set)
+
+
+class Emit:
+    """What a layer's ``emit`` hook sees: its config, shapes, inputs; where it writes code."""
+
+    def __init__(self, gen: "Generator", cls: ClassSource, layer: Layer, node: int, attr: str, values: dict,
+                 prefix: str = ""):
+        self.gen, self.cls, self.layer, self.node, self.attr, self.values = gen, cls, layer, node, attr, values
+        self.prefix = prefix
+        self.call = layer.calls[node]
+        self.cfg = layer.config
+        self.in_shapes = [self._v(r).shape for r in self.call.inputs]
+        self.out_shapes = self.call.output_shapes
+        self._module_added = False
+
+    # --- inputs -------------------------------------------------------------------------------
+    def _v(self, ref: TensorRef) -> Value:
+        return self.values[(ref.layer, ref.node, ref.index)]
+
+    def layout(self, i: int = 0) -> str:
+        return self._v(self.call.inputs[i]).layout
+
+    def input(self, i: int = 0, layout: str | None = KERAS) -> str:
+        """Input ``i`` as an expression in ``layout`` (None: as it is)."""
+        v = self._v(self.call.inputs[i])
+        return self.gen.convert_layout(v, layout)
+
+    def kw_input(self, name: str, layout: str | None = KERAS):
+        ref = self.call.tensor_kwargs.get(name)
+        if ref is None:
+            return None
+        if isinstance(ref, list):
+            return [self.gen.convert_layout(self.values[(r.layer, r.node, r.index)], layout) for r in ref]
+        return self.gen.convert_layout(self.values[(ref.layer, ref.node, ref.index)], layout)
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.call.inputs)
+
+    def channels_last(self) -> bool:
+        return self.cfg.get("data_format", "channels_last") != "channels_first"
+
+    def conv_layout(self) -> str:
+        """The layout a conv-like layer wants: cf for channels_last models, Keras's own otherwise."""
+        return CF if self.channels_last() else KERAS
+
+    # --- code ---------------------------------------------------------------------------------
+    def module(self, expr: str) -> str:
+        """Declare the layer's submodule (``self.<layer name> = expr``); returns ``self.<name>``."""
+        if self.attr not in self.cls.registered:
+            self.cls.registered.add(self.attr)
+            self.cls.init.append(f"self.{self.attr} = {expr}")
+        self._module_added = True
+        return f"self.{self.attr}"
+
+    def buffer(self, suffix: str, expr: str) -> str:
+        """A parameter-free constant attribute (e.g. a pad spec); not in the state dict."""
+        name = f"{self.attr}_{suffix}"
+        if name not in self.cls.registered:
+            self.cls.registered.add(name)
+            self.cls.init.append(f"self.{name} = {expr}")
+        return f"self.{name}"
+
+    def default_ok(self, *torch_names: str):
+        """These tensors of the module have no Keras weight: the constructor's value is the right one
+        (e.g. BatchNorm weight=1 when Keras has scale=False, num_batches_tracked)."""
+        for n in torch_names:
+            self.gen.defaults.add(f"{self.prefix}{self.attr}.{n}")
+
+    def line(self, code: str):
+        self.cls.forward.append(code)
+
+    def var(self, index: int = 0) -> str:
+        base = identifier(self.layer.name)
+        return base if (self.node, index) == (0, 0) else f"{base}_{self.node}_{index}"
+
+    def output(self, expr: str, layout: str = KERAS, index: int = 0, activation: bool = False):
+        """Bind output ``index`` to ``expr`` (applying the layer's ``activation`` when asked)."""
+        shape = self.out_shapes[index] if index < len(self.out_shapes) else None
+        if activation:
+            expr = self.activation(expr, layout, shape)
+        name = self.var(index)
+        if expr != name:
+            self.line(f"{name} = {expr}")
+        self.values[(self.layer.name, self.node, index)] = Value(name, layout, shape)
+
+    def passthrough(self, i: int = 0, index: int = 0):
+        """Output ``index`` is input ``i`` unchanged (identity layers): no code, same layout."""
+        v = self._v(self.call.inputs[i])
+        self.values[(self.layer.name, self.node, index)] = Value(v.expr, v.layout, v.shape)
+
+    def activation(self, x: str, layout: str, shape) -> str:
+        act = self.cfg.get("activation", "linear")
+        rank = len(shape) if shape else 2
+        return activations.expr(act, x, dim=keras_axis_to_torch(-1, rank, layout), keras_major=self.gen.keras_major,
+                                where=self.layer.name)
+
+    def unsupported(self, reason: str):
+        raise _Unsupported(reason)
+
+    def torch_dim(self, axis: int, i: int = 0, layout: str | None = None) -> int:
+        shape = self.in_shapes[i]
+        return keras_axis_to_torch(axis, len(shape), layout or self.layout(i))
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def layer_problems(layer: Layer) -> str | None:
+    """Why a layer cannot be converted (None if it can, as far as can be told before emitting)."""
+    spec = specs.get(layer.class_name)
+    if layer.model is not None or layer.class_name == "InputLayer":
+        return None
+    if spec is None:
+        return "unknown layer class"
+    if spec.emit is None:
+        return "no converter yet"
+    act = layer.config.get("activation")
+    if act is not None and not activations.supported(activations.activation_name(act)):
+        return f"activation {activations.activation_name(act)!r}"
+    return None
+
+
+class Generator:
+    def __init__(self, model: Model, channels_first_io: bool = False):
+        self.root = model
+        self.keras_major = int(model.keras_version.split(".")[0]) if model.keras_version[:1].isdigit() else 3
+        self.channels_first_io = channels_first_io
+        self.classes: list[ClassSource] = []
+        self.helpers: set[str] = set()
+        self.class_names: set[str] = set()
+        self.defaults: set[str] = set()
+
+    def convert_layout(self, v: Value, layout: str | None) -> str:
+        if layout is None or layout == v.layout or v.shape is None or len(v.shape) < 3:
+            return v.expr
+        rank = len(v.shape)
+        perm = to_cf_perm(rank) if layout == CF else to_keras_perm(rank)
+        return f"{v.expr}.permute{perm}"
+
+    def check(self):
+        bad: dict[str, list] = {}
+        for path, layer in self.root.walk():
+            why = layer_problems(layer)
+            if why:
+                bad.setdefault(layer.class_name, []).append((path, why))
+        if bad:
+            raise UnsupportedError(bad)
+
+    def generate(self) -> str:
+        self.check()
+        self._class(self.root, "Model")
+        body = []
+        for cls in reversed(self.classes):  # nested classes first
+            body.append(self._render(cls))
+        head = ['"""Generated by kconv from a Keras model. Imports only torch."""',
+                "import torch",
+                "import torch.nn.functional as F",
+                "from torch import nn",
+                ""]
+        helpers = [HELPERS[h] for h in sorted(self.helpers)]
+        return "\n".join(head + helpers + body).rstrip() + "\n"
+
+    def _render(self, cls: ClassSource) -> str:
+        lines = [f"class {cls.name}(nn.Module):", "    def __init__(self):", "        super().__init__()"]
+        lines += [f"        {s}" for s in cls.init]
+        lines.append("")
+        lines.append(f"    def forward(self, {', '.join(cls.args)}):")
+        lines += [f"        {s}" for s in cls.forward]
+        return "\n".join(lines) + "\n\n"
+
+    def _class(self, model: Model, name: str, top: bool = True, prefix: str = "") -> str:
+        base = name
+        i = 1
+        while name in self.class_names:
+            name = f"{base}{i}"
+            i += 1
+        self.class_names.add(name)
+        cls = ClassSource(name)
+        self.classes.append(cls)
+        attrs = module_names([ly.name for ly in model.layers])
+        values: dict = {}
+        sub_classes: dict = {}
+        cf_io = top and self.channels_first_io
+        for ref in model.inputs:
+            layer = model.layer(ref.layer)
+            arg = attrs[layer.name]
+            cls.args.append(arg)
+            shape = layer.calls[0].output_shapes[0] if layer.calls and layer.calls[0].output_shapes else None
+            layout = CF if cf_io and shape is not None and len(shape) >= 3 else KERAS
+            values[(ref.layer, ref.node, ref.index)] = Value(arg, layout, shape)
+        for layer, node in self._order(model):
+            if layer.class_name == "InputLayer" and not layer.calls[node].inputs:
+                continue
+            if layer.model is not None:
+                sub = self._class(layer.model, _class_name(layer.name), top=False,
+                                  prefix=f"{prefix}{attrs[layer.name]}.") if layer.name not in sub_classes else sub_classes[layer.name]
+                sub_classes[layer.name] = sub
+                e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix)
+                mod = e.module(f"{sub}()")
+                args = ", ".join(e.input(i, KERAS) for i in range(e.n_inputs))
+                outs = layer.model.outputs
+                if len(outs) == 1:
+                    e.output(f"{mod}({args})")
+                else:
+                    tmp = e.var(0) + "_outs"
+                    e.line(f"{tmp} = {mod}({args})")
+                    for i in range(len(outs)):
+                        e.output(f"{tmp}[{i}]", index=i)
+                continue
+            spec = specs.get(layer.class_name)
+            e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix)
+            e.line(f"# {ascii(layer.name)[1:-1]}: {ascii(layer.class_name)[1:-1]}" + (f" (call {node})" if node else ""))
+            try:
+                spec.emit(e)
+            except _Unsupported as exc:
+                raise UnsupportedError({layer.class_name: [(layer.name, str(exc))]}) from None
+            except (KeyError, TypeError) as exc:
+                raise ConfigError(layer.name, f"config not understood by the converter ({exc!r})") from None
+        outs = []
+        for ref in model.outputs:
+            v = values[(ref.layer, ref.node, ref.index)]
+            outs.append(self.convert_layout(v, CF if cf_io else KERAS))
+        cls.forward.append("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
+        return name
+
+    def _order(self, model: Model):
+        """Calls in an order where inputs come first (the config order usually is one)."""
+        done = {(r.layer, r.node, r.index) for r in model.inputs}
+        calls = [(ly, n) for ly in model.layers for n in range(len(ly.calls))
+                 if not (ly.class_name == "InputLayer" and not ly.calls[n].inputs)]
+        out = []
+        while calls:
+            rest = []
+            for ly, n in calls:
+                call = ly.calls[n]
+                refs = list(call.inputs)
+                for v in call.tensor_kwargs.values():
+                    refs += v if isinstance(v, list) else [v]
+                if all((r.layer, r.node, r.index) in done or _is_model_input(model, r) for r in refs):
+                    out.append((ly, n))
+                    for i in range(max(1, len(call.output_shapes))):
+                        done.add((ly.name, n, i))
+                else:
+                    rest.append((ly, n))
+            if len(rest) == len(calls):
+                raise ConfigError(model.name, "cannot order the layer calls (cycle?)")
+            calls = rest
+        return out
+
+
+def _is_model_input(model, ref):
+    return any(r.layer == ref.layer for r in model.inputs)
+
+
+def _class_name(name: str) -> str:
+    ident = identifier(name)
+    return "".join(p[:1].upper() + p[1:] for p in ident.split("_") if p) or "Sub"
+
+
+from .helpers import HELPERS  # noqa: E402

@@ -1,0 +1,53 @@
+"""Small torch modules/functions pasted into model.py when a layer needs them (model.py imports only torch)."""
+
+HELPERS = {
+    "KerasNormalization": '''class KerasNormalization(nn.Module):
+    """keras.layers.Normalization: (x - mean) / max(sqrt(variance), 1e-7)."""
+
+    def __init__(self, shape, mean=None, variance=None):
+        super().__init__()
+        if mean is None:
+            self.register_buffer("mean", torch.zeros(shape))
+            self.register_buffer("variance", torch.ones(shape))
+        else:
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).expand(shape).clone(), persistent=False)
+            self.register_buffer("variance", torch.tensor(variance, dtype=torch.float32).expand(shape).clone(),
+                                 persistent=False)
+
+    def forward(self, x):
+        return (x - self.mean) / torch.clamp(torch.sqrt(self.variance), min=1e-7)
+
+''',
+    "PReLU": '''class KerasPReLU(nn.Module):
+    """keras.layers.PReLU: alpha has the input's non-batch shape, 1 on shared axes."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(shape))
+
+    def forward(self, x):
+        return torch.relu(x) - self.alpha * torch.relu(-x)
+
+''',
+    "same_pad": '''def same_pad(x, kernel, stride, dilation, value=0.0):
+    """TensorFlow/Keras 'same' padding for the trailing len(kernel) dims: extra padding goes last."""
+    pads = []
+    for i, k, s, d in zip(reversed(x.shape[-len(kernel):]), reversed(kernel), reversed(stride), reversed(dilation)):
+        total = max((-(-i // s) - 1) * s + (k - 1) * d + 1 - i, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads, value=value)
+
+''',
+    "SeparableConv": '''class SeparableConv(nn.Module):
+    """Depthwise convolution followed by a pointwise (1x1) convolution."""
+
+    def __init__(self, depthwise, pointwise):
+        super().__init__()
+        self.depthwise = depthwise
+        self.pointwise = pointwise
+
+    def forward(self, x):
+        return self.pointwise(self.depthwise(x))
+
+''',
+}
