@@ -21,12 +21,15 @@ HELPERS = {
     "PReLU": '''class KerasPReLU(nn.Module):
     """keras.layers.PReLU: alpha has the input's non-batch shape, 1 on shared axes."""
 
-    def __init__(self, shape):
+    def __init__(self, shape, channels_first=False):
         super().__init__()
         self.alpha = nn.Parameter(torch.zeros(shape))
+        # Inside a channels-first conv stack, alpha's last (channel) axis moves to the front.
+        self.perm = (len(shape) - 1, *range(len(shape) - 1)) if channels_first else None
 
     def forward(self, x):
-        return torch.relu(x) - self.alpha * torch.relu(-x)
+        alpha = self.alpha if self.perm is None else self.alpha.permute(self.perm)
+        return torch.relu(x) - alpha * torch.relu(-x)
 
 ''',
     "same_pad": '''def same_pad(x, kernel, stride, dilation, value=0.0):

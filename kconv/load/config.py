@@ -72,12 +72,17 @@ def _parse_node_k3(node: dict) -> Call:
     kwargs = node.get("kwargs", {}) or {}
     inputs: list[TensorRef] = []
     is_list = False
+    consts = []
     for a in args:
         refs = _refs_in(a)
         if isinstance(a, (list, tuple)) and refs:
             is_list = True
+        if not refs:
+            consts.append(a)
         inputs.extend(refs)
     plain = {k: v for k, v in kwargs.items() if not _refs_in(v)}
+    if consts:  # constant positional arguments of Keras 3 ops, e.g. the 0 of not_equal(ids, 0)
+        plain["_const_args"] = consts
     tensors = {}
     for k, v in kwargs.items():
         refs = _refs_in(v)
@@ -141,6 +146,8 @@ def _layer_from_entry(entry: dict, where: str) -> Layer:
                       trainable=raw.get("trainable", True))
     else:
         cfg = normalize_config(cls, raw, notes)
+        if str(entry.get("module", "")).startswith("keras.src.ops"):
+            cfg["_keras_op"] = True  # a keras.ops operation recorded in the graph, not a Layer
         name = entry.get("name") or cfg.get("name")
         if not name:
             raise ConfigError(where, f"{cls} layer without a name")

@@ -167,6 +167,7 @@ def attach_legacy(model: Model, wgroup, path: str):
     stored_layers = {_text(n) for n in wgroup.attrs["layer_names"]}
     for layer in model.layers:
         if layer.name not in stored_layers:
+            # Keras 3 ops in a functional graph (NotEqual for a mask ...) are not layers: never stored.
             if layer.class_name == "InputLayer" or (layer.model is None and not _expects_weights(layer)):
                 continue
             raise WeightMismatchError([f"layer {layer.name!r}: not in the file's layer_names"])
@@ -185,7 +186,9 @@ def attach_legacy(model: Model, wgroup, path: str):
 
 def _expects_weights(layer: Layer) -> bool:
     spec = specs.get(layer.class_name)
-    return spec is None or bool(spec.weight_decls(layer.config))
+    if spec is None:
+        return not layer.config.get("_keras_op", False)
+    return bool(spec.weight_decls(layer.config))
 
 
 def _leaves(model: Model, trainable: bool):
