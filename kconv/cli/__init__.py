@@ -20,6 +20,9 @@ class KconvGroup(click.Group):
             ctx.exit(int(e.exit_code))
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:  # `kconv inspect ... | head`: the reader went away, not an error
+            sys.stderr.close()
+            ctx.exit(0)
         except KeyboardInterrupt:
             click.echo("kconv: interrupted", err=True)
             ctx.exit(130)

@@ -139,6 +139,6 @@ def _load_keras(path: Path) -> Model:
         raise ModelFileError(path, f"model.weights.h5 is not readable HDF5 ({e})") from None
     attach_keras3(model, f)
     model.keras_version = str(meta.get("keras_version", ""))
-    model.backend = "tensorflow" if not meta else str(meta.get("backend", ""))
+    model.backend = str(meta.get("backend", ""))  # .keras metadata usually does not record it
     model._file = (zf, fobj, f)
     return model
