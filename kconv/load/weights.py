@@ -58,6 +58,8 @@ def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, traina
             key = _key_of(n)
             slot = next((i for i, d in enumerate(decls) if weights[i] is None and d.key == key), None)
             if slot is None:
+                slot = next((i for i, d in enumerate(decls) if weights[i] is None and key in d.aliases), None)
+            if slot is None:
                 problems.append(f"unexpected weight {n!r} {tuple(ds.shape)}")
                 continue
             weights[slot] = _weight(n, ds, decls[slot], cfg, trainable_layer)

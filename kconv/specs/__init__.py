@@ -44,6 +44,7 @@ class WeightDecl:
     torch: Union[None, str, Callable] = None  # torch parameter/buffer name in the emitted module (see targets)
     transform: Union[Transform, Callable[[dict], Transform]] = IDENTITY
     why_no_torch: str = ""  # when torch is None: what happens to it instead
+    aliases: tuple = ()  # other stored names for the same weight (Keras versions disagree)
 
     def trainable_for(self, cfg: dict) -> bool:
         return self.trainable(cfg) if callable(self.trainable) else self.trainable

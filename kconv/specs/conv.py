@@ -80,7 +80,8 @@ for n in (1, 2):
         family="conv",
         summary=f"{n}D depthwise convolution: each input channel convolved with depth_multiplier filters",
         weights=(
-            WeightDecl("depthwise_kernel", torch="weight", transform=depthwise_to_torch(n)),
+            # Keras 2 stores 'depthwise_kernel:0'; Keras 3 names the same variable 'kernel'.
+            WeightDecl("depthwise_kernel", torch="weight", transform=depthwise_to_torch(n), aliases=("kernel",)),
             WeightDecl("bias", when=_has_bias, torch="bias"),
         ),
         output_shape=conv_shape(n, _depth_channels),
