@@ -2,20 +2,26 @@
 
 HELPERS = {
     "KerasNormalization": '''class KerasNormalization(nn.Module):
-    """keras.layers.Normalization: (x - mean) / max(sqrt(variance), 1e-7)."""
+    """keras.layers.Normalization: (x - mean) / max(sqrt(variance), 1e-7); invert: mean + x * that."""
 
-    def __init__(self, shape, mean=None, variance=None):
+    def __init__(self, shape, broadcast, mean=None, variance=None, invert=False):
         super().__init__()
-        if mean is None:
+        self.broadcast = broadcast
+        self.invert = invert
+        if mean is None:  # adapted statistics: stored weights, in Keras's shape
             self.register_buffer("mean", torch.zeros(shape))
             self.register_buffer("variance", torch.ones(shape))
-        else:
-            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).expand(shape).clone(), persistent=False)
-            self.register_buffer("variance", torch.tensor(variance, dtype=torch.float32).expand(shape).clone(),
-                                 persistent=False)
+        else:  # statistics given in the Keras config: constants
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
+            self.register_buffer("variance", torch.tensor(variance, dtype=torch.float32), persistent=False)
 
     def forward(self, x):
-        return (x - self.mean) / torch.clamp(torch.sqrt(self.variance), min=1e-7)
+        mean = self.mean.reshape(self.broadcast) if self.mean.dim() else self.mean
+        std = torch.clamp(torch.sqrt(self.variance), min=1e-7)
+        std = std.reshape(self.broadcast) if std.dim() else std
+        if self.invert:
+            return mean + x * std
+        return (x - mean) / std
 
 ''',
     "PReLU": '''class KerasPReLU(nn.Module):

@@ -118,6 +118,10 @@ def same_pads(dims, k, s, d):
     return out
 
 
+def _value_src(value: float) -> str:
+    return "float('-inf')" if value == float("-inf") else repr(float(value))
+
+
 def padded_input(e, x, n, k, s, d, padding, value=0.0):
     """(input expression, symmetric padding for the torch op) implementing Keras ``padding``."""
     if padding == "valid":
@@ -129,12 +133,12 @@ def padded_input(e, x, n, k, s, d, padding, value=0.0):
         pads = same_pads(dims, k, s, d)
         if pads is None:
             e.gen.helpers.add("same_pad")
-            extra = f", value={value!r}" if value else ""
+            extra = f", value={_value_src(value)}" if value else ""
             return f"same_pad({x}, {k}, {s}, {d}{extra})", (0,) * n
     if all(lo == hi for lo, hi in pads) and value == 0.0:
         return x, tuple(lo for lo, _ in pads)
     flat = [p for lo_hi in reversed(pads) for p in lo_hi]
-    extra = f", value={value!r}" if value else ""
+    extra = f", value={_value_src(value)}" if value else ""
     return f"F.pad({x}, {flat}{extra})", (0,) * n
 
 

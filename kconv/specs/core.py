@@ -235,41 +235,25 @@ def _shape_of(v):
 
 @emits("Normalization")
 def _emit_normalization(e):
-    if e.cfg.get("invert"):
-        e.unsupported("invert=True")
     rank = len(e.in_shapes[0])
     axes = _normalization_axes(e.cfg, rank)
+    if any(e.in_shapes[0][d] is None for d in axes):
+        e.unsupported("unknown size of a normalised axis")
     bshape = tuple(int(e.in_shapes[0][d]) if d in axes else 1 for d in range(rank))
+    shape = tuple(int(e.in_shapes[0][d]) for d in axes)
+    invert = bool(e.cfg.get("invert", False))
     e.gen.helpers.add("KerasNormalization")
     mean, var = e.cfg.get("mean"), e.cfg.get("variance")
     if mean is not None:  # statistics given in the config: constants, not weights
-        m = e.module(f"KerasNormalization({bshape}, mean={_flat(mean)!r}, variance={_flat(var)!r})")
+        m = e.module(f"KerasNormalization({shape}, {bshape}, mean={_consts(mean)!r}, variance={_consts(var)!r}, "
+                     f"invert={invert})")
     else:
-        n = 1
-        for d in axes:
-            n *= int(e.in_shapes[0][d])
-        m = e.module(f"KerasNormalization({bshape})")
+        m = e.module(f"KerasNormalization({shape}, {bshape}, invert={invert})")
     e.output(f"{m}({e.input(0)})")
 
 
-# Keras 3 records some keras.ops calls in functional graphs as pseudo-layers (module keras.src.ops.*):
-# Embedding(mask_zero=True) in a functional model becomes NotEqual(ids, 0) feeding `mask=` of the
-# next layers. They are Operations, not Layers: no weights, not in model.layers nor the HDF5 layer_names.
-declare(
-    "NotEqual",
-    family="core",
-    summary="keras.ops.not_equal recorded in the graph (e.g. the mask of Embedding(mask_zero=True))",
-    output_shape=same_shape,
-    no_weights_reason="a keras.ops operation, not a layer",
-)
-
-
-@emits("NotEqual")
-def _emit_not_equal(e):
-    consts = e.call.kwargs.get("_const_args", [])
-    if e.n_inputs == 2:
-        e.output(f"{e.input(0)} != {e.input(1)}")
-    elif len(consts) == 1 and isinstance(consts[0], (int, float)) and not isinstance(consts[0], bool):
-        e.output(f"{e.input(0)} != {_num(consts[0])}")
-    else:
-        e.unsupported("not_equal with these arguments")
+def _consts(v):
+    """A config constant (number or nested list of numbers) re-built from floats only."""
+    if isinstance(v, (list, tuple)):
+        return [_consts(x) for x in v]
+    return float(v)
