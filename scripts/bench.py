@@ -66,9 +66,12 @@ def main():
                                f"m=keras.saving.load_model('{h5}', compile=False); m.summary(print_fn=lambda *a, **k: None)",
                                repeat=2)
         rows_inspect.append((name, f"{size_mb:.0f} MB", t_inspect, t_keras))
-        conv_code = ("import time, resource, kconv; t=time.perf_counter();"
+        # Peak RSS from /proc/self/status VmHWM: ru_maxrss survives exec on Linux and would report
+        # this (TensorFlow-laden) parent's peak instead of the child's.
+        conv_code = ("import time, kconv; t=time.perf_counter();"
                      f"kconv.convert('{h5}', '{tmp / (name + '_out')}');"
-                     "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)")
+                     "hwm=[l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1];"
+                     "print(time.perf_counter()-t, int(hwm)/1024)")
         t_conv_total, out = run_timed(conv_code, repeat=2)
         t_conv, rss = (float(v) for v in out.split())
         t_kload, _ = run_timed("import os, time; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import keras;"
