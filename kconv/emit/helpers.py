@@ -24,6 +24,20 @@ HELPERS = {
         return (x - mean) / std
 
 ''',
+    "VarianceScaling": '''class VarianceScaling(nn.Module):
+    """Keras 3 LayerNormalization(rms_scaling=True): x * rsqrt(var(x) + eps) * weight (no centring)."""
+
+    def __init__(self, shape, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.eps = eps
+        self.dims = tuple(range(-len(shape), 0))
+
+    def forward(self, x):
+        var = x.var(dim=self.dims, unbiased=False, keepdim=True)
+        return x * torch.rsqrt(var + self.eps) * self.weight
+
+''',
     "PReLU": '''class KerasPReLU(nn.Module):
     """keras.layers.PReLU: alpha has the input's non-batch shape, 1 on shared axes."""
 

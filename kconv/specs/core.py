@@ -257,3 +257,26 @@ def _consts(v):
     if isinstance(v, (list, tuple)):
         return [_consts(x) for x in v]
     return float(v)
+
+
+# Keras 3 records some keras.ops calls in functional graphs as pseudo-layers (module keras.src.ops.*):
+# Embedding(mask_zero=True) in a functional model becomes NotEqual(ids, 0) feeding `mask=` of the
+# next layers. They are Operations, not Layers: no weights, not in model.layers nor the HDF5 layer_names.
+declare(
+    "NotEqual",
+    family="core",
+    summary="keras.ops.not_equal recorded in the graph (e.g. the mask of Embedding(mask_zero=True))",
+    output_shape=same_shape,
+    no_weights_reason="a keras.ops operation, not a layer",
+)
+
+
+@emits("NotEqual")
+def _emit_not_equal(e):
+    consts = e.call.kwargs.get("_const_args", [])
+    if e.n_inputs == 2:
+        e.output(f"{e.input(0)} != {e.input(1)}")
+    elif len(consts) == 1 and isinstance(consts[0], (int, float)) and not isinstance(consts[0], bool):
+        e.output(f"{e.input(0)} != {_num(consts[0])}")
+    else:
+        e.unsupported("not_equal with these arguments")

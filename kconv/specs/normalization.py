@@ -80,18 +80,19 @@ def _axes(e):
     return sorted(axis_index(int(a), rank) for a in axes), rank
 
 
+def _dims_in(e, axes, rank, layout):
+    """torch dims of Keras ``axes`` for the input held in ``layout``."""
+    from ..emit.codegen import keras_axis_to_torch
+
+    return [keras_axis_to_torch(a, rank, layout) for a in axes]
+
+
 @emits("BatchNormalization")
 def _emit_bn(e):
     axes, rank = _axes(e)
     if len(axes) != 1:
         e.unsupported(f"BatchNormalization over several axes {axes}")
     a = axes[0]
-    if a == rank - 1 and rank >= 3:
-        layout = "cf"  # channels-last: the channel axis becomes torch dim 1
-    elif a == 1:
-        layout = "keras"
-    else:
-        e.unsupported(f"BatchNormalization on axis {a} of a rank-{rank} input")
     c = e.in_shapes[0][a]
     if c is None:
         e.unsupported("unknown number of channels")
@@ -108,28 +109,52 @@ def _emit_bn(e):
         e.default_ok("weight")  # torch initialises weight to 1: Keras scale=False
     if not e.cfg.get("center", True):
         e.default_ok("bias")  # torch initialises bias to 0: Keras center=False
-    e.output(f"{m}({e.input(0, layout)})", layout=layout)
+    # torch normalises over dim 1: use the layout where the Keras axis is dim 1, else move it there.
+    for layout in (e.layout(0), "cf" if rank >= 3 else "keras", "keras"):
+        if _dims_in(e, [a], rank, layout) == [1]:
+            e.output(f"{m}({e.input(0, layout)})", layout=layout)
+            return
+    x = e.input(0, "keras")
+    e.output(f"{m}({x}.movedim({a}, 1)).movedim(1, {a})")
+
+
+def _trailing_layout(e, axes, rank):
+    """A layout in which the Keras ``axes`` are the trailing torch dims, in order (None if none)."""
+    want = list(range(rank - len(axes), rank))
+    for layout in (e.layout(0), "keras", "cf"):
+        if layout == "cf" and rank < 3:
+            continue
+        if _dims_in(e, axes, rank, layout) == want:
+            return layout
+    return None
 
 
 @emits("LayerNormalization")
 def _emit_ln(e):
     axes, rank = _axes(e)
-    if e.cfg.get("rms_scaling"):
-        e.unsupported("rms_scaling=True")
-    if axes != list(range(rank - len(axes), rank)):
-        e.unsupported(f"LayerNormalization over non-trailing axes {axes}")
     shape = tuple(e.in_shapes[0][a] for a in axes)
     if any(d is None for d in shape):
         e.unsupported("unknown normalised dimensions")
+    shape = tuple(int(d) for d in shape)
     scale, center = e.cfg.get("scale", True), e.cfg.get("center", True)
     eps = float(e.cfg.get("epsilon", 1e-3))
-    if not (scale or center):
-        m = e.module(f"nn.LayerNorm({tuple(int(d) for d in shape)}, eps={eps!r}, elementwise_affine=False)")
+    if e.cfg.get("rms_scaling"):
+        # Keras 3 (deprecated option): x * rsqrt(var(x) + eps) * gamma, no mean subtraction, no beta.
+        e.gen.helpers.add("VarianceScaling")
+        m = e.module(f"VarianceScaling({shape}, eps={eps!r})")
+    elif not (scale or center):
+        m = e.module(f"nn.LayerNorm({shape}, eps={eps!r}, elementwise_affine=False)")
     else:
-        m = e.module(f"nn.LayerNorm({tuple(int(d) for d in shape)}, eps={eps!r}, bias={bool(center)})")
+        m = e.module(f"nn.LayerNorm({shape}, eps={eps!r}, bias={bool(center)})")
         if not scale:
             e.default_ok("weight")
-    e.output(f"{m}({e.input(0, 'keras')})")
+    layout = _trailing_layout(e, axes, rank)
+    if layout is not None:
+        e.output(f"{m}({e.input(0, layout)})", layout=layout)
+        return
+    # Move the normalised axes (in Keras's sorted order: gamma's order) to the end and back.
+    src, dst = tuple(axes), tuple(range(rank - len(axes), rank))
+    e.output(f"{m}({e.input(0, 'keras')}.movedim({src}, {dst})).movedim({dst}, {src})")
 
 
 @emits("GroupNormalization")
