@@ -47,15 +47,18 @@ class ClassSource:
     forward: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     registered: set = field(default_factory=set)
+    varnames: dict = field(default_factory=dict)
+    used_vars: set = field(default_factory=lambda: {"self", "torch", "F", "nn", "TRACE"})
 
 
 class Emit:
     """What a layer's ``emit`` hook sees: its config, shapes, inputs; where it writes code."""
 
     def __init__(self, gen: "Generator", cls: ClassSource, layer: Layer, node: int, attr: str, values: dict,
-                 prefix: str = ""):
+                 prefix: str = "", keras_prefix: str = ""):
         self.gen, self.cls, self.layer, self.node, self.attr, self.values = gen, cls, layer, node, attr, values
         self.prefix = prefix
+        self.keras_prefix = keras_prefix
         self.call = layer.calls[node]
         self.cfg = layer.config
         self.in_shapes = [self._v(r).shape for r in self.call.inputs]
@@ -120,8 +123,18 @@ class Emit:
         self.cls.forward.append(code)
 
     def var(self, index: int = 0) -> str:
-        base = identifier(self.layer.name)
-        return base if (self.node, index) == (0, 0) else f"{base}_{self.node}_{index}"
+        """The forward-local variable holding output ``index`` of this call (unique in the class)."""
+        key = (self.layer.name, self.node, index)
+        if key not in self.cls.varnames:
+            base = identifier(self.layer.name)
+            cand = base if (self.node, index) == (0, 0) else f"{base}_{self.node}_{index}"
+            i = 1
+            while cand in self.cls.used_vars:
+                cand = f"{base}_v{i}"
+                i += 1
+            self.cls.used_vars.add(cand)
+            self.cls.varnames[key] = cand
+        return self.cls.varnames[key]
 
     def output(self, expr: str, layout: str = KERAS, index: int = 0, activation: bool = False):
         """Bind output ``index`` to ``expr`` (applying the layer's ``activation`` when asked)."""
@@ -132,11 +145,21 @@ class Emit:
         if expr != name:
             self.line(f"{name} = {expr}")
         self.values[(self.layer.name, self.node, index)] = Value(name, layout, shape)
+        self._trace(index)
+
+    def _trace(self, index: int):
+        """In trace mode, record the output in Keras layout under the layer's Keras path (verify)."""
+        if not self.gen.trace:
+            return
+        v = self.values[(self.layer.name, self.node, index)]
+        key = self.keras_prefix + self.layer.name + (f"[{self.node}][{index}]" if (self.node, index) != (0, 0) else "")
+        self.line(f"TRACE[{key!r}] = {self.gen.convert_layout(v, KERAS)}")
 
     def passthrough(self, i: int = 0, index: int = 0):
         """Output ``index`` is input ``i`` unchanged (identity layers): no code, same layout."""
         v = self._v(self.call.inputs[i])
         self.values[(self.layer.name, self.node, index)] = Value(v.expr, v.layout, v.shape)
+        self._trace(index)
 
     def activation(self, x: str, layout: str, shape) -> str:
         act = self.cfg.get("activation", "linear")
@@ -172,7 +195,11 @@ def layer_problems(layer: Layer) -> str | None:
 
 
 class Generator:
-    def __init__(self, model: Model, channels_first_io: bool = False):
+    def __init__(self, model: Model, channels_first_io: bool = False, trace: bool = False):
+        """``trace``: the emitted module also records every layer output, in Keras layout, in the
+        module-level dict ``TRACE`` (keys: Keras layer paths, nested models as 'outer/inner').
+        Used by verify --per-layer; the shipped model.py is generated without it."""
+        self.trace = trace
         self.root = model
         self.keras_major = int(model.keras_version.split(".")[0]) if model.keras_version[:1].isdigit() else 3
         self.channels_first_io = channels_first_io
@@ -209,6 +236,8 @@ class Generator:
                 "from torch import nn",
                 ""]
         helpers = [HELPERS[h] for h in sorted(self.helpers)]
+        if self.trace:
+            helpers.insert(0, "TRACE = {}  # kconv trace mode: every layer output, in Keras layout\n\n")
         return "\n".join(head + helpers + body).rstrip() + "\n"
 
     def _render(self, cls: ClassSource) -> str:
@@ -219,7 +248,7 @@ class Generator:
         lines += [f"        {s}" for s in cls.forward]
         return "\n".join(lines) + "\n\n"
 
-    def _class(self, model: Model, name: str, top: bool = True, prefix: str = "") -> str:
+    def _class(self, model: Model, name: str, top: bool = True, prefix: str = "", keras_prefix: str = "") -> str:
         base = name
         i = 1
         while name in self.class_names:
@@ -236,6 +265,8 @@ class Generator:
             layer = model.layer(ref.layer)
             arg = attrs[layer.name]
             cls.args.append(arg)
+            cls.used_vars.add(arg)
+            cls.varnames[(ref.layer, ref.node, ref.index)] = arg
             shape = layer.calls[0].output_shapes[0] if layer.calls and layer.calls[0].output_shapes else None
             layout = CF if cf_io and shape is not None and len(shape) >= 3 else KERAS
             values[(ref.layer, ref.node, ref.index)] = Value(arg, layout, shape)
@@ -244,9 +275,11 @@ class Generator:
                 continue
             if layer.model is not None:
                 sub = self._class(layer.model, _class_name(layer.name), top=False,
-                                  prefix=f"{prefix}{attrs[layer.name]}.") if layer.name not in sub_classes else sub_classes[layer.name]
+                                  prefix=f"{prefix}{attrs[layer.name]}.",
+                                  keras_prefix=f"{keras_prefix}{layer.name}/") \
+                    if layer.name not in sub_classes else sub_classes[layer.name]
                 sub_classes[layer.name] = sub
-                e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix)
+                e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix, keras_prefix)
                 mod = e.module(f"{sub}()")
                 args = ", ".join(e.input(i, KERAS) for i in range(e.n_inputs))
                 outs = layer.model.outputs
@@ -259,7 +292,7 @@ class Generator:
                         e.output(f"{tmp}[{i}]", index=i)
                 continue
             spec = specs.get(layer.class_name)
-            e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix)
+            e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix, keras_prefix)
             e.line(f"# {ascii(layer.name)[1:-1]}: {ascii(layer.class_name)[1:-1]}" + (f" (call {node})" if node else ""))
             try:
                 spec.emit(e)
