@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import KconvError
 from .ir import Model
 from .load import load
 
@@ -12,7 +13,10 @@ def convert(src, out_dir, fmt: str = "safetensors", channels_first: bool = False
     from .emit import convert as _convert
 
     model = src if isinstance(src, Model) else load(src, config=config)
-    return _convert(model, out_dir, fmt=fmt, channels_first=channels_first)
+    try:
+        return _convert(model, out_dir, fmt=fmt, channels_first=channels_first)
+    except KconvError as e:  # one line naming the file and the problem (issue 6)
+        raise e.in_file(model.source) from e.__cause__
 
 
 def load_converted(out_dir, device: str = "cpu"):

@@ -1,6 +1,7 @@
 """Typed errors. The library raises these and never exits; the CLI maps them to exit codes."""
 from __future__ import annotations
 
+import contextlib
 import enum
 
 
@@ -18,6 +19,19 @@ class KconvError(Exception):
     """Base class: every error kconv raises on purpose."""
 
     exit_code = ExitCode.BAD_INPUT
+
+    def in_file(self, path) -> "KconvError":
+        """Name the model file in the message (once): 'FILE: problem'. Returns self."""
+        path = str(path)
+        text = str(self)
+        if path and not text.startswith(path) and not getattr(self, "path", None):
+            self.args = (f"{path}: {text}",)
+            if hasattr(self, "path"):
+                self.path = path
+        return self
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
 
 
 class ModelFileError(KconvError):
@@ -39,11 +53,28 @@ class ConfigError(KconvError):
 
 
 class WeightMismatchError(KconvError):
-    """Stored weights do not match what the layer declaration expects."""
+    """Stored weights do not match what the layer declarations expect: missing, unexpected, or of the
+    wrong shape. ``problems`` lists them all (one string each); the message shows the first 20."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("; ".join(problems))
+    SHOWN = 20
+
+    def __init__(self, problems: list[str], path=None):
+        self.problems = list(problems)
+        self.path = str(path) if path is not None else None
+        shown = "; ".join(self.problems[: self.SHOWN])
+        if len(self.problems) > self.SHOWN:
+            shown += f"; ... and {len(self.problems) - self.SHOWN} more"
+        n = len(self.problems)
+        head = f"{self.path}: " if self.path else ""
+        super().__init__(f"{head}{n} weight problem(s): {shown}" if self.path else shown)
+
+
+class KconvWarning(UserWarning):
+    """Something suspicious but not fatal; the CLI prints it as one 'kconv: warning:' line."""
+
+
+class NonFiniteWeightWarning(KconvWarning):
+    """A weight holds NaN or Inf values."""
 
 
 class UnsupportedError(KconvError):
@@ -62,3 +93,28 @@ class UnsupportedError(KconvError):
             names = ", ".join(f"{name} ({why})" if why else name for name, why in items)
             parts.append(f"{cls}: {names}")
         super().__init__(f"{n} unsupported layer(s): " + "; ".join(parts))
+
+
+
+@contextlib.contextmanager
+def cli_warnings():
+    """While a ``kconv`` command runs: each KconvWarning is printed once as one
+    ``kconv: warning: ...`` line on stderr; other warnings keep Python's handling."""
+    import sys
+    import warnings
+
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if isinstance(category, type) and issubclass(category, KconvWarning):
+                try:
+                    (file or sys.stderr).write(f"kconv: warning: {message}\n")
+                except (OSError, ValueError):
+                    pass
+                return
+            previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        warnings.simplefilter("default", KconvWarning)
+        yield

@@ -5,6 +5,9 @@ Builds plain data (the ``--json`` document); kconv.cli.inspect renders it as tex
 from __future__ import annotations
 
 from . import specs
+from .load import lambdas
+from .load.limits import Limits
+from .load.weights import nonfinite_counts
 from .ir import Layer, Model
 from .naming import module_names
 from .specs.roles import describe
@@ -26,7 +29,7 @@ def _call_inputs(call) -> list[str]:
     return refs
 
 
-def _weight_report(layer: Layer, w, decl, module_path: str) -> dict:
+def _weight_report(layer: Layer, w, decl, module_path: str, check_values: bool = False) -> dict:
     out = {
         "name": w.name,
         "role": w.role,
@@ -40,15 +43,23 @@ def _weight_report(layer: Layer, w, decl, module_path: str) -> dict:
     if w.note:
         out["note"] = w.note
     if decl is not None:
-        for name, t in decl.targets(layer.config):
-            out["torch"].append({"key": f"{module_path}.{name}", "shape": list(t.shape(w.shape)),
-                                 "transform": t.describe()})
+        try:
+            for name, t in decl.targets(layer.config):
+                out["torch"].append({"key": f"{module_path}.{name}", "shape": list(t.shape(w.shape)),
+                                     "transform": t.describe()})
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError) as e:
+            out["torch"] = []
+            out["torch_note"] = f"no torch mapping: the layer config is not understood ({type(e).__name__})"
         if not out["torch"] and decl.why_no_torch:
             out["torch_note"] = decl.why_no_torch
+    if check_values and w.reader is not None:
+        nan, inf = nonfinite_counts(w.read())
+        if nan or inf:
+            out["nonfinite"] = {"nan": nan, "inf": inf}
     return out
 
 
-def layer_report(layer: Layer, module_path: str) -> dict:
+def layer_report(layer: Layer, module_path: str, check_values: bool = False) -> dict:
     spec = specs.get(layer.class_name)
     t, n = layer.param_counts()
     outs = [c.output_shapes for c in layer.calls if c.output_shapes]
@@ -67,6 +78,7 @@ def layer_report(layer: Layer, module_path: str) -> dict:
     }
     if layer.class_name == "Lambda":
         rep["note"] = "Lambda: stored Python code, shown but never executed"
+        rep["lambda"] = lambdas.describe(layer.config, Limits.from_env().max_lambda_code_bytes)
     elif spec is None and layer.model is None:
         rep["note"] = "unknown layer class: roles taken from stored weight names"
     elif spec is not None and not layer.weights and spec.no_weights_reason:
@@ -75,7 +87,7 @@ def layer_report(layer: Layer, module_path: str) -> dict:
         rep["config_notes"] = list(layer.notes)
     if layer.model is not None:
         rep["model_class"] = layer.model.class_name
-        rep["layers"] = model_layers(layer.model, module_path + ".")
+        rep["layers"] = model_layers(layer.model, module_path + ".", check_values)
         return rep
     decls = spec.weight_decls(layer.config) if spec else []
     used = [False] * len(decls)
@@ -86,19 +98,22 @@ def layer_report(layer: Layer, module_path: str) -> dict:
                 used[i] = True
                 decl = d
                 break
-        rep["weights"].append(_weight_report(layer, w, decl, module_path))
+        rep["weights"].append(_weight_report(layer, w, decl, module_path, check_values))
     for extra in ("quantization_mode", "lora_rank"):
         if layer.config.get(extra):
             rep[extra] = layer.config[extra]
     return rep
 
 
-def model_layers(model: Model, prefix: str = "") -> list[dict]:
+def model_layers(model: Model, prefix: str = "", check_values: bool = False) -> list[dict]:
     names = module_names([ly.name for ly in model.layers])
-    return [layer_report(ly, prefix + names[ly.name]) for ly in model.layers]
+    return [layer_report(ly, prefix + names[ly.name], check_values) for ly in model.layers]
 
 
-def report(model: Model) -> dict:
+def report(model: Model, check_values: bool = False) -> dict:
+    """The ``--json`` document. ``check_values``: also read every weight and count NaN/Inf values
+    (weight field ``nonfinite``; reading also warns with NonFiniteWeightWarning); otherwise nothing
+    is read and the report comes from the file's metadata alone."""
     t, n = model.param_counts()
     return {
         "schema_version": SCHEMA_VERSION,
@@ -113,5 +128,5 @@ def report(model: Model) -> dict:
         "total_params": t + n,
         "trainable_params": t,
         "non_trainable_params": n,
-        "layers": model_layers(model),
+        "layers": model_layers(model, "", check_values),
     }

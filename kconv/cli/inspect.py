@@ -59,6 +59,8 @@ def _layers(layers, lines, depth, torch_side, meanings):
             extras.append("normalised: " + "; ".join(ly["config_notes"]))
         for e in extras:
             lines.append(f"{pad}    ({e})")
+        if ly.get("lambda"):
+            lines.append(f"{pad}    {_lambda_line(ly['lambda'])}")
         for w in ly["weights"]:
             tr = "trainable" if w["trainable"] else "non-trainable"
             lines.append(f"{pad}    {w['role']:<17} {_fmt_shape(w['shape']):<16} {w['dtype']:<8} {tr:<13} {w['name']}")
@@ -66,6 +68,8 @@ def _layers(layers, lines, depth, torch_side, meanings):
                 lines.append(f"{pad}        {w['meaning']}")
             if w.get("note"):
                 lines.append(f"{pad}        note: {w['note']}")
+            if w.get("nonfinite"):
+                lines.append(f"{pad}        WARNING: {w['nonfinite']['nan']} NaN and {w['nonfinite']['inf']} Inf values")
             if torch_side:
                 for t in w["torch"]:
                     lines.append(f"{pad}        -> torch {t['key']} {_fmt_shape(t['shape'])} by {t['transform']}")
@@ -75,6 +79,31 @@ def _layers(layers, lines, depth, torch_side, meanings):
             _layers(ly["layers"], lines, depth + 1, torch_side, meanings)
 
 
+def _code_text(info: dict) -> str:
+    if info.get("problem"):
+        return f"bytecode ({info['problem']})"
+    strings = ", ".join(repr(x) for x in info.get("strings", [])) or "none found"
+    return (f"marshalled Python bytecode, {info.get('code_bytes', 0)} bytes, sha256 {info.get('sha256', '')[:16]}; "
+            f"strings in it: {strings}")
+
+
+def _lambda_line(info: dict) -> str:
+    """One line on a Lambda's stored function (kconv.load.lambdas.describe); nothing was run."""
+    if info.get("kind") == "named function":
+        mod = f" from module {info['module']!r}" if info.get("module") else ""
+        text = f"function: named function {info.get('name')!r}{mod}, code not stored in the file"
+    elif info.get("kind") == "bytecode":
+        text = "function: " + _code_text(info)
+    else:
+        text = f"function: {info.get('problem', 'not understood')}"
+    for k in ("defaults", "closure", "arguments"):
+        if info.get(k):
+            text += f"; {k} {info[k]}"
+    if info.get("output_shape"):
+        text += "; output_shape function: " + _code_text(info["output_shape"])
+    return text + " [not executed]"
+
+
 @main.command("inspect")
 @click.argument("model", type=click.Path(exists=True, dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON only (schema_version 1).")
@@ -82,14 +111,16 @@ def _layers(layers, lines, depth, torch_side, meanings):
               help="Architecture JSON (model.to_json()) for a weights-only HDF5 file.")
 @click.option("--no-torch", is_flag=True, help="Leave out the PyTorch side (torch key, shape, transform).")
 @click.option("--brief", is_flag=True, help="Leave out the one-line meaning of each weight role.")
-def inspect_cmd(model, as_json, config, no_torch, brief):
+@click.option("--check-values", is_flag=True,
+              help="Also read every weight and report NaN/Inf values (inspect otherwise reads no tensor data).")
+def inspect_cmd(model, as_json, config, no_torch, brief, check_values):
     """Show every layer and weight of a Keras model file, without running Keras.
 
     For each layer: class, inputs, output shape, parameter count; for each weight: role, shape,
     dtype, trainable, and the PyTorch tensor it becomes. Nested models are shown as a tree.
     """
     m = load(model, config=config)
-    rep = _report.report(m)
+    rep = _report.report(m, check_values=check_values)
     if as_json:
         click.echo(json.dumps(rep, indent=2))
     else:

@@ -1,20 +1,34 @@
 """Read a Keras model file into the model description (kconv.ir) without tensorflow, keras or torch."""
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
 import zipfile
+import zlib
 from pathlib import Path
 
-from ..errors import ConfigError, KconvError, ModelFileError
+from ..errors import ConfigError, KconvError, ModelFileError, WeightMismatchError
 from ..ir import Model
+from . import h5safe
 from . import shapes as _shapes
+from . import validate
 from .config import build_model
-from .weights import attach_keras3, attach_legacy
+from .limits import DEFAULT as DEFAULT_LIMITS, Limits
+from .weights import Context, attach_keras3, attach_legacy, check_shapes
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
-MAX_CONFIG_BYTES = 64 * 1024 * 1024  # config.json larger than this is refused (documented in README)
+MAX_CONFIG_BYTES = DEFAULT_LIMITS.max_config_bytes  # kept for callers of the old constant
+MAX_METADATA_BYTES = 1 << 20
+
+# What a damaged file can make the standard library, h5py or the config walk raise. Anything in
+# here while loading is reported as "damaged or unexpected content", exit code 2 (with --traceback
+# the original exception is shown).
+DAMAGE = (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError, LookupError, RecursionError,
+          OverflowError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error,
+          json.JSONDecodeError, UnicodeError, MemoryError)
 
 
 def sniff(path: Path) -> str:
@@ -36,62 +50,112 @@ def sniff(path: Path) -> str:
     raise ModelFileError(path, "not a Keras model file (neither HDF5 nor a .keras zip archive)")
 
 
-def load(path, config: str | os.PathLike | None = None) -> Model:
+def load(path, config: str | os.PathLike | None = None, limits: Limits | None = None) -> Model:
     """Load a Keras model file (``.keras``, ``.h5``/``.hdf5``) into a :class:`kconv.ir.Model`.
 
     Weight tensors stay in the file until ``Weight.read()``; the file is kept open for that.
+    ``limits``: resource limits for untrusted files; default: :class:`Limits` defaults overridden by
+    the ``KCONV_MAX_*`` environment variables (README "Limits and safety").
     """
     path = Path(path)
+    if limits is None:
+        limits = Limits.from_env()
     kind = sniff(path)
+    ctx = Context(path, limits)
     try:
         if kind == "h5":
-            model = _load_h5(path, config)
+            model = _load_h5(path, config, ctx)
         elif kind == "keras":
-            model = _load_keras(path)
+            model = _load_keras(path, ctx)
         else:
             raise ModelFileError(path, "TF SavedModel directories are not supported yet (see issue 7)")
+        model.source = str(path)
+        model.format = kind
+        validate.check_model(model)
+        _shapes.infer(model)
+        validate.check_refs(model)
+        check_shapes(model, ctx)
+        ctx.raise_problems()
+    except (ModelFileError, WeightMismatchError):
+        raise
     except KconvError as e:
-        if isinstance(e, ModelFileError):
-            raise
         raise ModelFileError(path, str(e)) from e
-    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
-        raise ModelFileError(path, f"damaged or unexpected content ({type(e).__name__}: {e})") from e
-    model.source = str(path)
-    model.format = kind
-    _shapes.infer(model)
+    except DAMAGE as e:
+        raise ModelFileError(path, f"damaged or unexpected content ({type(e).__name__}: {_short(e)})") from e
     return model
+
+
+def _short(e, n: int = 200) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def _json(raw, path, what):
     if isinstance(raw, bytes):
-        raw = raw.decode("utf8")
+        try:
+            raw = raw.decode("utf8")
+        except UnicodeDecodeError as e:
+            raise ModelFileError(path, f"{what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
         return json.loads(raw)
     except json.JSONDecodeError as e:
         raise ModelFileError(path, f"{what} is not valid JSON ({e.msg} at char {e.pos})") from None
+    except RecursionError:
+        raise ModelFileError(path, f"{what} is nested too deeply") from None
 
 
-def _load_h5(path: Path, config_path) -> Model:
+def _read_config_file(config_path, limits: Limits):
+    p = Path(config_path)
+    try:
+        size = p.stat().st_size
+        if size > limits.max_config_bytes:
+            raise ModelFileError(p, f"{size} bytes, over the {limits.max_config_bytes}-byte config limit "
+                                    "(KCONV_MAX_CONFIG_BYTES)")
+        return _json(p.read_bytes(), config_path, "architecture JSON")
+    except OSError as e:
+        raise ModelFileError(p, e.strerror or str(e)) from None
+
+
+def _load_h5(path: Path, config_path, ctx: Context) -> Model:
     import h5py
 
+    limits = ctx.limits
     try:
         f = h5py.File(path, "r")
-    except OSError as e:
-        raise ModelFileError(path, f"cannot open as HDF5 ({e})") from None
-    if config_path is not None:
-        cfg = _json(Path(config_path).read_bytes(), config_path, "architecture JSON")
-    elif "model_config" in f.attrs:
-        cfg = _json(f.attrs["model_config"], path, "model_config attribute")
-    else:
-        raise ModelFileError(path, "no model_config attribute: a weights-only file; pass the architecture "
-                                   "with --config model.json")
-    if not isinstance(cfg, dict) or "class_name" not in cfg:
-        raise ModelFileError(path, "model_config is not a Keras model config")
-    model = build_model(cfg)
-    wgroup = f["model_weights"] if "model_weights" in f else f
-    attach_legacy(model, wgroup, str(path))
-    model.keras_version = _attr(f, wgroup, "keras_version")
-    model.backend = _attr(f, wgroup, "backend")
+    except Exception as e:  # noqa: BLE001 - h5py raises OSError, and others for some damage
+        raise ModelFileError(path, f"cannot open as HDF5 ({_short(e)})") from None
+    try:
+        if config_path is not None:
+            cfg = _read_config_file(config_path, limits)
+        elif "model_config" in f.attrs:
+            size = f.attrs.get_id("model_config").get_storage_size()
+            if size > limits.max_config_bytes:
+                raise ModelFileError(path, f"model_config attribute is {size} bytes, over the "
+                                           f"{limits.max_config_bytes}-byte limit (KCONV_MAX_CONFIG_BYTES)")
+            raw = f.attrs["model_config"]
+            if not isinstance(raw, (bytes, str)):
+                raise ModelFileError(path, f"model_config attribute is {type(raw).__name__}, not JSON text")
+            if len(raw) > limits.max_config_bytes:
+                raise ModelFileError(path, f"model_config attribute is {len(raw)} bytes, over the "
+                                           f"{limits.max_config_bytes}-byte limit (KCONV_MAX_CONFIG_BYTES)")
+            cfg = _json(raw, path, "model_config attribute")
+        else:
+            raise ModelFileError(path, "no model_config attribute: a weights-only file; pass the architecture "
+                                       "with --config model.json")
+        if not isinstance(cfg, dict) or "class_name" not in cfg:
+            raise ModelFileError(path, "model_config is not a Keras model config")
+        model = build_model(cfg)
+        wgroup = h5safe.child(f, "model_weights", missing_ok=True)
+        if wgroup is None:
+            wgroup = f
+        if not isinstance(wgroup, h5py.Group):
+            raise ModelFileError(path, "model_weights is a dataset, not a group")
+        attach_legacy(model, wgroup, ctx)
+        model.keras_version = _attr(f, wgroup, "keras_version")
+        model.backend = _attr(f, wgroup, "backend")
+    except BaseException:
+        f.close()
+        raise
     model._file = f  # keeps the file open for lazy reads
     return model
 
@@ -100,7 +164,8 @@ def _attr(f, g, key):
     for obj in (f, g):
         if key in obj.attrs:
             v = obj.attrs[key]
-            return v.decode("utf8") if isinstance(v, bytes) else str(v)
+            text = v.decode("utf8", "replace") if isinstance(v, bytes) else str(v)
+            return text[:100]
     return ""
 
 
@@ -113,7 +178,11 @@ class _Slice:
 
     def __init__(self, path, start: int, size: int):
         self._f = open(path, "rb")
+        self._path = str(path)
         self._start, self._size, self._pos = start, size, 0
+
+    def __repr__(self):  # h5py names the file by its repr in messages
+        return self._path
 
     def seekable(self):
         return True
@@ -147,55 +216,139 @@ class _Slice:
         self._f.close()
 
 
+class _Bytes(io.BytesIO):
+    """A decompressed archive member; its repr (what h5py reports as the file name) is the archive path."""
+
+    path = ""
+
+    def __repr__(self):
+        return self.path
+
+
 def _member_slice(path: Path, info: zipfile.ZipInfo) -> _Slice:
     import struct
 
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         header = f.read(30)
-    if len(header) < 30 or header[:4] != ZIP_SIGNATURE:
-        raise ModelFileError(path, f"damaged zip entry for {info.filename}")
-    name_len, extra_len = struct.unpack("<HH", header[26:30])
+        if len(header) < 30 or header[:4] != ZIP_SIGNATURE:
+            raise ModelFileError(path, f"damaged zip entry for {info.filename}")
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        local_name = f.read(name_len)
+    if local_name.decode("utf8", "replace") != info.filename and local_name.decode("cp437") != info.filename:
+        raise ModelFileError(path, f"zip entry {info.filename!r}: local header names {local_name[:80]!r}")
     start = info.header_offset + 30 + name_len + extra_len
     if start + info.file_size > path.stat().st_size:
         raise ModelFileError(path, f"{info.filename} extends past the end of the archive (truncated file?)")
     return _Slice(path, start, info.file_size)
 
 
-def _load_keras(path: Path) -> Model:
+def _unsafe_name(name: str) -> str | None:
+    """Why a member name is not one a Keras archive would have (we never extract, but refuse anyway)."""
+    if "\x00" in name:
+        return "a NUL character"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "a '..' component (path traversal)"
+    return None
+
+
+def _check_archive(path: Path, zf: zipfile.ZipFile, limits: Limits) -> dict:
+    infos = zf.infolist()
+    if len(infos) > limits.max_members:
+        raise ModelFileError(path, f"archive has {len(infos)} entries, over the {limits.max_members} limit "
+                                   "(KCONV_MAX_MEMBERS)")
+    names: dict = {}
+    for info in infos:
+        why = _unsafe_name(info.filename)
+        if why:
+            raise ModelFileError(path, f"archive member {info.filename[:80]!r} has {why}; refused")
+        if info.filename in names:
+            raise ModelFileError(path, f"archive has two members named {info.filename[:80]!r}; refused")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise ModelFileError(path, f"archive member {info.filename[:80]!r} is a symbolic link; refused")
+        names[info.filename] = info
+    return names
+
+
+def _check_member(path: Path, info: zipfile.ZipInfo, limits: Limits, max_bytes: int, what: str):
+    if info.flag_bits & 0x1:
+        raise ModelFileError(path, f"{info.filename} is encrypted")
+    if info.file_size > max_bytes:
+        raise ModelFileError(path, f"{info.filename} is {info.file_size} bytes uncompressed, over the {max_bytes}-"
+                                   f"byte limit ({what})")
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > h5safe.RATIO_FLOOR_BYTES \
+            and info.file_size > limits.max_compression_ratio * max(info.compress_size, 1):
+        raise ModelFileError(path, f"{info.filename} expands {info.compress_size} -> {info.file_size} bytes, over "
+                                   f"the compression ratio limit {limits.max_compression_ratio} (a zip bomb?; "
+                                   "KCONV_MAX_COMPRESSION_RATIO)")
+
+
+def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> bytes:
+    """The member's bytes, never more than ``max_bytes`` whatever the headers say."""
+    chunks, total = [], 0
+    with zf.open(info) as fh:
+        while True:
+            chunk = fh.read(min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise ModelFileError(path, f"{info.filename} decompresses to more than {max_bytes} bytes")
+    return b"".join(chunks)
+
+
+def _load_keras(path: Path, ctx: Context) -> Model:
     import h5py
 
+    limits = ctx.limits
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise ModelFileError(path, f"damaged .keras archive ({e})") from None
-    names = {i.filename: i for i in zf.infolist()}
-    if "config.json" not in names:
-        raise ModelFileError(path, "no config.json in the archive (not a Keras 3 .keras file)")
-    info = names["config.json"]
-    if info.file_size > MAX_CONFIG_BYTES:
-        raise ModelFileError(path, f"config.json is {info.file_size} bytes, over the {MAX_CONFIG_BYTES} limit")
-    cfg = _json(zf.read("config.json"), path, "config.json")
-    if not isinstance(cfg, dict) or "class_name" not in cfg:
-        raise ModelFileError(path, "config.json is not a Keras model config")
-    meta = {}
-    if "metadata.json" in names and names["metadata.json"].file_size < 1 << 20:
-        meta = _json(zf.read("metadata.json"), path, "metadata.json")
-    model = build_model(cfg)
-    if "model.weights.h5" not in names:
-        raise ModelFileError(path, "no model.weights.h5 in the archive")
-    winfo = names["model.weights.h5"]
-    if winfo.compress_type == zipfile.ZIP_STORED:
-        fobj = _member_slice(path, winfo)  # h5py reads the stored member in place
-    else:
-        import io
-
-        fobj = io.BytesIO(zf.read("model.weights.h5"))
+    except Exception as e:  # noqa: BLE001 - BadZipFile, OSError, ValueError... for damaged archives
+        raise ModelFileError(path, f"damaged .keras archive ({_short(e)})") from None
     try:
-        f = h5py.File(fobj, "r")
-    except OSError as e:
-        raise ModelFileError(path, f"model.weights.h5 is not readable HDF5 ({e})") from None
-    attach_keras3(model, f)
+        names = _check_archive(path, zf, limits)
+        if "config.json" not in names:
+            raise ModelFileError(path, "no config.json in the archive (not a Keras 3 .keras file)")
+        info = names["config.json"]
+        _check_member(path, info, limits, limits.max_config_bytes, "KCONV_MAX_CONFIG_BYTES")
+        cfg = _json(_read_member(path, zf, info, limits.max_config_bytes), path, "config.json")
+        if not isinstance(cfg, dict) or "class_name" not in cfg:
+            raise ModelFileError(path, "config.json is not a Keras model config")
+        meta = {}
+        if "metadata.json" in names and names["metadata.json"].file_size <= MAX_METADATA_BYTES:
+            _check_member(path, names["metadata.json"], limits, MAX_METADATA_BYTES, "metadata")
+            meta = _json(_read_member(path, zf, names["metadata.json"], MAX_METADATA_BYTES), path, "metadata.json")
+            if not isinstance(meta, dict):
+                meta = {}
+        model = build_model(cfg)
+        if "model.weights.h5" not in names:
+            raise ModelFileError(path, "no model.weights.h5 in the archive")
+        winfo = names["model.weights.h5"]
+        if winfo.compress_type == zipfile.ZIP_STORED and not winfo.flag_bits & 0x1:
+            if winfo.compress_size != winfo.file_size:
+                raise ModelFileError(path, "model.weights.h5: stored member with inconsistent sizes")
+            fobj = _member_slice(path, winfo)  # h5py reads the stored member in place
+        else:
+            _check_member(path, winfo, limits, limits.max_member_bytes, "KCONV_MAX_MEMBER_BYTES")
+            fobj = _Bytes(_read_member(path, zf, winfo, limits.max_member_bytes))
+            fobj.path = str(path)
+        try:
+            f = h5py.File(fobj, "r")
+        except Exception as e:  # noqa: BLE001
+            fobj.close()
+            raise ModelFileError(path, f"model.weights.h5 is not readable HDF5 ({_short(e)})") from None
+        try:
+            attach_keras3(model, f, ctx)
+        except BaseException:
+            f.close()
+            fobj.close()
+            raise
+    except BaseException:
+        zf.close()
+        raise
     model.keras_version = str(meta.get("keras_version", ""))
     model.backend = str(meta.get("backend", ""))  # .keras metadata usually does not record it
     model._file = (zf, fobj, f)

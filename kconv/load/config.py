@@ -73,16 +73,21 @@ def _parse_node_k3(node: dict) -> Call:
     inputs: list[TensorRef] = []
     is_list = False
     consts = []
+    ordered = []  # positional arguments in order: None where a tensor goes, else the constant
     for a in args:
         refs = _refs_in(a)
         if isinstance(a, (list, tuple)) and refs:
             is_list = True
         if not refs:
             consts.append(a)
+            ordered.append({"const": a})
+        else:
+            ordered.append(None)
         inputs.extend(refs)
     plain = {k: v for k, v in kwargs.items() if not _refs_in(v)}
     if consts:  # constant positional arguments of Keras 3 ops, e.g. the 0 of not_equal(ids, 0)
         plain["_const_args"] = consts
+        plain["_args"] = ordered
     tensors = {}
     for k, v in kwargs.items():
         refs = _refs_in(v)
@@ -133,6 +138,16 @@ def _io_refs(value) -> list[TensorRef]:
     return [_ref3(v) for v in value]
 
 
+def _is_keras_op(entry: dict, raw: dict) -> bool:
+    """A keras.ops Operation in a Keras 3 graph: module keras.src.ops.* in .keras configs; legacy .h5
+    configs drop the module, but an Operation's config lacks the 'trainable' and 'dtype' that every
+    Keras 3 Layer config has (keras/src/layers/layer.py get_config vs ops/operation.py)."""
+    if str(entry.get("module", "")).startswith("keras.src.ops"):
+        return True
+    nodes = entry.get("inbound_nodes") or []
+    return bool(nodes) and isinstance(nodes[0], dict) and "trainable" not in raw and "dtype" not in raw
+
+
 def _layer_from_entry(entry: dict, where: str) -> Layer:
     if not isinstance(entry, dict) or "class_name" not in entry:
         raise ConfigError(where, "layer entry without class_name")
@@ -146,8 +161,12 @@ def _layer_from_entry(entry: dict, where: str) -> Layer:
                       trainable=raw.get("trainable", True))
     else:
         cfg = normalize_config(cls, raw, notes)
-        if str(entry.get("module", "")).startswith("keras.src.ops"):
-            cfg["_keras_op"] = True  # a keras.ops operation recorded in the graph, not a Layer
+        if _is_keras_op(entry, raw):
+            # A keras.ops operation recorded in the graph (x + 3.0, ops.not_equal(ids, 0)), not a
+            # Layer. Its class name can equal a layer's (Add, Multiply, Concatenate, Reshape, Dot...)
+            # with different semantics, so it gets its own declarations: 'ops.Add', ...
+            cfg["_keras_op"] = True
+            cls = "ops." + cls
         name = entry.get("name") or cfg.get("name")
         if not name:
             raise ConfigError(where, f"{cls} layer without a name")

@@ -9,9 +9,26 @@ from __future__ import annotations
 
 import re
 
+import warnings
+
 from .. import specs
-from ..errors import ModelFileError, WeightMismatchError
+from ..errors import KconvError, ModelFileError, NonFiniteWeightWarning, WeightMismatchError
 from ..ir import Layer, Model, Weight
+from . import h5safe
+from .limits import DEFAULT, Limits
+
+
+class Context:
+    """What the attach functions share: the file (for messages), the limits, the problems found."""
+
+    def __init__(self, path: str, limits: Limits = DEFAULT):
+        self.path = str(path)
+        self.limits = limits
+        self.problems: list[str] = []
+
+    def raise_problems(self):
+        if self.problems:
+            raise WeightMismatchError(self.problems, path=self.path)
 
 
 def _text(v) -> str:
@@ -22,8 +39,52 @@ def _dtype(ds) -> str:
     return str(ds.dtype)
 
 
-def _reader(ds):
-    return lambda: ds[()]
+def _reader(ds, path: str, name: str):
+    """Reads the dataset on demand; damage found only now (truncated data) becomes a ModelFileError,
+    and non-finite values a NonFiniteWeightWarning."""
+
+    def read():
+        import numpy as np
+
+        try:
+            data = ds[()]
+        except KconvError:
+            raise
+        except Exception as e:  # h5py raises OSError, RuntimeError, ValueError... for damaged data
+            raise ModelFileError(path, f"weight {name}: data unreadable ({type(e).__name__}: {e})") from e
+        if ds.dtype.kind == "V" and ds.attrs.get("dtype") in ("bfloat16", b"bfloat16"):
+            try:
+                import ml_dtypes
+
+                data = np.asarray(data).view(ml_dtypes.bfloat16)
+            except ImportError:  # pragma: no cover - ml_dtypes is optional
+                raise ModelFileError(path, f"weight {name}: bfloat16 data needs the ml_dtypes package") from None
+        warn_nonfinite(data, path, name)
+        return data
+
+    return read
+
+
+def nonfinite_counts(data) -> tuple[int, int]:
+    """(NaN count, Inf count) of an array; (0, 0) for integer data."""
+    import numpy as np
+
+    a = np.asarray(data)
+    if a.dtype.kind not in "fc":
+        try:
+            a = a.astype(np.float32)  # bfloat16 and friends
+        except (TypeError, ValueError):
+            return 0, 0
+        if a.dtype.kind not in "fc":
+            return 0, 0
+    return int(np.isnan(a).sum()), int(np.isinf(a).sum())
+
+
+def warn_nonfinite(data, path, name):
+    nan, inf = nonfinite_counts(data)
+    if nan or inf:
+        warnings.warn(NonFiniteWeightWarning(f"{path}: weight {name} holds {nan} NaN and {inf} Inf value(s)"),
+                      stacklevel=3)
 
 
 def _key_of(name: str) -> str:
@@ -33,11 +94,15 @@ def _key_of(name: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Matching stored tensors to declarations
 
-def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, trainable_scope: bool, where: str):
+def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, trainable_scope: bool, where: str,
+           ctx: Context):
     """Give ``layer`` its weights from ``stored`` [(name, dataset)], with roles from its declaration.
 
     ``by_name``: match on the last name component (legacy HDF5); otherwise by position (.keras).
+    Problems (missing, unexpected weights) are added to ``ctx.problems``.
     """
+    for n, ds in stored:
+        h5safe.check_dataset(ds, ctx.limits, n)
     spec = specs.get(layer.class_name)
     cfg = layer.config
     trainable_layer = trainable_scope and layer.trainable
@@ -45,7 +110,7 @@ def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, traina
         # Unknown class: show what is stored, roles from the stored names where there are any.
         layer.weights = [
             Weight(name=n, key=_key_of(n), role=_key_of(n) if by_name else "unknown", shape=tuple(ds.shape),
-                   dtype=_dtype(ds), trainable=trainable_layer, reader=_reader(ds),
+                   dtype=_dtype(ds), trainable=trainable_layer, reader=_reader(ds, ctx.path, n),
                    note="unknown layer class: role from the stored name, trainable assumed")
             for n, ds in stored
         ]
@@ -62,13 +127,13 @@ def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, traina
             if slot is None:
                 problems.append(f"unexpected weight {n!r} {tuple(ds.shape)}")
                 continue
-            weights[slot] = _weight(n, ds, decls[slot], cfg, trainable_layer)
+            weights[slot] = _weight(n, ds, decls[slot], cfg, trainable_layer, ctx)
     else:
         if len(stored) > len(decls):
             for n, ds in stored[len(decls):]:
                 problems.append(f"unexpected weight {n!r} {tuple(ds.shape)}")
         for i, (n, ds) in enumerate(stored[: len(decls)]):
-            weights[i] = _weight(n, ds, decls[i], cfg, trainable_layer)
+            weights[i] = _weight(n, ds, decls[i], cfg, trainable_layer, ctx)
     for i, d in enumerate(decls):
         if weights[i] is None:
             synthetic = _synthesize(layer, d, weights, decls, trainable_layer)
@@ -76,14 +141,14 @@ def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, traina
                 weights[i] = synthetic
             else:
                 problems.append(f"missing weight {d.key!r}")
-    if problems:
-        raise WeightMismatchError([f"{where}: layer {layer.name!r} ({layer.class_name}): {p}" for p in problems])
+    ctx.problems.extend(f"layer {layer.name!r} ({layer.class_name}): {p}" for p in problems)
     layer.weights = [w for w in weights if w is not None]
 
 
-def _weight(name, ds, decl, cfg, trainable_layer) -> Weight:
-    return Weight(name=name, key=decl.key, role=decl.role_name, shape=tuple(ds.shape), dtype=_dtype(ds),
-                  trainable=trainable_layer and decl.trainable_for(cfg), reader=_reader(ds))
+def _weight(name, ds, decl, cfg, trainable_layer, ctx) -> Weight:
+    return Weight(name=name, key=decl.key, role=decl.role_name, shape=tuple(int(d) for d in ds.shape),
+                  dtype=_dtype(ds), trainable=trainable_layer and decl.trainable_for(cfg),
+                  reader=_reader(ds, ctx.path, name))
 
 
 def _synthesize(layer, decl, weights, decls, trainable_layer):
@@ -93,7 +158,10 @@ def _synthesize(layer, decl, weights, decls, trainable_layer):
     kernel = next((w for w in weights if w is not None and w.key == "kernel"), None)
     if kernel is None:
         return None
-    rank = int(layer.config["lora_rank"])
+    try:
+        rank = int(layer.config["lora_rank"])
+    except (TypeError, ValueError, OverflowError):
+        return None
     shape = (kernel.shape[0], rank) if decl.key == "lora_kernel_a" else (rank, kernel.shape[-1])
     return Weight(name=f"{layer.name}/{decl.key}", key=decl.key, role=decl.role_name, shape=shape,
                   dtype=kernel.dtype, trainable=trainable_layer, reader=None,
@@ -111,32 +179,52 @@ def _snake(name: str) -> str:
     return name
 
 
-def _vars_in(group, order: tuple) -> list[tuple[str, object]]:
+MAX_DEPTH = 32  # sub-object nesting in model.weights.h5 (Keras nests a few levels)
+
+
+def _vars_in(group, order: tuple, ctx: Context, depth: int = 0) -> list[tuple[str, object]]:
     """Datasets of an object group: own vars/0..n, then sub-objects (in ``order`` first, then by name)."""
+    import h5py
+
+    if depth > MAX_DEPTH:
+        raise ModelFileError(ctx.path, f"{group.name}: sub-objects nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(group, h5py.Group):
+        raise ModelFileError(ctx.path, f"{group.name}: a dataset where a layer group was expected")
     out = []
-    if "vars" in group:
-        v = group["vars"]
+    if h5safe.has(group, "vars"):
+        v = h5safe.child(group, "vars")
+        if not isinstance(v, h5py.Group):
+            raise ModelFileError(ctx.path, f"{v.name}: a dataset where the group of variables was expected")
         for i in range(len(v)):
-            if str(i) not in v:
-                raise ModelFileError(group.file.filename, f"{v.name}: variable {i} missing")
-            out.append((f"{v.name.lstrip('/')}/{i}", v[str(i)]))
-    subs = [k for k in group.keys() if k not in ("vars", "layers")]
+            ds = h5safe.child(v, str(i), missing_ok=True)
+            if ds is None:
+                ctx.problems.append(f"{v.name}: variable {i} missing (the group has {len(v)} members)")
+                continue
+            out.append((f"{v.name.lstrip('/')}/{i}", ds))
+    subs = [k for k in h5safe.keys(group) if k not in ("vars", "layers")]
     subs = [k for k in order if k in subs] + sorted(k for k in subs if k not in order)
     for k in subs:
-        out.extend(_vars_in(group[k], ()))
+        out.extend(_vars_in(h5safe.child(group, k), (), ctx, depth + 1))
     return out
 
 
-def attach_keras3(model: Model, group, trainable_scope: bool = True):
+def attach_keras3(model: Model, group, ctx: Context, trainable_scope: bool = True, depth: int = 0):
+    import h5py
+
+    if depth > MAX_DEPTH:
+        raise ModelFileError(ctx.path, f"models nested deeper than {MAX_DEPTH} levels")
     layers = model.layers
     saved = [ly for ly in layers if not (model.class_name == "Sequential" and ly.class_name == "InputLayer")]
-    lgroup = group["layers"] if "layers" in group else None
+    lgroup = h5safe.child(group, "layers", missing_ok=True)
+    if lgroup is not None and not isinstance(lgroup, h5py.Group):
+        raise ModelFileError(ctx.path, f"{lgroup.name}: a dataset where the group of layers was expected")
     by_attr = {}
     if lgroup is not None:
-        for k in lgroup.keys():
-            g = lgroup[k]
-            if "vars" in g and "name" in g["vars"].attrs:
-                by_attr[_text(g["vars"].attrs["name"])] = g
+        for k in h5safe.keys(lgroup):
+            g = h5safe.child(lgroup, k)
+            v = h5safe.child(g, "vars", missing_ok=True) if isinstance(g, h5py.Group) else None
+            if v is not None and "name" in v.attrs:
+                by_attr[_text(v.attrs["name"])] = g
     counters: dict[str, int] = {}
     for layer in saved:
         base = _snake(layer.class_name)
@@ -147,43 +235,67 @@ def attach_keras3(model: Model, group, trainable_scope: bool = True):
             counters[base] = 0
             slot = base
         g = by_attr.get(layer.name)
-        if g is None and lgroup is not None and slot in lgroup:
-            g = lgroup[slot]
+        if g is None and lgroup is not None and h5safe.has(lgroup, slot):
+            g = h5safe.child(lgroup, slot)
         if layer.model is not None:
             if g is None:
-                raise WeightMismatchError([f"nested model {layer.name!r}: no weights group in the file"])
-            attach_keras3(layer.model, g, trainable_scope and layer.trainable)
+                ctx.problems.append(f"nested model {layer.name!r}: no weights group in the file")
+                continue
+            attach_keras3(layer.model, g, ctx, trainable_scope and layer.trainable, depth + 1)
             continue
         spec = specs.get(layer.class_name)
-        stored = _vars_in(g, spec.keras_subobjects if spec else ()) if g is not None else []
-        assign(layer, stored, by_name=False, trainable_scope=trainable_scope, where="model.weights.h5")
+        stored = _vars_in(g, spec.keras_subobjects if spec else (), ctx) if g is not None else []
+        assign(layer, stored, by_name=False, trainable_scope=trainable_scope, where="model.weights.h5", ctx=ctx)
 
 
 # --------------------------------------------------------------------------------------------------
 # Legacy HDF5
 
-def attach_legacy(model: Model, wgroup, path: str):
+def _names_attr(obj, key, ctx: Context) -> list[str]:
+    import numpy as np
+
+    value = obj.attrs.get(key, [])
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "SUO"):
+        raise ModelFileError(ctx.path, f"{obj.name}: attribute {key!r} is not a list of names")
+    return [_text(n) for n in arr]
+
+
+def attach_legacy(model: Model, wgroup, ctx: Context):
     """``wgroup``: the group holding ``layer_names`` (``model_weights``, or the root of a weights file)."""
+    import h5py
+
+    path = ctx.path
     if "layer_names" not in wgroup.attrs:
         raise ModelFileError(path, f"{wgroup.name}: no 'layer_names' attribute (not a Keras weights group)")
-    stored_layers = {_text(n) for n in wgroup.attrs["layer_names"]}
+    stored_layers = set(_names_attr(wgroup, "layer_names", ctx))
     for layer in model.layers:
         if layer.name not in stored_layers:
             # Keras 3 ops in a functional graph (NotEqual for a mask ...) are not layers: never stored.
             if layer.class_name == "InputLayer" or (layer.model is None and not _expects_weights(layer)):
                 continue
-            raise WeightMismatchError([f"layer {layer.name!r}: not in the file's layer_names"])
-        g = wgroup[layer.name]
-        names = [_text(n) for n in g.attrs.get("weight_names", [])]
+            ctx.problems.append(f"layer {layer.name!r}: not in the file's layer_names")
+            continue
+        g = h5safe.child(wgroup, layer.name, missing_ok=True)
+        if g is None:
+            ctx.problems.append(f"layer {layer.name!r}: listed in layer_names but its group is missing")
+            continue
+        if not isinstance(g, h5py.Group):
+            raise ModelFileError(path, f"{g.name}: a dataset where the layer's group was expected")
+        names = _names_attr(g, "weight_names", ctx)
         stored = []
         for n in names:
-            if n not in g:
-                raise WeightMismatchError([f"layer {layer.name!r}: weight {n!r} listed but missing"])
-            stored.append((n, g[n]))
+            ds = h5safe.child(g, n, missing_ok=True)
+            if ds is None:
+                ctx.problems.append(f"layer {layer.name!r}: weight {n!r} listed but missing")
+                continue
+            stored.append((n, ds))
         if layer.model is not None:
-            _distribute(layer, stored, path)
+            _distribute(layer, stored, ctx)
         else:
-            assign(layer, stored, by_name=True, trainable_scope=True, where=path)
+            assign(layer, stored, by_name=True, trainable_scope=True, where=path, ctx=ctx)
 
 
 def _expects_weights(layer: Layer) -> bool:
@@ -201,7 +313,7 @@ def _leaves(model: Model, trainable: bool):
             yield layer, trainable
 
 
-def _distribute(outer: Layer, stored, path):
+def _distribute(outer: Layer, stored, ctx: Context):
     """A nested model's weights all sit in one group: give each to its inner layer by name."""
     leaves = list(_leaves(outer.model, outer.trainable))
     by_name = {layer.name: (layer, t) for layer, t in leaves}
@@ -210,7 +322,62 @@ def _distribute(outer: Layer, stored, path):
         parts = n.split("/")[:-1]
         owner = next((p for p in parts if p in by_name), None)
         if owner is None:
-            raise WeightMismatchError([f"nested model {outer.name!r}: weight {n!r} belongs to no inner layer"])
+            ctx.problems.append(f"nested model {outer.name!r}: weight {n!r} belongs to no inner layer")
+            continue
         per_layer[owner].append((n, ds))
     for layer, t in leaves:
-        assign(layer, per_layer[layer.name], by_name=True, trainable_scope=t, where=path)
+        assign(layer, per_layer[layer.name], by_name=True, trainable_scope=t, where=ctx.path, ctx=ctx)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shapes: every stored weight against the shape its declaration says Keras creates it with
+
+def _input_shape(model: Model, layer: Layer):
+    """The shape of the first input of the layer's first call (None when unknown)."""
+    try:
+        ref = layer.calls[0].inputs[0]
+        return model.layer(ref.layer).calls[ref.node].output_shapes[ref.index]
+    except (IndexError, KeyError, AttributeError, TypeError):
+        return None
+
+
+def _matches(found: tuple, expected: tuple) -> bool:
+    return len(found) == len(expected) and all(e is None or f == e for f, e in zip(found, expected))
+
+
+def _fmt(shape) -> str:
+    inner = ", ".join("?" if d is None else str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def check_shapes(model: Model, ctx: Context):
+    """Add a problem to ``ctx`` for every stored weight whose shape differs from the declared one."""
+    for layer in model.layers:
+        if layer.model is not None:
+            check_shapes(layer.model, ctx)
+            continue
+        spec = specs.get(layer.class_name)
+        if spec is None or not layer.weights:
+            continue
+        decls = spec.weight_decls(layer.config)
+        in_shape = _input_shape(model, layer)
+        used = [False] * len(decls)
+        for w in layer.weights:
+            for i, d in enumerate(decls):
+                if not used[i] and d.key == w.key and d.role_name == w.role:
+                    used[i] = True
+                    break
+            else:
+                continue
+            if d.shape is None or w.reader is None:
+                continue
+            try:
+                expected = d.shape(layer.config, tuple(in_shape) if in_shape is not None else None)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError):
+                continue  # a config the rule cannot read: other checks report it
+            if expected is None:
+                continue
+            expected = tuple(expected)
+            if not _matches(tuple(w.shape), expected):
+                ctx.problems.append(f"layer {layer.name!r} ({layer.class_name}): weight {w.key!r} ({w.name}) "
+                                    f"has shape {_fmt(tuple(w.shape))}, expected {_fmt(expected)}")

@@ -1,0 +1,118 @@
+"""Defensive access to HDF5 objects of an untrusted file (h5py only).
+
+Every group member kconv touches is reached link by link through :func:`child`, which accepts hard
+links only: soft links and external links (which would make HDF5 open another file) are refused
+before they are followed. Datasets are checked by :func:`check_dataset` before their shape is
+trusted: no virtual datasets (data from other files), no external storage, a numeric dtype, a
+declared size within ``Limits.max_tensor_bytes`` and, for compressed data, within the compression
+ratio limit.
+"""
+from __future__ import annotations
+
+import math
+
+from ..errors import ModelFileError
+from .limits import MiB, Limits
+
+RATIO_FLOOR_BYTES = 64 * MiB  # the compression-ratio limit applies above this uncompressed size
+
+
+def _where(obj) -> str:
+    """The file to name in messages: the path h5py opened (for a member of a .keras archive read
+    from a file object, h5py reports the object's repr, which kconv.load makes the archive path)."""
+    try:
+        return obj.file.filename
+    except Exception:  # noqa: BLE001 - a closed or odd object
+        return "<hdf5>"
+
+
+def child(group, path: str, *, missing_ok: bool = False):
+    """``group[path]`` following hard links only; ``None`` if absent and ``missing_ok``."""
+    import h5py
+
+    obj = group
+    parts = str(path).split("/")
+    if not path or any(p in ("", ".") for p in parts):
+        if missing_ok:
+            return None
+        raise ModelFileError(_where(group), f"{group.name}: invalid member name {path!r}")
+    for part in parts:
+        if not isinstance(obj, h5py.Group):
+            if missing_ok:
+                return None
+            raise ModelFileError(_where(group), f"{obj.name}: is a dataset, expected a group (looking for {path!r})")
+        link = obj.get(part, getlink=True)
+        if link is None:
+            if missing_ok:
+                return None
+            raise ModelFileError(_where(group), f"{group.name}: {path!r} is missing")
+        here = obj.name.rstrip("/") + "/" + part
+        if isinstance(link, h5py.ExternalLink):
+            raise ModelFileError(_where(group), f"{here}: an external link to "
+                                                f"{link.filename!r}, refused (kconv never opens other files)")
+        if not isinstance(link, h5py.HardLink):
+            raise ModelFileError(_where(group), f"{here}: a {type(link).__name__}, refused "
+                                                "(Keras files hold hard links only)")
+        obj = obj[part]
+    return obj
+
+
+def has(group, name: str) -> bool:
+    """Whether ``group`` has a direct member ``name`` (any link type; nothing is followed)."""
+    import h5py
+
+    return isinstance(group, h5py.Group) and "/" not in name and group.get(name, getlink=True) is not None
+
+
+def keys(group) -> list[str]:
+    return [str(k) for k in group.keys()]
+
+
+def is_group(group, name: str) -> bool:
+    import h5py
+
+    link = group.get(name, getlink=True)
+    return isinstance(link, h5py.HardLink) and isinstance(group[name], h5py.Group)
+
+
+def check_dataset(ds, limits: Limits, what: str = ""):
+    """Refuse datasets kconv must not read or cannot read as a weight; returns ``ds``."""
+    import h5py
+
+    where = _where(ds)
+    name = what or ds.name
+    if not isinstance(ds, h5py.Dataset):
+        raise ModelFileError(where, f"{name}: a group where a weight dataset was expected")
+    if ds.is_virtual:
+        raise ModelFileError(where, f"{name}: a virtual dataset (data from other files), refused")
+    if ds.external:
+        raise ModelFileError(where, f"{name}: stored in external files {[e[0] for e in ds.external]!r}, refused")
+    dt = ds.dtype
+    if h5py.check_vlen_dtype(dt) is not None or h5py.check_string_dtype(dt) is not None or dt.kind not in "fiub":
+        bf16 = dt.kind == "V" and dt.itemsize == 2 and _attr_text(ds, "dtype") == "bfloat16"
+        if not bf16:
+            raise ModelFileError(where, f"{name}: dtype {dt} is not a numeric tensor type")
+    shape = ds.shape
+    if shape is None:
+        raise ModelFileError(where, f"{name}: an empty (null-dataspace) dataset")
+    if any(int(d) < 0 for d in shape):
+        raise ModelFileError(where, f"{name}: negative dimension in shape {tuple(shape)}")
+    nbytes = math.prod(int(d) for d in shape) * dt.itemsize
+    if nbytes > limits.max_tensor_bytes:
+        raise ModelFileError(where, f"{name}: declares {tuple(int(d) for d in shape)} {dt} = {nbytes} bytes, over "
+                                    f"the {limits.max_tensor_bytes}-byte tensor limit (KCONV_MAX_TENSOR_BYTES)")
+    if nbytes > RATIO_FLOOR_BYTES:
+        stored = ds.id.get_storage_size()
+        if ds.compression is not None or ds.chunks is not None:
+            if nbytes > limits.max_compression_ratio * max(stored, 1):
+                raise ModelFileError(where, f"{name}: declares {nbytes} bytes but stores {stored}: over the "
+                                            f"compression ratio limit {limits.max_compression_ratio} (a bomb?)")
+    return ds
+
+
+def _attr_text(obj, key):
+    try:
+        v = obj.attrs.get(key)
+    except Exception:  # noqa: BLE001 - unreadable attribute: treat as absent
+        return None
+    return v.decode("utf8", "replace") if isinstance(v, bytes) else (str(v) if v is not None else None)
