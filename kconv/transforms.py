@@ -140,6 +140,21 @@ class Take(Transform):
 
 
 @dataclass(frozen=True)
+class Zeros(Transform):
+    """Zeros of the same shape: a torch tensor the Keras weight has no counterpart for, set to 0
+    (e.g. an LSTM's bias_hh: Keras has one bias, which becomes bias_ih)."""
+
+    def apply(self, a):
+        return np.zeros_like(a)
+
+    def shape(self, shape):
+        return tuple(shape)
+
+    def describe(self):
+        return "zeros (Keras has no such term)"
+
+
+@dataclass(frozen=True)
 class Chain(Transform):
     steps: tuple
 

@@ -38,6 +38,33 @@ class Value:
     expr: str
     layout: str
     shape: tuple | None  # Keras shape
+    mask: str | None = None  # Keras's implicit (batch, time) boolean mask of this tensor, as an expression
+
+
+_UNSET = object()
+
+# --- Keras masks ---------------------------------------------------------------------------------
+# In Sequential models and Keras 2 files a mask travels implicitly with the tensor (Keras 3 records it
+# as an explicit `mask=` input only for layers whose call() takes one). What each layer does with an
+# incoming mask follows Keras (keras/src/layers/layer.py: supports_masking is true when a layer sets it
+# or overrides compute_mask; tf_keras raises at build time for a masked input to a layer without it).
+# Layers that keep the mask of their first input (supports_masking, default compute_mask):
+MASK_KEEP = frozenset({
+    "Dense", "Activation", "ELU", "LeakyReLU", "PReLU", "ReLU", "Softmax", "Identity", "BatchNormalization",
+    "GroupNormalization", "LayerNormalization", "UnitNormalization", "Normalization", "Rescaling",
+    "ActivityRegularization", "AlphaDropout", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+    "SpatialDropout3D", "GaussianDropout", "GaussianNoise", "TimeDistributed", "MultiHeadAttention",
+})
+# Merge layers: Keras 3 ORs the masks when every input has one (keras/src/layers/merging/base_merge.py;
+# Concatenate on the last axis amounts to the same); tf_keras ANDs the masks that exist.
+MASK_MERGE = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"})
+# Layers whose call() uses the mask at inference: their emitter must read it (Emit.mask) or the
+# conversion is refused rather than silently ignoring the mask.
+MASK_USERS = frozenset({
+    "Softmax", "Lambda", "Dot", "Attention", "AdditiveAttention", "MultiHeadAttention", "GroupQueryAttention",
+    "GlobalAveragePooling1D", "SimpleRNN", "LSTM", "GRU", "RNN", "Bidirectional", "TimeDistributed",
+    "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
+})
 
 
 @dataclass
@@ -64,6 +91,8 @@ class Emit:
         self.in_shapes = [self._v(r).shape for r in self.call.inputs]
         self.out_shapes = self.call.output_shapes
         self._module_added = False
+        self._masks_set: set = set()
+        self.mask_read = False
 
     # --- inputs -------------------------------------------------------------------------------
     def _v(self, ref: TensorRef) -> Value:
@@ -84,6 +113,38 @@ class Emit:
         if isinstance(ref, list):
             return [self.gen.convert_layout(self.values[(r.layer, r.node, r.index)], layout) for r in ref]
         return self.gen.convert_layout(self.values[(ref.layer, ref.node, ref.index)], layout)
+
+    def mask(self, i: int = 0):
+        """The Keras mask of input ``i`` as a (batch, time) bool expression, or None.
+
+        An explicit ``mask=`` input of the call (Keras 3 functional graphs) wins over the mask that
+        travels with the input tensor (Sequential models, Keras 2 files). A list-valued explicit
+        mask is indexed by ``i``. Reading it tells the generator the layer handled its mask.
+        """
+        self.mask_read = True
+        ref = self.call.tensor_kwargs.get("mask")
+        if ref is not None:
+            if isinstance(ref, list):
+                ref = ref[i] if i < len(ref) else None
+                if ref is None:
+                    return None
+            return self.values[(ref.layer, ref.node, ref.index)].expr
+        if i >= len(self.call.inputs):
+            return None
+        return self._v(self.call.inputs[i]).mask
+
+    def has_mask(self) -> bool:
+        """Whether any input arrives with a mask (explicit or implicit); does not count as reading it."""
+        if self.call.tensor_kwargs.get("mask") is not None:
+            return True
+        return any(self._v(r).mask is not None for r in self.call.inputs)
+
+    def set_mask(self, index: int, mask):
+        """The Keras mask of output ``index`` (None: no mask). Overrides the default propagation."""
+        self._masks_set.add(index)
+        key = (self.layer.name, self.node, index)
+        if key in self.values:
+            self.values[key].mask = mask
 
     @property
     def n_inputs(self) -> int:
@@ -136,8 +197,21 @@ class Emit:
             self.cls.varnames[key] = cand
         return self.cls.varnames[key]
 
-    def output(self, expr: str, layout: str = KERAS, index: int = 0, activation: bool = False):
-        """Bind output ``index`` to ``expr`` (applying the layer's ``activation`` when asked)."""
+    def temp(self, suffix: str) -> str:
+        """A fresh forward-local variable name ``<output var>_<suffix>`` (unique in the class)."""
+        base = f"{self.var(0)}_{suffix}"
+        cand, i = base, 1
+        while cand in self.cls.used_vars:
+            cand = f"{base}{i}"
+            i += 1
+        self.cls.used_vars.add(cand)
+        return cand
+
+    def output(self, expr: str, layout: str = KERAS, index: int = 0, activation: bool = False, mask=_UNSET):
+        """Bind output ``index`` to ``expr`` (applying the layer's ``activation`` when asked).
+
+        ``mask``: the output's Keras mask expression (None: none); left out, Keras's default
+        propagation for the layer class applies (see MASK_KEEP)."""
         shape = self.out_shapes[index] if index < len(self.out_shapes) else None
         if activation:
             expr = self.activation(expr, layout, shape)
@@ -145,6 +219,8 @@ class Emit:
         if expr != name:
             self.line(f"{name} = {expr}")
         self.values[(self.layer.name, self.node, index)] = Value(name, layout, shape)
+        if mask is not _UNSET:
+            self.set_mask(index, mask)
         self._trace(index)
 
     def _trace(self, index: int):
@@ -280,6 +356,9 @@ class Generator:
                     if layer.name not in sub_classes else sub_classes[layer.name]
                 sub_classes[layer.name] = sub
                 e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix, keras_prefix)
+                if e.has_mask():
+                    raise UnsupportedError({layer.class_name: [(layer.name, "a Keras mask entering a nested "
+                                                                "model is not converted")]})
                 mod = e.module(f"{sub}()")
                 args = ", ".join(e.input(i, KERAS) for i in range(e.n_inputs))
                 outs = layer.model.outputs
@@ -296,6 +375,7 @@ class Generator:
             e.line(f"# {ascii(layer.name)[1:-1]}: {ascii(layer.class_name)[1:-1]}" + (f" (call {node})" if node else ""))
             try:
                 spec.emit(e)
+                self._propagate_mask(e)
             except _Unsupported as exc:
                 raise UnsupportedError({layer.class_name: [(layer.name, str(exc))]}) from None
             except (KeyError, TypeError) as exc:
@@ -306,6 +386,32 @@ class Generator:
             outs.append(self.convert_layout(v, CF if cf_io else KERAS))
         cls.forward.append("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
         return name
+
+    def _propagate_mask(self, e: "Emit"):
+        """Give each output of the call its Keras mask, unless the emitter set it (Emit.set_mask)."""
+        cls = e.layer.class_name
+        if e.has_mask() and cls in MASK_USERS and not e.mask_read:
+            raise _Unsupported("Keras uses the input mask in this layer; masked input is not converted here")
+        n_out = max(1, len(e.out_shapes))
+        for index in range(n_out):
+            key = (e.layer.name, e.node, index)
+            if index in e._masks_set or key not in e.values:
+                continue
+            mask = None
+            if cls in MASK_KEEP and index == 0:
+                mask = e.mask(0) if e.has_mask() else None
+            elif cls in MASK_MERGE and index == 0 and e.has_mask():
+                masks = [e.mask(i) for i in range(e.n_inputs)]
+                if cls == "Concatenate" and e.cfg.get("axis", -1) not in (-1, len(e.in_shapes[0]) - 1):
+                    raise _Unsupported("a Keras mask through Concatenate on a non-feature axis is not converted")
+                present = [m for m in masks if m is not None]
+                if self.keras_major >= 3:
+                    mask = None if len(present) < len(masks) else "(" + " | ".join(present) + ")"
+                else:
+                    mask = "(" + " & ".join(present) + ")"
+            if mask is not None and key in e.values:
+                v = e.values[key]
+                e.values[key] = Value(v.expr, v.layout, v.shape, mask)
 
     def _order(self, model: Model):
         """Calls in an order where inputs come first (the config order usually is one)."""

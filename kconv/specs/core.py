@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..transforms import Permute
 from . import WeightDecl, declare
+from . import _wshapes as _ws
 from ._shapes import axis_index
 
 
@@ -66,8 +67,9 @@ declare(
     weights=(
         # A quantized kernel, or one with LoRA enabled, is not trained (Keras 3 freezes it).
         WeightDecl("kernel", torch="weight", transform=_dense_kernel_transform,
-                   trainable=lambda c: not (c.get("quantization_mode") or c.get("lora_rank"))),
-        WeightDecl("bias", when=_has_bias, torch="bias"),
+                   trainable=lambda c: not (c.get("quantization_mode") or c.get("lora_rank")),
+                   shape=_ws.dense_kernel),
+        WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.dense_bias),
         *QUANTIZED_DENSE_EXTRAS,
         *LORA_EXTRAS,
     ),
@@ -97,7 +99,7 @@ declare(
     "Embedding",
     family="core",
     summary="token id -> row of the embeddings table",
-    weights=(WeightDecl("embeddings", torch="weight"),),
+    weights=(WeightDecl("embeddings", torch="weight", shape=_ws.embeddings),),
     output_shape=lambda cfg, shapes: (*shapes[0], cfg["output_dim"]),
     notes=("mask_zero=True masks downstream layers where the id is 0",),
 )
@@ -194,17 +196,30 @@ def _emit_dense(e):
 
 @emits("Embedding")
 def _emit_embedding(e):
-    if e.cfg.get("mask_zero"):
-        e.unsupported("mask_zero=True (masking is not converted yet)")
     m = e.module(f"nn.Embedding({int(e.cfg['input_dim'])}, {int(e.cfg['output_dim'])})")
-    e.output(f"{m}({e.input(0)}.long())")
+    mask = None
+    if e.cfg.get("mask_zero"):
+        # keras/src/layers/core/embedding.py compute_mask: ops.not_equal(inputs, 0)
+        mask = e.temp("mask")
+        e.line(f"{mask} = {e.input(0)} != 0")
+    e.output(f"{m}({e.input(0)}.long())", mask=mask)
 
 
-@emits("Identity", "Masking")
+@emits("Identity")
 def _emit_identity(e):
-    if e.layer.class_name == "Masking":
-        e.unsupported("masking is not converted yet")
     e.passthrough()
+
+
+@emits("Masking")
+def _emit_masking(e):
+    # keras/src/layers/core/masking.py: mask = any(x != mask_value, axis=-1); masked steps are set to 0.
+    v = e.cfg.get("mask_value", 0.0)
+    if isinstance(v, dict) or isinstance(v, (list, tuple)) or isinstance(v, bool):
+        e.unsupported("mask_value that is not a number")
+    x = e.input(0)
+    mask = e.temp("mask")
+    e.line(f"{mask} = ({x} != {_num(v)}).any(dim=-1)")
+    e.output(f"torch.where({mask}.unsqueeze(-1), {x}, torch.zeros((), dtype={x}.dtype))", mask=mask)
 
 
 @emits("Rescaling")
@@ -263,7 +278,7 @@ def _consts(v):
 # Embedding(mask_zero=True) in a functional model becomes NotEqual(ids, 0) feeding `mask=` of the
 # next layers. They are Operations, not Layers: no weights, not in model.layers nor the HDF5 layer_names.
 declare(
-    "NotEqual",
+    "ops.NotEqual",
     family="core",
     summary="keras.ops.not_equal recorded in the graph (e.g. the mask of Embedding(mask_zero=True))",
     output_shape=same_shape,
@@ -271,7 +286,7 @@ declare(
 )
 
 
-@emits("NotEqual")
+@emits("ops.NotEqual")
 def _emit_not_equal(e):
     consts = e.call.kwargs.get("_const_args", [])
     if e.n_inputs == 2:
@@ -280,3 +295,48 @@ def _emit_not_equal(e):
         e.output(f"{e.input(0)} != {_num(consts[0])}")
     else:
         e.unsupported("not_equal with these arguments")
+
+
+def _any_shape(cfg, shapes):
+    s = shapes[0]
+    axis = cfg.get("axis")
+    if axis is None:
+        return ()
+    axes = {a % len(s) for a in (axis if isinstance(axis, (list, tuple)) else [axis])}
+    if cfg.get("keepdims"):
+        return tuple(1 if i in axes else d for i, d in enumerate(s))
+    return tuple(d for i, d in enumerate(s) if i not in axes)
+
+
+# Masking(mask_value) in a Keras 3 functional model: ops.any(ops.not_equal(x, v), axis=-1) feeds `mask=`.
+declare(
+    "ops.Any",
+    family="core",
+    summary="keras.ops.any recorded in the graph (e.g. the mask of Masking)",
+    output_shape=_any_shape,
+    no_weights_reason="a keras.ops operation, not a layer",
+)
+
+
+@emits("ops.Any")
+def _emit_any(e):
+    axis = e.cfg.get("axis")
+    keep = bool(e.cfg.get("keepdims", False))
+    if e.n_inputs != 1 or not (axis is None or isinstance(axis, int)):
+        e.unsupported("any with these arguments")
+    x = e.input(0)
+    e.output(f"{x}.any()" if axis is None else f"{x}.any(dim={int(axis)}, keepdim={keep})")
+
+
+# Masks combined by merge layers in Keras 3 functional graphs (base_merge.compute_mask: logical_or).
+for _cls, _op in (("ops.LogicalOr", "|"), ("ops.LogicalAnd", "&")):
+    declare(_cls, family="core", summary=f"keras.ops boolean operation recorded in the graph (mask {_op})",
+            output_shape=lambda cfg, shapes: shapes[0], no_weights_reason="a keras.ops operation, not a layer")
+
+
+@emits("ops.LogicalOr", "ops.LogicalAnd")
+def _emit_logical(e):
+    if e.n_inputs != 2:
+        e.unsupported("logical operation with these arguments")
+    op = "|" if e.layer.class_name == "ops.LogicalOr" else "&"
+    e.output(f"{e.input(0)}.to(torch.bool) {op} {e.input(1)}.to(torch.bool)")

@@ -98,6 +98,14 @@ def _emit_global(kind):
         else:
             dims = tuple(range(1, rank - 1))
         keep = bool(e.cfg.get("keepdims", False))
+        if kind == "Average" and rank == 3 and e.has_mask():
+            # keras/src/layers/pooling/global_average_pooling1d.py: masked steps are left out of the mean
+            m = e.mask(0)
+            if m is not None:
+                me = f"{m}.unsqueeze({2 if dims == (1,) else 1})"
+                e.output(f"torch.where({me}, {x}, 0).sum(dim={dims}, keepdim={keep}) / "
+                         f"{me}.to({x}.dtype).sum(dim={dims}, keepdim={keep})", layout=lay if keep else "keras")
+                return
         op = "mean" if kind == "Average" else "amax"
         e.output(f"{x}.{op}(dim={dims}, keepdim={keep})", layout=lay if keep else "keras")
 

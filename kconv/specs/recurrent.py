@@ -1,8 +1,9 @@
 """Recurrent layers and wrappers: SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed."""
 from __future__ import annotations
 
-from ..transforms import Permute, ReorderBlocks, Take
+from ..transforms import IDENTITY, Permute, ReorderBlocks, Take, Zeros
 from . import WeightDecl, declare, get
+from . import _wshapes as _ws
 
 T = Permute((1, 0))
 # Keras GRU gates are z, r, h; torch nn.GRU expects r, z, n.
@@ -16,7 +17,13 @@ def _has_bias(cfg):
 def _gru_bias(cfg):
     if cfg.get("reset_after", True):
         return [("bias_ih_l0", Take(0).then(GRU_ORDER)), ("bias_hh_l0", Take(1).then(GRU_ORDER))]
-    return [("bias_ih_l0", GRU_ORDER)]
+    # reset_after=False: one (3u,) bias on the input side; torch's recurrent bias slot stays zero.
+    return [("bias_ih_l0", GRU_ORDER), ("bias_hh_l0", Zeros())]
+
+
+def _one_bias(cfg):
+    """Keras adds one bias; torch adds bias_ih and bias_hh: the bias goes to bias_ih, bias_hh is zero."""
+    return [("bias_ih_l0", IDENTITY), ("bias_hh_l0", Zeros())]
 
 
 def _rnn_shape(cfg, shapes):
@@ -36,9 +43,9 @@ def _rnn(cls, summary, ih="weight_ih_l0", hh="weight_hh_l0", gate_order=None, bi
         family="recurrent",
         summary=summary,
         weights=(
-            WeightDecl("kernel", torch=ih, transform=kt),
-            WeightDecl("recurrent_kernel", torch=hh, transform=kt),
-            WeightDecl("bias", when=_has_bias, torch=bias or "bias_ih_l0"),
+            WeightDecl("kernel", torch=ih, transform=kt, shape=_ws.rnn_kernel(cls)),
+            WeightDecl("recurrent_kernel", torch=hh, transform=kt, shape=_ws.rnn_recurrent_kernel(cls)),
+            WeightDecl("bias", when=_has_bias, torch=bias or _one_bias, shape=_ws.rnn_bias(cls)),
         ),
         output_shape=lambda cfg, shapes: _rnn_shape({**cfg, "_cell": cls}, shapes),
         keras_subobjects=("cell",),
@@ -72,7 +79,7 @@ def _wrapped(cfg, key, prefix):
 
 def _bidirectional_weights(cfg):
     back = "backward_layer" if cfg.get("backward_layer") else "layer"
-    return _wrapped(cfg, "layer", "forward") + _wrapped(cfg, back, "backward")
+    return _wrapped(cfg, "layer", "forward_layer") + _wrapped(cfg, back, "backward_layer")
 
 
 def _bidirectional_shape(cfg, shapes):
@@ -112,3 +119,150 @@ declare(
     output_shape=_td_shape,
     keras_subobjects=("layer",),
 )
+
+
+# --- PyTorch emission ------------------------------------------------------------------------------
+from ..emit import activations as _acts  # noqa: E402
+from . import emits  # noqa: E402
+
+_N_STATES = {"SimpleRNN": 1, "LSTM": 2, "GRU": 1}
+
+
+def _act_name(cfg, key, default):
+    return _acts.activation_name(cfg.get(key, default))
+
+
+def _act_lambda(e, name):
+    if not _acts.supported(name) or name in _acts.AXIS:
+        e.unsupported(f"recurrent activation {name!r} is not converted")
+    return "lambda x: " + _acts.expr(name, "x", keras_major=e.gen.keras_major, where=e.layer.name)
+
+
+def _rnn_module(e, cls, cfg, input_size, zero_output_for_mask):
+    """Constructor source of the helper module for one Keras recurrent layer config."""
+    if cls not in _N_STATES:
+        e.unsupported(f"{cls} inside a wrapper is not converted")
+    if input_size is None:
+        e.unsupported("input feature size unknown")
+    units = int(cfg["units"])
+    act = _act_name(cfg, "activation", "tanh")
+    bias = bool(cfg.get("use_bias", True))
+    keras = (f"go_backwards={bool(cfg.get('go_backwards', False))}, "
+             f"return_sequences={bool(cfg.get('return_sequences', False))}, "
+             f"zero_output_for_mask={bool(zero_output_for_mask)}")
+    e.gen.helpers.add("KerasRNN")
+    if cls == "SimpleRNN":
+        fast = act in ("tanh", "relu")
+        nl = f", nonlinearity={act!r}" if act == "relu" else ""
+        return (f"KerasSimpleRNN({int(input_size)}, {units}, bias={bias}, activation={_act_lambda(e, act)}{nl}, "
+                f"{keras}, fast={fast})")
+    rec = _act_name(cfg, "recurrent_activation", "sigmoid")
+    reset_after = bool(cfg.get("reset_after", True))
+    fast = act == "tanh" and rec == "sigmoid" and (cls == "LSTM" or reset_after)
+    extra = f", reset_after={reset_after}" if cls == "GRU" else ""
+    return (f"Keras{cls}({int(input_size)}, {units}, bias={bias}, activation={_act_lambda(e, act)}, "
+            f"recurrent_activation={_act_lambda(e, rec)}, {keras}, fast={fast}{extra})")
+
+
+def _initial_state(e):
+    """The initial_state input(s): a `initial_state=` tensor kwarg (Keras 3) or inputs after the first."""
+    init = e.kw_input("initial_state")
+    if init is None and e.n_inputs > 1:
+        init = [e.input(i) for i in range(1, e.n_inputs)]
+    if init is None:
+        return "None"
+    if not isinstance(init, list):
+        init = [init]
+    return "[" + ", ".join(init) + "]"
+
+
+def _mask_arg(e):
+    m = e.mask(0)
+    return "None" if m is None else m
+
+
+@emits("SimpleRNN", "LSTM", "GRU")
+def _emit_rnn(e):
+    cls = e.layer.class_name
+    cfg = e.cfg
+    # Stateful layers keep their state between calls in Keras; the emitted module starts every call
+    # from zero states (or the given initial_state), i.e. Keras right after reset_states().
+    m = e.module(_rnn_module(e, cls, cfg, e.in_shapes[0][-1], cfg.get("zero_output_for_mask", False)))
+    mask = e.mask(0)
+    call = f"{m}({e.input(0)}, {_mask_arg(e)}, {_initial_state(e)})"
+    out_mask = mask if cfg.get("return_sequences") else None
+    if not cfg.get("return_state"):
+        e.output(f"{call}[0]", mask=out_mask)
+        return
+    tmp = e.temp("run")
+    e.line(f"{tmp} = {call}")
+    e.output(f"{tmp}[0]", mask=out_mask)
+    for i in range(_N_STATES[cls]):
+        e.output(f"{tmp}[1][{i}]", index=i + 1, mask=None)
+
+
+@emits("Bidirectional")
+def _emit_bidirectional(e):
+    cfg = e.cfg
+    fcls, fcfg = _inner(cfg, "layer")
+    bcls, bcfg = _inner(cfg, "backward_layer") if cfg.get("backward_layer") else (fcls, {**fcfg, "go_backwards": True})
+    seq = bool(fcfg.get("return_sequences", False))
+    merge = cfg.get("merge_mode", "concat")
+    if merge not in ("concat", "sum", "ave", "mul", None):
+        e.unsupported(f"merge_mode {merge!r}")
+    # keras/src/layers/rnn/bidirectional.py forces zero_output_for_mask = return_sequences on both layers.
+    n_in = e.in_shapes[0][-1]
+    fwd = _rnn_module(e, fcls, fcfg, n_in, seq)
+    bwd = _rnn_module(e, bcls, bcfg, n_in, seq)
+    e.gen.helpers.add("KerasBidirectional")
+    m = e.module(f"KerasBidirectional({fwd}, {bwd}, merge_mode={merge!r}, return_sequences={seq})")
+    mask = e.mask(0)
+    tmp = e.temp("run")
+    e.line(f"{tmp} = {m}({e.input(0)}, {_mask_arg(e)}, {_initial_state(e)})")
+    out_mask = mask if seq else None
+    n_out = 2 if merge is None else 1
+    for i in range(n_out):
+        e.output(f"{tmp}[0][{i}]", index=i, mask=out_mask)
+    if fcfg.get("return_state"):
+        n_states = _N_STATES[fcls] + _N_STATES[bcls]
+        for i in range(n_states):
+            e.output(f"{tmp}[1][{i}]", index=n_out + i, mask=None)
+
+
+@emits("TimeDistributed")
+def _emit_time_distributed(e):
+    """The wrapped layer's own converter, run on (batch * time, ...) and reshaped back."""
+    from ..emit.codegen import KERAS, Emit, Value
+    from ..ir import Call, Layer, TensorRef
+
+    cls, sub = _inner(e.cfg)
+    spec = get(cls) if cls else None
+    if spec is None or spec.emit is None or cls in ("TimeDistributed", "Bidirectional") or cls in _N_STATES:
+        e.unsupported(f"TimeDistributed({cls}) is not converted")
+    from ..emit.codegen import MASK_USERS
+
+    if e.has_mask():  # keras/src/layers/rnn/time_distributed.py passes mask[t] only to layers taking one
+        if cls in MASK_USERS:
+            e.unsupported(f"masked input to TimeDistributed({cls}) is not converted")
+        e.mask(0)
+    s = e.in_shapes[0]
+    if any(d is None for d in s[2:]):
+        e.unsupported("unknown non-time input dimensions")
+    inner_in = (None, *s[2:])
+    inner_out = spec.output_shape(sub, [inner_in]) if spec.output_shape else None
+    if isinstance(inner_out, list) or inner_out is None:
+        e.unsupported(f"TimeDistributed({cls}) output shape")
+    x = e.temp("in")
+    e.line(f"{x} = {e.input(0)}")
+    holder = e.module("nn.Module()")
+    ref = TensorRef(f"{e.layer.name}/<step input>", 0, 0)
+    inner = Layer(name=f"{e.layer.name}_layer", class_name=cls, config=sub,
+                  calls=[Call(inputs=[ref], output_shapes=[inner_out])])
+    values = {(ref.layer, 0, 0): Value(f"{x}.reshape(-1, {', '.join(str(int(d)) for d in s[2:])})", KERAS, inner_in)}
+    sub_e = Emit(e.gen, e.cls, inner, 0, f"{e.attr}.layer", values, e.prefix, e.keras_prefix)
+    sub_e._trace = lambda index: None
+    spec.emit(sub_e)
+    v = values[(inner.name, 0, 0)]
+    y = e.gen.convert_layout(v, KERAS)
+    e.output(f"{y}.reshape({x}.shape[0], {x}.shape[1], *{y}.shape[1:])")
+    assert holder
