@@ -6,13 +6,14 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import ExitCode, KconvError
+from ..errors import ExitCode, KconvError, cli_warnings
 
 
 class KconvGroup(click.Group):
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with cli_warnings():  # KconvWarning (NaN/Inf weights...) as one 'kconv: warning:' line
+                return super().invoke(ctx)
         except KconvError as e:
             if ctx.obj and ctx.obj.get("traceback"):
                 raise
@@ -52,6 +53,7 @@ def main(ctx, traceback):
 from . import inspect as _inspect  # noqa: E402,F401  (registers the subcommand)
 from . import layers as _layers  # noqa: E402,F401
 from . import convert as _convert  # noqa: E402,F401
+from . import verify as _verify  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

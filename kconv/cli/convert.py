@@ -8,6 +8,8 @@ import click
 from ..api import convert as _convert
 from ..errors import KconvError, UnsupportedError
 from . import main
+from ..verify.errors import MismatchError
+from .verify import emit_result, tolerance_options
 
 
 @main.command("convert")
@@ -20,14 +22,24 @@ from . import main
               help="Inputs and outputs of rank >= 3 are NCHW-style (channels first) instead of Keras's layout.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False),
               help="Architecture JSON for a weights-only HDF5 file.")
-def convert_cmd(models, out, fmt, channels_first, config):
+@click.option("--verify", "do_verify", is_flag=True,
+              help="After converting, run `kconv verify` on each result (needs Keras; exit 1 on a mismatch).")
+@click.option("--per-layer", is_flag=True, help="With --verify: compare every layer output.")
+@tolerance_options
+def convert_cmd(models, out, fmt, channels_first, config, do_verify, per_layer, atol, rtol, seed, batch_size, dims,
+                device):
     """Convert Keras model files to standalone PyTorch modules.
 
     Writes DIR/model.py (class Model, imports only torch), DIR/model.safetensors (or model.pt)
     and DIR/kconv.json (each Keras weight -> torch key and transform). Nothing is written for a
     model that fails; with several MODELs the others are still converted and the exit code is
-    the worst one.
+    the worst one. With --verify each converted model is checked against Keras (as `kconv verify`);
+    a mismatch exits 1 but leaves the output in place.
     """
+    if do_verify:
+        from ..verify import parse_dims
+
+        dims = parse_dims(dims)
     out = Path(out)
     several = len(models) > 1
     worst = 0
@@ -37,6 +49,14 @@ def convert_cmd(models, out, fmt, channels_first, config):
         try:
             _convert(m, target, fmt=fmt, channels_first=channels_first, config=config)
             click.echo(f"{m} -> {target}", err=True)
+            if do_verify:
+                from ..verify import verify
+
+                result = verify(m, target, seed=seed, batch_size=batch_size, dims=dims, atol=atol, rtol=rtol,
+                                per_layer=per_layer, device=device, config=config)
+                emit_result(result)
+                if not result.passed:
+                    raise MismatchError(f"{target} does not match {m}")
         except UnsupportedError as e:
             if not several:
                 raise

@@ -1,0 +1,253 @@
+"""``kconv verify``: run the Keras model and the converted torch model on the same inputs and compare.
+
+Keras is the reference. tensorflow/keras are imported only inside :mod:`kconv.verify.keras_side`
+functions; importing this package imports neither (nor torch).
+
+Typical use::
+
+    from kconv.verify import verify
+    result = verify("model.h5", "out/model", per_layer=True)
+    result.passed, result.outputs[0].max_abs_err, result.first_divergence
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Comparison, compare
+from .errors import KerasUnavailableError, MismatchError, VerifyInputError
+from .inputs import DEFAULT_BATCH, generate, input_specs, load_inputs, load_reference, parse_dims
+
+SCHEMA_VERSION = 1
+
+__all__ = ["verify", "VerifyResult", "LayerComparison", "Comparison", "compare", "parse_dims",
+           "DEFAULT_ATOL", "DEFAULT_RTOL", "SCHEMA_VERSION", "MismatchError", "VerifyInputError",
+           "KerasUnavailableError"]
+
+
+@dataclass
+class LayerComparison(Comparison):
+    class_name: str = ""
+    hint: str = ""  # the layer declaration's notes (kconv.specs), for the first diverging layer
+
+    def to_json(self) -> dict:
+        return Comparison.to_json(self)
+
+
+@dataclass
+class VerifyResult:
+    model: str
+    converted: str
+    atol: float
+    rtol: float
+    input_source: str  # 'generated', 'file', 'given', 'reference'
+    inputs: list  # [{'name', 'shape', 'dtype'}]
+    outputs: list  # [Comparison]
+    seed: int | None = None
+    batch_size: int | None = None
+    device: str = "cpu"
+    reference: str = "keras"  # 'keras X.Y (backend)' or the --reference file
+    layers: list | None = None  # [LayerComparison] with per_layer
+    trace: str = ""  # what the per-layer trace ran: the shipped model.py or regenerated code
+    notes: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.outputs) and all(c.passed for c in (self.layers or []))
+
+    @property
+    def first_divergence(self) -> LayerComparison | None:
+        for c in self.layers or []:
+            if not c.passed:
+                return c
+        return None
+
+    def summary(self) -> str:
+        """One paragraph: per-output errors and the first diverging layer (used by assert_equivalent)."""
+        lines = [f"{self.model} vs {self.converted}: " + ("outputs agree" if self.passed else "MISMATCH")
+                 + f" (atol {self.atol:g}, rtol {self.rtol:g}; inputs {self.input_source})"]
+        for c in self.outputs:
+            lines.append(f"  output {c.name} {tuple(c.shape)}: max abs err {c.max_abs_err:.3g}, max rel err "
+                         f"{c.max_rel_err:.3g} -> {'ok' if c.passed else 'DIFFERS'}"
+                         + (f" ({c.problem})" if c.problem else ""))
+        d = self.first_divergence
+        if d is not None:
+            lines.append(f"  first diverging layer: {d.name} ({d.class_name}): max abs err {d.max_abs_err:.3g}, "
+                         f"max rel err {d.max_rel_err:.3g}" + (f" ({d.problem})" if d.problem else ""))
+            if d.hint:
+                lines.append(f"    hint: {d.hint}")
+        elif self.layers is not None and not self.passed:
+            lines.append("  every traced layer agrees")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        d = self.first_divergence
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model,
+            "converted": self.converted,
+            "passed": self.passed,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "device": self.device,
+            "reference": self.reference,
+            "input_source": self.input_source,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "inputs": self.inputs,
+            "outputs": [c.to_json() for c in self.outputs],
+            "layers": None if self.layers is None else [c.to_json() for c in self.layers],
+            "first_divergence": None if d is None else d.to_json(),
+            "trace": self.trace or None,
+            "notes": self.notes,
+        }
+
+
+def _layer_class(ir_model, key: str) -> str:
+    parts = key.split("[", 1)[0].split("/")
+    m = ir_model
+    cls = ""
+    for i, name in enumerate(parts):
+        try:
+            layer = m.layer(name)
+        except KeyError:
+            return ""
+        cls = layer.class_name
+        if i < len(parts) - 1:
+            if layer.model is None:
+                return ""
+            m = layer.model
+    return cls
+
+
+def _hint(class_name: str) -> str:
+    from .. import specs
+
+    spec = specs.get(class_name)
+    if spec is None:
+        return ""
+    return "; ".join(spec.notes)
+
+
+def _ir_of_keras_model(keras_model, workdir: Path):
+    """kconv's IR of a live Keras model: saved to a temporary .keras file, then read back by kconv.load."""
+    from ..load import load
+
+    path = workdir / "model.keras"
+    keras_model.save(str(path))
+    return load(path)
+
+
+def verify(model=None, converted=None, *, inputs=None, inputs_file=None, reference=None, seed: int = 0,
+           batch_size: int = DEFAULT_BATCH, dims=None, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+           per_layer: bool = False, device: str = "cpu", config=None) -> VerifyResult:
+    """Compare a Keras model with its conversion.
+
+    ``model``: a model file path or a live ``keras.Model``. ``converted``: a ``kconv convert`` output
+    directory, or a loaded ``torch.nn.Module`` (then it takes Keras-layout inputs). Inputs, in order
+    of precedence: ``reference`` (npz with input_*/output_*: Keras is not run), ``inputs`` (a list of
+    arrays or a dict by input name), ``inputs_file`` (npz), else generated from the model's input
+    specs with ``seed``, ``batch_size`` and ``dims`` ({(input name or None, axis): size}, see
+    :func:`kconv.verify.inputs.parse_dims`).
+    """
+    from .. import load as kload
+    from . import keras_side, torch_side
+
+    if atol < 0 or rtol < 0:
+        raise VerifyInputError("--atol and --rtol must be >= 0")
+    if reference is not None and per_layer:
+        raise VerifyInputError("--per-layer runs Keras layer by layer: it cannot be combined with --reference")
+    torch_side.check_device(device)
+    notes: list = []
+    with tempfile.TemporaryDirectory(prefix="kconv-verify-") as tmp:
+        keras_model = None
+        if model is None:
+            raise VerifyInputError("verify needs the Keras model (a file path or a keras.Model)")
+        if isinstance(model, (str, os.PathLike)):
+            ir = kload(model, config=config)
+            model_label = str(model)
+        else:
+            keras_model = model
+            ir = _ir_of_keras_model(keras_model, Path(tmp))
+            model_label = f"keras.Model {getattr(model, 'name', '')!r}"
+
+        shipped_source = None
+        if isinstance(converted, (str, os.PathLike)):
+            from ..emit import load_converted
+
+            man = torch_side.manifest(converted)
+            channels_first = bool(man.get("channels_first", False))
+            net = load_converted(converted, device=device)
+            shipped_source = (Path(converted) / "model.py").read_text()
+            converted_label = str(converted)
+        else:
+            net = converted.eval().to(device)
+            channels_first = False
+            converted_label = f"torch module {type(converted).__name__}"
+
+        specs = input_specs(ir)
+        output_names = [str(r) for r in ir.outputs]
+        expected = None
+        if reference is not None:
+            xs, expected = load_reference(reference, specs, output_names)
+            source, ref_label = "reference", str(reference)
+        elif inputs is not None:
+            if isinstance(inputs, dict):
+                from .inputs import _pick
+                inputs = _pick(inputs, "input_", [s.name for s in specs], "inputs", "inputs")
+            elif not isinstance(inputs, (list, tuple)):
+                inputs = [inputs]
+            if len(inputs) != len(specs):
+                raise VerifyInputError(f"{len(inputs)} input array(s) given; the model has {len(specs)} inputs")
+            from .inputs import check_inputs
+            xs, source = check_inputs(specs, list(inputs), "inputs"), "given"
+        elif inputs_file is not None:
+            xs, source = load_inputs(inputs_file, specs), "file"
+        else:
+            xs, source = generate(specs, seed=seed, batch_size=batch_size, dims=dims), "generated"
+        if expected is None:
+            if keras_model is None:
+                keras_model = keras_side.load_model(model)
+            k = keras_side.keras()
+            ref_label = f"keras {k.__version__} ({k.backend.backend()})"
+            expected = keras_side.run(keras_model, xs)
+
+        got = torch_side.run(net, xs, channels_first=channels_first, device=device)
+        outputs = []
+        if len(got) != len(expected):
+            notes.append(f"torch returns {len(got)} output(s), Keras {len(expected)}")
+        for i, name in enumerate(output_names):
+            if i >= len(got) or i >= len(expected):
+                outputs.append(Comparison(name, [], float("inf"), float("inf"), float("inf"), False,
+                                          "missing on the " + ("torch" if i >= len(got) else "Keras") + " side"))
+                continue
+            outputs.append(compare(name, expected[i], got[i], atol, rtol))
+
+        layers = None
+        trace_how = ""
+        if per_layer:
+            mod, tnet, trace_how = torch_side.trace_module(ir, net, channels_first=channels_first,
+                                                           shipped_source=shipped_source, device=device)
+            torch_side.run(tnet, xs, channels_first=channels_first, device=device, trace=mod.TRACE)
+            k_values = keras_side.layer_outputs(keras_model, xs, notes=notes)
+            layers = []
+            for key, t in mod.TRACE.items():
+                if key not in k_values:
+                    continue
+                c = compare(key, k_values[key], t.detach().cpu().numpy(), atol, rtol)
+                layers.append(LayerComparison(**vars(c), class_name=_layer_class(ir, key)))
+            missing = [key for key in k_values if key not in mod.TRACE]
+            if missing:
+                notes.append("no torch trace for: " + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
+            for c in layers:
+                if not c.passed:
+                    c.hint = _hint(c.class_name)
+                    break
+
+    inputs_info = [{"name": s.name, "shape": list(x.shape), "dtype": str(x.dtype)} for s, x in zip(specs, xs)]
+    return VerifyResult(model=model_label, converted=converted_label, atol=atol, rtol=rtol, input_source=source,
+                        inputs=inputs_info, outputs=outputs, seed=seed if source == "generated" else None,
+                        batch_size=batch_size if source == "generated" else None, device=device,
+                        reference=ref_label, layers=layers, trace=trace_how, notes=notes)

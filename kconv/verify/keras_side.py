@@ -1,0 +1,160 @@
+"""The Keras reference: tensorflow/keras are imported here, inside functions, and nowhere else in kconv.
+
+Models are loaded with ``safe_mode=True`` and ``compile=False``: no code stored in the file runs
+(a ``Lambda`` layer's bytecode is refused by Keras itself), and no optimizer is rebuilt.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from .errors import KerasUnavailableError
+
+
+def keras():
+    import sys
+
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+    try:
+        with _quiet_stderr():  # absl logs written before TF_CPP_MIN_LOG_LEVEL is read (TF 2.21)
+            import keras as _keras
+    except ImportError as e:
+        raise KerasUnavailableError(
+            f"verify needs Keras to compute the reference ({e}); install it with pip install 'kconv[keras]', "
+            "or compute the reference elsewhere and pass --reference FILE.npz") from None
+    return _keras
+
+
+class _quiet_stderr:
+    """Silence file descriptor 2 (C++ logging) for a moment; Python exceptions still propagate.
+    Set KCONV_TF_LOGS=1 to see TensorFlow's start-up logs."""
+
+    def __enter__(self):
+        self.saved = None
+        if os.environ.get("KCONV_TF_LOGS") == "1":
+            return self
+        try:
+            import sys
+
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:
+            self.saved = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+        return False
+
+
+def is_keras_model(obj) -> bool:
+    return hasattr(obj, "layers") and hasattr(obj, "inputs") and callable(getattr(obj, "__call__", None)) \
+        and type(obj).__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
+
+
+def load_model(path):
+    k = keras()
+    try:
+        with warnings.catch_warnings(), _quiet_stderr():
+            warnings.simplefilter("ignore")
+            return k.saving.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as e:  # Keras raises ValueError, TypeError, OSError... all mean "cannot load"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise KerasUnavailableError(
+            f"{path}: the installed Keras {k.__version__} cannot load it ({type(e).__name__}: {msg[:300]}); "
+            "compute the reference where it loads and pass --reference FILE.npz (see README)") from None
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _to_numpy(t):
+    return np.asarray(keras().ops.convert_to_numpy(t))
+
+
+def _call(model, inputs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # input-structure name warnings
+        arg = inputs[0] if len(inputs) == 1 else list(inputs)
+        return _as_list(model(arg, training=False))
+
+
+def run(model, inputs) -> list:
+    """Outputs in inference mode (``training=False``), as numpy arrays in Keras output order."""
+    return [_to_numpy(t) for t in _call(model, inputs)]
+
+
+def _graph(model):
+    # Keras 3 Sequential keeps its graph in a wrapped Functional
+    return getattr(model, "_functional", None) or model
+
+
+def _owned_nodes(model, layer) -> list:
+    """The layer's calls that belong to ``model`` (kconv's ``Layer.calls``), in order."""
+    nodes = list(getattr(layer, "_inbound_nodes", []))
+    graph_nodes = getattr(_graph(model), "_nodes", None)
+    if graph_nodes is None:
+        return nodes
+    try:
+        from keras.src.ops.function import make_node_key
+    except ImportError:
+        return nodes
+    return [n for i, n in enumerate(nodes) if make_node_key(layer, i) in graph_nodes]
+
+
+def _is_nested_model(layer) -> bool:
+    return hasattr(layer, "layers") and hasattr(layer, "inputs") and type(layer).__name__ in (
+        "Functional", "Sequential", "Model")
+
+
+def layer_outputs(model, inputs, prefix: str = "", notes: list | None = None) -> dict:
+    """Every layer output, keyed like the torch trace: 'name', 'name[call][index]', 'outer/inner'.
+
+    Top-level layers: one extra ``keras.Model`` exposing every call's outputs. Layers inside a nested
+    model: best effort, only for a nested model called once (its inputs come from the outer run).
+    """
+    k = keras()
+    notes = notes if notes is not None else []
+    keys, tensors, nested = [], [], []
+    graph = _graph(model)
+    for layer in getattr(graph, "layers", model.layers):
+        if type(layer).__name__ == "InputLayer":
+            continue
+        calls = _owned_nodes(graph, layer)
+        for ci, node in enumerate(calls):
+            for oi, t in enumerate(_as_list(node.output_tensors)):
+                keys.append(prefix + layer.name + ("" if (ci, oi) == (0, 0) else f"[{ci}][{oi}]"))
+                tensors.append(t)
+        if _is_nested_model(layer):
+            if len(calls) == 1:
+                nested.append((layer, _as_list(calls[0].input_tensors)))
+            elif calls:
+                notes.append(f"layers inside nested model {prefix}{layer.name!r} not compared: it is called "
+                             f"{len(calls)} times (the outputs of the nested model itself are compared per call)")
+    if not tensors:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = k.Model(inputs=_graph(model).inputs, outputs=tensors + [t for _, ts in nested for t in ts])
+    values = _call(probe, inputs)
+    out = {key: _to_numpy(v) for key, v in zip(keys, values[: len(keys)])}
+    pos = len(keys)
+    for layer, ins in nested:
+        sub_inputs = [_to_numpy(v) for v in values[pos: pos + len(ins)]]
+        pos += len(ins)
+        try:
+            out.update(layer_outputs(layer, sub_inputs, prefix=f"{prefix}{layer.name}/", notes=notes))
+        except Exception as e:  # best effort: a nested model Keras cannot re-enter on its own
+            notes.append(f"layers inside nested model {prefix}{layer.name!r} not compared ({type(e).__name__}: "
+                         f"{str(e)[:200]})")
+    return out

@@ -1,0 +1,144 @@
+"""The torch side: the emitted module as a user loads it, and its trace variant for per-layer checks."""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VerifyInputError
+
+
+def check_device(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise VerifyInputError(f"--device {device}: CUDA is not available to this torch "
+                               f"({torch.__version__}); use --device cpu")
+    try:
+        torch.device(device)
+    except RuntimeError as e:
+        raise VerifyInputError(f"--device {device}: {e}") from None
+    return device
+
+
+def manifest(out_dir) -> dict:
+    p = Path(out_dir) / "kconv.json"
+    if not p.exists():
+        return {}
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise VerifyInputError(f"{p}: unreadable manifest ({e})") from None
+
+
+def run(net, inputs, channels_first: bool = False, device: str = "cpu", trace: dict | None = None) -> list:
+    """Call ``net`` under ``torch.no_grad()`` with Keras-layout numpy inputs; outputs in Keras layout."""
+    import torch
+
+    tensors = []
+    for a in inputs:
+        a = np.asarray(a)
+        if channels_first and a.ndim >= 3:
+            a = np.moveaxis(a, -1, 1)
+        tensors.append(torch.from_numpy(np.ascontiguousarray(a)).to(device))
+    if trace is not None:
+        trace.clear()
+    with torch.no_grad():
+        out = net(*tensors)
+    outs = []
+    for o in (list(out) if isinstance(out, (list, tuple)) else [out]):
+        a = o.detach().cpu().numpy()
+        if channels_first and a.ndim >= 3:
+            a = np.moveaxis(a, 1, -1)
+        outs.append(a)
+    return outs
+
+
+def instrument(shipped: str, plain: str, traced: str) -> str | None:
+    """Insert the trace lines of ``traced`` (= ``plain`` + inserted lines) into ``shipped``.
+
+    ``shipped`` is the DIR/model.py the user has; it may differ from ``plain`` (edited by hand, an
+    older kconv). Lines of ``plain`` are matched to ``shipped`` (equal or same-length replaced
+    blocks); the trace lines go before the same lines there. None when a line cannot be placed.
+    """
+    plain_l, traced_l, shipped_l = plain.splitlines(), traced.splitlines(), shipped.splitlines()
+    inserts: dict = {}
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, plain_l, traced_l, autojunk=False).get_opcodes():
+        if tag == "insert":
+            inserts[i1] = traced_l[j1:j2]
+        elif tag != "equal":
+            return None
+    if plain_l == shipped_l:
+        return traced
+    where = {len(plain_l): len(shipped_l)}
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, plain_l, shipped_l, autojunk=False).get_opcodes():
+        if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
+            for k in range(i2 - i1):
+                where[i1 + k] = j1 + k
+    if any(i not in where for i in inserts):
+        return None
+    by_target = {where[i]: lines for i, lines in inserts.items()}
+    out = []
+    for j, line in enumerate(shipped_l + [None]):
+        out.extend(by_target.get(j, []))
+        if line is not None:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _import_source(source: str, workdir: Path):
+    path = workdir / "model_trace.py"
+    path.write_text(source)
+    name = "kconv_trace_" + hashlib.sha1(source.encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.modules.pop(name, None)
+    return mod
+
+
+def trace_module(ir_model, net, channels_first: bool = False, shipped_source: str | None = None,
+                 device: str = "cpu"):
+    """(module with TRACE, loaded torch net, how it was made) for per-layer comparison.
+
+    The trace variant comes from ``kconv.emit.codegen.Generator(..., trace=True)``; when the shipped
+    source is known it is instrumented instead (so what is traced is what is shipped, edits included),
+    falling back to the regenerated code when the edit cannot be matched. Weights: the state dict of the
+    loaded ``net`` (itself loaded strictly from DIR), loaded strictly.
+    """
+    from ..emit.codegen import Generator
+
+    traced = Generator(ir_model, channels_first_io=channels_first, trace=True).generate()
+    how = "regenerated"
+    source = traced
+    if shipped_source is not None:
+        plain = Generator(ir_model, channels_first_io=channels_first).generate()
+        merged = instrument(shipped_source, plain, traced)
+        if merged is not None:
+            source, how = merged, ("shipped" if shipped_source == plain else "shipped (edited)")
+        else:
+            how = "regenerated (DIR/model.py differs from what kconv generates; the trace is of the regenerated code)"
+    with tempfile.TemporaryDirectory(prefix="kconv-trace-") as tmp:
+        try:
+            mod = _import_source(source, Path(tmp))
+            tnet = mod.Model()
+        except Exception:
+            if source is traced:
+                raise
+            mod = _import_source(traced, Path(tmp))
+            tnet = mod.Model()
+            how = "regenerated (instrumenting DIR/model.py failed)"
+    try:
+        tnet.load_state_dict(net.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise VerifyInputError(f"per-layer: the converted weights do not fit the trace module ({str(e)[:300]})") \
+            from None
+    return mod, tnet.eval().to(device), how
