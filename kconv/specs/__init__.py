@@ -26,6 +26,8 @@ FAMILIES = (
     "merging",
     "recurrent",
     "attention",
+    "ops",
+    "applications",
 )
 
 
@@ -45,6 +47,10 @@ class WeightDecl:
     transform: Union[Transform, Callable[[dict], Transform]] = IDENTITY
     why_no_torch: str = ""  # when torch is None: what happens to it instead
     aliases: tuple = ()  # other stored names for the same weight (Keras versions disagree)
+    # The shape Keras creates it with, from the layer config and the layer's (first) input shape:
+    # (cfg, input_shape) -> tuple of int | None (None: not checked), or None when it cannot be told.
+    # kconv.load compares it with the stored shape and reports every mismatch.
+    shape: Optional[Callable[[dict, Optional[tuple]], Optional[tuple]]] = None
 
     def trainable_for(self, cfg: dict) -> bool:
         return self.trainable(cfg) if callable(self.trainable) else self.trainable

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import WeightDecl, declare
+from . import _wshapes as _ws
 from .core import same_shape
 
 declare(
@@ -33,7 +34,7 @@ declare(
     "PReLU",
     family="activation",
     summary="LeakyReLU with a learned slope per element (shared over shared_axes)",
-    weights=(WeightDecl("alpha", torch="alpha"),),
+    weights=(WeightDecl("alpha", torch="alpha", shape=_ws.prelu_alpha),),
     output_shape=same_shape,
     notes=("alpha has shape input_shape[1:] with shared axes set to 1; torch nn.PReLU covers only per-channel",),
 )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..transforms import Permute, Reshape
 from . import WeightDecl, declare
+from . import _wshapes as _ws
 from ._shapes import assemble, conv_length, deconv_length, spatial, tup
 
 
@@ -55,8 +56,8 @@ for n in (1, 2, 3):
         summary=f"{n}D convolution (cross-correlation) with strides, dilation, groups, padding valid/same"
         + ("/causal" if n == 1 else ""),
         weights=(
-            WeightDecl("kernel", torch="weight", transform=kernel_to_torch(n)),
-            WeightDecl("bias", when=_has_bias, torch="bias"),
+            WeightDecl("kernel", torch="weight", transform=kernel_to_torch(n), shape=_ws.conv_kernel(n)),
+            WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.filters_bias),
         ),
         output_shape=conv_shape(n),
         notes=("'same' with stride > 1 pads more on the right/bottom: torch needs explicit padding",),
@@ -67,8 +68,8 @@ for n in (1, 2, 3):
         family="conv",
         summary=f"{n}D transposed convolution",
         weights=(
-            WeightDecl("kernel", torch="weight", transform=kernel_to_torch(n)),
-            WeightDecl("bias", when=_has_bias, torch="bias"),
+            WeightDecl("kernel", torch="weight", transform=kernel_to_torch(n), shape=_ws.conv_transpose_kernel(n)),
+            WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.filters_bias),
         ),
         output_shape=deconv_shape(n),
         notes=("kernel is stored (k.., out, in): torch ConvTranspose wants (in, out, k..)",),
@@ -81,8 +82,9 @@ for n in (1, 2):
         summary=f"{n}D depthwise convolution: each input channel convolved with depth_multiplier filters",
         weights=(
             # Keras 2 stores 'depthwise_kernel:0'; Keras 3 names the same variable 'kernel'.
-            WeightDecl("depthwise_kernel", torch="weight", transform=depthwise_to_torch(n), aliases=("kernel",)),
-            WeightDecl("bias", when=_has_bias, torch="bias"),
+            WeightDecl("depthwise_kernel", torch="weight", transform=depthwise_to_torch(n), aliases=("kernel",),
+                       shape=_ws.depthwise_kernel(n)),
+            WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.depthwise_bias),
         ),
         output_shape=conv_shape(n, _depth_channels),
     )
@@ -92,9 +94,11 @@ for n in (1, 2):
         family="conv",
         summary=f"{n}D depthwise convolution followed by a pointwise (1x1) convolution",
         weights=(
-            WeightDecl("depthwise_kernel", torch="depthwise.weight", transform=depthwise_to_torch(n)),
-            WeightDecl("pointwise_kernel", torch="pointwise.weight", transform=kernel_to_torch(n)),
-            WeightDecl("bias", when=_has_bias, torch="pointwise.bias"),
+            WeightDecl("depthwise_kernel", torch="depthwise.weight", transform=depthwise_to_torch(n),
+                       shape=_ws.depthwise_kernel(n)),
+            WeightDecl("pointwise_kernel", torch="pointwise.weight", transform=kernel_to_torch(n),
+                       shape=_ws.pointwise_kernel(n)),
+            WeightDecl("bias", when=_has_bias, torch="pointwise.bias", shape=_ws.filters_bias),
         ),
         output_shape=conv_shape(n),
     )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import WeightDecl, declare
+from . import _wshapes as _ws
 from .core import same_shape
 
 
@@ -14,10 +15,10 @@ declare(
     family="normalization",
     summary="y = gamma * (x - moving_mean) / sqrt(moving_variance + epsilon) + beta at inference",
     weights=(
-        WeightDecl("gamma", when=_key("scale"), torch="weight"),
-        WeightDecl("beta", when=_key("center"), torch="bias"),
-        WeightDecl("moving_mean", trainable=False, torch="running_mean"),
-        WeightDecl("moving_variance", trainable=False, torch="running_var"),
+        WeightDecl("gamma", when=_key("scale"), torch="weight", shape=_ws.axis_dims()),
+        WeightDecl("beta", when=_key("center"), torch="bias", shape=_ws.axis_dims()),
+        WeightDecl("moving_mean", trainable=False, torch="running_mean", shape=_ws.axis_dims()),
+        WeightDecl("moving_variance", trainable=False, torch="running_var", shape=_ws.axis_dims()),
         # Batch renormalization (training-time technique) adds three more statistics.
         WeightDecl("moving_stddev", when=_key("renorm", False), trainable=False, why_no_torch="training only"),
         WeightDecl("renorm_mean", when=_key("renorm", False), trainable=False, why_no_torch="training only"),
@@ -33,8 +34,10 @@ declare(
     family="normalization",
     summary="normalise over `axis` (int or list) per sample, then scale and shift",
     weights=(
-        WeightDecl("gamma", when=lambda c: c.get("scale", True) or c.get("rms_scaling", False), torch="weight"),
-        WeightDecl("beta", when=lambda c: c.get("center", True) and not c.get("rms_scaling", False), torch="bias"),
+        WeightDecl("gamma", when=lambda c: c.get("scale", True) or c.get("rms_scaling", False), torch="weight",
+                   shape=_ws.axis_dims()),
+        WeightDecl("beta", when=lambda c: c.get("center", True) and not c.get("rms_scaling", False), torch="bias",
+                   shape=_ws.axis_dims()),
     ),
     output_shape=same_shape,
     notes=("epsilon defaults to 1e-3 (torch 1e-5)",),
@@ -45,8 +48,8 @@ declare(
     family="normalization",
     summary="normalise over groups of channels per sample, then scale and shift per channel",
     weights=(
-        WeightDecl("gamma", when=_key("scale"), torch="weight"),
-        WeightDecl("beta", when=_key("center"), torch="bias"),
+        WeightDecl("gamma", when=_key("scale"), torch="weight", shape=_ws.axis_dims()),
+        WeightDecl("beta", when=_key("center"), torch="bias", shape=_ws.axis_dims()),
     ),
     output_shape=same_shape,
 )
@@ -55,7 +58,7 @@ declare(
     "RMSNormalization",
     family="normalization",
     summary="x / sqrt(mean(x^2) + epsilon) * scale over `axis`",
-    weights=(WeightDecl("scale", torch="weight"),),
+    weights=(WeightDecl("scale", torch="weight", shape=_ws.axis_dims()),),
     output_shape=same_shape,
 )
 

@@ -1,0 +1,99 @@
+"""Every keras.applications architecture that builds offline converts and matches Keras.
+
+Weights are random (weights=None, then re-drawn small so deep nets neither explode nor saturate),
+the classifier returns logits (classifier_activation=None: a softmax would hide errors), inputs are
+small where the architecture allows. Tolerance: 1e-4 of the output's scale — deep stacks of
+float32 convolutions accumulate summation-order differences; 1e-5 holds for the single layers in
+tests/equivalence/.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.keras
+
+# name: input shape (None: the architecture's default)
+FAST = {
+    "MobileNet": (96, 96, 3),
+    "MobileNetV2": (96, 96, 3),
+    "MobileNetV3Small": (96, 96, 3),
+    "EfficientNetB0": (96, 96, 3),
+    "EfficientNetV2B0": (96, 96, 3),
+    "ResNet50": (64, 64, 3),
+    "ResNet50V2": (64, 64, 3),
+    "DenseNet121": (64, 64, 3),
+    "InceptionV3": (75, 75, 3),
+    "Xception": (71, 71, 3),
+    "VGG16": (32, 32, 3),
+    "ConvNeXtTiny": (64, 64, 3),
+}
+SLOW = {
+    "MobileNetV3Large": (96, 96, 3),
+    "ResNet101": (64, 64, 3),
+    "ResNet152V2": (64, 64, 3),
+    "VGG19": (32, 32, 3),
+    "DenseNet169": (64, 64, 3),
+    "InceptionResNetV2": (75, 75, 3),
+    "NASNetMobile": None,
+    "EfficientNetB3": (96, 96, 3),
+    "EfficientNetV2S": (96, 96, 3),
+    "ConvNeXtSmall": (64, 64, 3),
+}
+
+
+def _build(name, shape):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    ctor = getattr(keras.applications, name)
+    kw = dict(weights=None, classes=10, classifier_activation=None)
+    model = ctor(input_shape=shape, **kw) if shape else ctor(**kw)
+    rng = np.random.default_rng(0)
+    for v in model.weights:
+        if "float" not in str(v.dtype):
+            continue
+        a = rng.normal(0, 0.05, v.shape).astype("float32")
+        if "variance" in v.path:
+            a = np.abs(a) + 0.5
+        elif "gamma" in v.path or v.path.endswith("scale"):
+            a = a + 1.0
+        v.assign(a)
+    return model
+
+
+def _check(name, shape, tmp_path, fmt):
+    import torch
+
+    import kconv
+
+    model = _build(name, shape)
+    x = np.random.default_rng(1).normal(size=(2, *model.input_shape[1:])).astype("float32")
+    ref = np.asarray(model(x, training=False))
+    path = tmp_path / f"{name}.{fmt}"
+    model.save(path)
+    out_dir = kconv.convert(path, tmp_path / "out")
+    net = kconv.load_converted(out_dir)
+    with torch.no_grad():
+        out = net(torch.from_numpy(x)).numpy()
+    scale = float(np.abs(ref).max())
+    assert scale > 1e-3, "degenerate reference output"
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_application_converts_exactly(name, tmp_path):
+    _check(name, FAST[name], tmp_path, "keras")
+
+
+@pytest.mark.parametrize("name", ["MobileNetV2", "EfficientNetB0", "DenseNet121"])
+def test_application_converts_exactly_from_h5(name, tmp_path):
+    _check(name, FAST[name], tmp_path, "h5")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SLOW))
+def test_big_application_converts_exactly(name, tmp_path):
+    _check(name, SLOW[name], tmp_path, "keras")
