@@ -72,21 +72,18 @@ def _parse_node_k3(node: dict) -> Call:
     kwargs = node.get("kwargs", {}) or {}
     inputs: list[TensorRef] = []
     is_list = False
-    consts = []
     ordered = []  # positional arguments in order: None where a tensor goes, else the constant
     for a in args:
         refs = _refs_in(a)
         if isinstance(a, (list, tuple)) and refs:
             is_list = True
         if not refs:
-            consts.append(a)
             ordered.append({"const": a})
         else:
             ordered.append(None)
         inputs.extend(refs)
     plain = {k: v for k, v in kwargs.items() if not _refs_in(v)}
-    if consts:  # constant positional arguments of Keras 3 ops, e.g. the 0 of not_equal(ids, 0)
-        plain["_const_args"] = consts
+    if any(a is not None for a in ordered):  # constant operands of Keras 3 ops: the 0 of not_equal(ids, 0)
         plain["_args"] = ordered
     tensors = {}
     for k, v in kwargs.items():

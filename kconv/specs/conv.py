@@ -166,43 +166,29 @@ def _conv_args(e, n):
     return k, s, d
 
 
-def _emit_conv(n):
-    def emit(e):
-        k, s, d = _conv_args(e, n)
-        cin = _channels_in(e)
-        groups = int(e.cfg.get("groups", 1))
-        x, pad = padded_input(e, e.input(0, e.conv_layout()), n, k, s, d, e.cfg.get("padding", "valid"))
-        m = e.module(f"nn.Conv{n}d({cin}, {int(e.cfg['filters'])}, kernel_size={k}, stride={s}, padding={pad}, "
-                     f"dilation={d}, groups={groups}, bias={bool(e.cfg.get('use_bias', True))})")
-        e.output(f"{m}({x})", layout=e.conv_layout(), activation=True)
-
-    return emit
+def _conv_src(n, cin, cout, k, s, pad, d, groups, bias) -> str:
+    return (f"nn.Conv{n}d({cin}, {cout}, kernel_size={k}, stride={s}, padding={pad}, dilation={d}, "
+            f"groups={groups}, bias={bias})")
 
 
-def _emit_depthwise(n):
+def _emit_conv(n, kind="conv"):
+    """Conv (groups from the config), depthwise (groups = in channels) or separable (depthwise + 1x1)."""
+
     def emit(e):
         k, s, d = _conv_args(e, n)
         cin = _channels_in(e)
         mult = int(e.cfg.get("depth_multiplier", 1))
+        bias = bool(e.cfg.get("use_bias", True))
         x, pad = padded_input(e, e.input(0, e.conv_layout()), n, k, s, d, e.cfg.get("padding", "valid"))
-        m = e.module(f"nn.Conv{n}d({cin}, {cin * mult}, kernel_size={k}, stride={s}, padding={pad}, "
-                     f"dilation={d}, groups={cin}, bias={bool(e.cfg.get('use_bias', True))})")
-        e.output(f"{m}({x})", layout=e.conv_layout(), activation=True)
-
-    return emit
-
-
-def _emit_separable(n):
-    def emit(e):
-        k, s, d = _conv_args(e, n)
-        cin = _channels_in(e)
-        mult = int(e.cfg.get("depth_multiplier", 1))
-        x, pad = padded_input(e, e.input(0, e.conv_layout()), n, k, s, d, e.cfg.get("padding", "valid"))
-        e.gen.helpers.add("SeparableConv")
-        m = e.module(f"SeparableConv(nn.Conv{n}d({cin}, {cin * mult}, kernel_size={k}, stride={s}, padding={pad}, "
-                     f"dilation={d}, groups={cin}, bias=False), nn.Conv{n}d({cin * mult}, {int(e.cfg['filters'])}, "
-                     f"kernel_size=1, bias={bool(e.cfg.get('use_bias', True))}))")
-        e.output(f"{m}({x})", layout=e.conv_layout(), activation=True)
+        if kind == "conv":
+            src = _conv_src(n, cin, int(e.cfg["filters"]), k, s, pad, d, int(e.cfg.get("groups", 1)), bias)
+        elif kind == "depthwise":
+            src = _conv_src(n, cin, cin * mult, k, s, pad, d, cin, bias)
+        else:
+            e.gen.helpers.add("SeparableConv")
+            src = (f"SeparableConv({_conv_src(n, cin, cin * mult, k, s, pad, d, cin, False)}, "
+                   f"nn.Conv{n}d({cin * mult}, {int(e.cfg['filters'])}, kernel_size=1, bias={bias}))")
+        e.output(f"{e.module(src)}({x})", layout=e.conv_layout(), activation=True)
 
     return emit
 
@@ -241,5 +227,5 @@ for _n in (1, 2, 3):
     emits(f"Conv{_n}D")(_emit_conv(_n))
     emits(f"Conv{_n}DTranspose")(_emit_transpose(_n))
 for _n in (1, 2):
-    emits(f"DepthwiseConv{_n}D")(_emit_depthwise(_n))
-    emits(f"SeparableConv{_n}D")(_emit_separable(_n))
+    emits(f"DepthwiseConv{_n}D")(_emit_conv(_n, "depthwise"))
+    emits(f"SeparableConv{_n}D")(_emit_conv(_n, "separable"))

@@ -18,6 +18,11 @@ BINARY = {
     "ops.Divide": "{a} / {b}",
     "ops.Power": "torch.pow({a}, {b})",
     "ops.Maximum": "torch.maximum(torch.as_tensor({a}), torch.as_tensor({b}))",
+    # Masks in Keras 3 functional graphs: Embedding(mask_zero=True) -> not_equal(ids, 0); merge layers
+    # combine masks with logical_or (base_merge.compute_mask).
+    "ops.NotEqual": "{a} != {b}",
+    "ops.LogicalOr": "torch.as_tensor({a}).to(torch.bool) | torch.as_tensor({b}).to(torch.bool)",
+    "ops.LogicalAnd": "torch.as_tensor({a}).to(torch.bool) & torch.as_tensor({b}).to(torch.bool)",
     "ops.Minimum": "torch.minimum(torch.as_tensor({a}), torch.as_tensor({b}))",
 }
 UNARY = {
@@ -73,3 +78,29 @@ def _emit_unary(e):
     if len(args) != 1:
         e.unsupported(f"{len(args)} operands")
     e.output(UNARY[e.layer.class_name].format(a=args[0]), layout=layout)
+
+
+def _any_shape(cfg, shapes):
+    s = shapes[0]
+    axis = cfg.get("axis")
+    if axis is None:
+        return ()
+    axes = {a % len(s) for a in (axis if isinstance(axis, (list, tuple)) else [axis])}
+    if cfg.get("keepdims"):
+        return tuple(1 if i in axes else d for i, d in enumerate(s))
+    return tuple(d for i, d in enumerate(s) if i not in axes)
+
+
+# Masking(mask_value) in a Keras 3 functional model: ops.any(ops.not_equal(x, v), axis=-1) feeds `mask=`.
+declare("ops.Any", family="ops", summary="keras.ops.any recorded in the graph (e.g. the mask of Masking)",
+        output_shape=_any_shape, no_weights_reason="a keras.ops operation, not a layer")
+
+
+@emits("ops.Any")
+def _emit_any(e):
+    axis = e.cfg.get("axis")
+    keep = bool(e.cfg.get("keepdims", False))
+    if e.n_inputs != 1 or not (axis is None or isinstance(axis, int)):
+        e.unsupported("any with these arguments")
+    x = e.input(0)
+    e.output(f"{x}.any()" if axis is None else f"{x}.any(dim={int(axis)}, keepdim={keep})")
