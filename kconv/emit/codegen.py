@@ -291,18 +291,31 @@ class Generator:
         perm = to_cf_perm(rank) if layout == CF else to_keras_perm(rank)
         return f"{v.expr}.permute{perm}"
 
-    def check(self):
+    def check(self) -> dict:
+        """Layers that cannot be converted, known before emitting: {class: [(path, why)]}."""
         bad: dict[str, list] = {}
         for path, layer in self.root.walk():
             why = layer_problems(layer)
             if why:
-                bad.setdefault(layer.class_name, []).append((path, why))
-        if bad:
-            raise UnsupportedError(bad)
+                bad.setdefault(layer.class_name, []).append((path.replace(".", "/"), why))
+        return bad
+
+    def _unsupported(self, e: "Emit", reason):
+        """Collect an unsupported layer (reason None: only stub its outputs) and keep going, so that
+        one report lists every unsupported layer of the model."""
+        if reason is not None:
+            self.problems.setdefault(e.layer.class_name, []).append((e.keras_prefix + e.layer.name, reason))
+        for index in range(max(1, len(e.out_shapes))):
+            key = (e.layer.name, e.node, index)
+            if key not in e.values:
+                shape = e.out_shapes[index] if index < len(e.out_shapes) else None
+                e.values[key] = Value("None", KERAS, shape)
 
     def generate(self) -> str:
-        self.check()
+        self.problems: dict[str, list] = self.check()
         self._class(self.root, "Model")
+        if self.problems:
+            raise UnsupportedError(self.problems)
         body = []
         for cls in reversed(self.classes):  # nested classes first
             body.append(self._render(cls))
@@ -357,8 +370,8 @@ class Generator:
                 sub_classes[layer.name] = sub
                 e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix, keras_prefix)
                 if e.has_mask():
-                    raise UnsupportedError({layer.class_name: [(layer.name, "a Keras mask entering a nested "
-                                                                "model is not converted")]})
+                    self._unsupported(e, "a Keras mask entering a nested model is not converted")
+                    continue
                 mod = e.module(f"{sub}()")
                 args = ", ".join(e.input(i, KERAS) for i in range(e.n_inputs))
                 outs = layer.model.outputs
@@ -372,14 +385,21 @@ class Generator:
                 continue
             spec = specs.get(layer.class_name)
             e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix, keras_prefix)
+            if layer_problems(layer):  # already reported by check()
+                self._unsupported(e, None)
+                continue
             e.line(f"# {ascii(layer.name)[1:-1]}: {ascii(layer.class_name)[1:-1]}" + (f" (call {node})" if node else ""))
             try:
                 spec.emit(e)
                 self._propagate_mask(e)
             except _Unsupported as exc:
-                raise UnsupportedError({layer.class_name: [(layer.name, str(exc))]}) from None
-            except (KeyError, TypeError) as exc:
-                raise ConfigError(layer.name, f"config not understood by the converter ({exc!r})") from None
+                self._unsupported(e, str(exc))
+            except (KeyError, TypeError, ValueError, IndexError, ConfigError) as exc:
+                if not self.problems:  # after an unsupported layer, later failures may be its echo
+                    if isinstance(exc, ConfigError):
+                        raise
+                    raise ConfigError(layer.name, f"config not understood by the converter ({exc!r})") from None
+                self._unsupported(e, None)
         outs = []
         for ref in model.outputs:
             v = values[(ref.layer, ref.node, ref.index)]
