@@ -121,6 +121,7 @@ def report(model: Model, check_values: bool = False) -> dict:
         "format": model.format,
         "keras_version": model.keras_version,
         "backend": model.backend,
+        "backend_note": model.backend_note,
         "model": {"name": model.name, "class_name": model.class_name},
         "inputs": [{"layer": r.layer, "shape": _shape(model.layer(r.layer).calls[r.node].output_shapes[r.index])
                     if model.layer(r.layer).calls else None} for r in model.inputs],

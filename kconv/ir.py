@@ -101,6 +101,7 @@ class Model:
     format: str = ""  # 'keras' (Keras 3 zip), 'h5'
     keras_version: str = ""
     backend: str = ""
+    backend_note: str = ""  # how the writer's backend was decided when the file does not say (Keras 1)
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

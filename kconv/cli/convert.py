@@ -21,12 +21,15 @@ from .verify import emit_result, tolerance_options
 @click.option("--channels-first", is_flag=True,
               help="Inputs and outputs of rank >= 3 are NCHW-style (channels first) instead of Keras's layout.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False),
-              help="Architecture JSON for a weights-only HDF5 file.")
+              help="Architecture JSON for a weights-only file (legacy HDF5 or Keras 3 layout .weights.h5).")
+@click.option("--backend-of-writer", "backend_of_writer", type=click.Choice(["theano", "tensorflow"]),
+              help="The Keras backend that wrote the file, when it is not recorded (Keras 1) or recorded wrongly: "
+                   "'theano' flips convolution kernels and uses Theano's 'same' padding.")
 @click.option("--verify", "do_verify", is_flag=True,
               help="After converting, run `kconv verify` on each result (needs Keras; exit 1 on a mismatch).")
 @click.option("--per-layer", is_flag=True, help="With --verify: compare every layer output.")
 @tolerance_options
-def convert_cmd(models, out, fmt, channels_first, config, do_verify, per_layer, atol, rtol, seed, batch_size, dims,
+def convert_cmd(models, out, fmt, channels_first, config, backend_of_writer, do_verify, per_layer, atol, rtol, seed, batch_size, dims,
                 device):
     """Convert Keras model files to standalone PyTorch modules.
 
@@ -47,7 +50,12 @@ def convert_cmd(models, out, fmt, channels_first, config, do_verify, per_layer, 
     for m in models:
         target = out / Path(m).stem if several else out
         try:
-            _convert(m, target, fmt=fmt, channels_first=channels_first, config=config)
+            src = m
+            if backend_of_writer:
+                from ..load import load
+
+                src = load(m, config=config, backend_of_writer=backend_of_writer)
+            _convert(src, target, fmt=fmt, channels_first=channels_first, config=config)
             click.echo(f"{m} -> {target}", err=True)
             if do_verify:
                 from ..verify import verify

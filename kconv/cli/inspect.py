@@ -24,10 +24,12 @@ def _num(n: int) -> str:
 
 def render(rep: dict, torch_side: bool = True, meanings: bool = True) -> str:
     lines = []
-    fmt = {"h5": "legacy HDF5", "keras": "Keras 3 .keras archive"}.get(rep["format"], rep["format"])
+    fmt = {"h5": "legacy HDF5", "keras": "Keras 3 .keras archive", "savedmodel": "TF SavedModel directory"}.get(rep["format"], rep["format"])
     writer = f"Keras {rep['keras_version']}" if rep["keras_version"] else "Keras version not recorded"
     if rep.get("backend"):
         writer += f", backend {rep['backend']}"
+    if rep.get("backend_note"):
+        writer += f" ({rep['backend_note']})"
     lines.append(f"{rep['source']}: {fmt}, written by {writer}")
     m = rep["model"]
     ins = ", ".join(f"{i['layer']} {_fmt_shape(i['shape'])}" for i in rep["inputs"])
@@ -108,18 +110,22 @@ def _lambda_line(info: dict) -> str:
 @click.argument("model", type=click.Path(exists=True, dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON only (schema_version 1).")
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
-              help="Architecture JSON (model.to_json()) for a weights-only HDF5 file.")
+              help="Architecture JSON (model.to_json() or a Keras 3 config.json) for a weights-only file: "
+                   "legacy save_weights HDF5 or a Keras 3 layout .weights.h5.")
+@click.option("--backend-of-writer", "backend_of_writer", type=click.Choice(["theano", "tensorflow"]),
+              help="The Keras backend that wrote the file, when it is not recorded (Keras 1) or recorded wrongly: "
+                   "'theano' flips convolution kernels and uses Theano's 'same' padding.")
 @click.option("--no-torch", is_flag=True, help="Leave out the PyTorch side (torch key, shape, transform).")
 @click.option("--brief", is_flag=True, help="Leave out the one-line meaning of each weight role.")
 @click.option("--check-values", is_flag=True,
               help="Also read every weight and report NaN/Inf values (inspect otherwise reads no tensor data).")
-def inspect_cmd(model, as_json, config, no_torch, brief, check_values):
+def inspect_cmd(model, as_json, config, backend_of_writer, no_torch, brief, check_values):
     """Show every layer and weight of a Keras model file, without running Keras.
 
     For each layer: class, inputs, output shape, parameter count; for each weight: role, shape,
     dtype, trainable, and the PyTorch tensor it becomes. Nested models are shown as a tree.
     """
-    m = load(model, config=config)
+    m = load(model, config=config, backend_of_writer=backend_of_writer)
     rep = _report.report(m, check_values=check_values)
     if as_json:
         click.echo(json.dumps(rep, indent=2))

@@ -13,7 +13,7 @@ from ..errors import ConfigError, KconvError, ModelFileError, WeightMismatchErro
 from ..ir import Model
 from . import h5safe
 from . import shapes as _shapes
-from . import validate
+from . import validate, writer
 from .config import build_model
 from .limits import DEFAULT as DEFAULT_LIMITS, Limits
 from .weights import Context, attach_keras3, attach_legacy, check_shapes
@@ -50,12 +50,18 @@ def sniff(path: Path) -> str:
     raise ModelFileError(path, "not a Keras model file (neither HDF5 nor a .keras zip archive)")
 
 
-def load(path, config: str | os.PathLike | None = None, limits: Limits | None = None) -> Model:
-    """Load a Keras model file (``.keras``, ``.h5``/``.hdf5``) into a :class:`kconv.ir.Model`.
+def load(path, config: str | os.PathLike | None = None, limits: Limits | None = None,
+         backend_of_writer: str | None = None) -> Model:
+    """Load a Keras model file (``.keras``, ``.h5``/``.hdf5``, TF SavedModel directory) into a
+    :class:`kconv.ir.Model`.
 
     Weight tensors stay in the file until ``Weight.read()``; the file is kept open for that.
+    ``config``: the architecture JSON (``model.to_json()`` or a ``config.json``) for a weights-only
+    file (legacy ``save_weights`` HDF5, or a Keras 3 layout ``.weights.h5``).
     ``limits``: resource limits for untrusted files; default: :class:`Limits` defaults overridden by
     the ``KCONV_MAX_*`` environment variables (README "Limits and safety").
+    ``backend_of_writer``: 'theano' or 'tensorflow', overriding what the file records (Keras 2) or
+    what kconv assumes (Keras 1 files do not record it; see :mod:`kconv.load.writer`).
     """
     path = Path(path)
     if limits is None:
@@ -68,9 +74,15 @@ def load(path, config: str | os.PathLike | None = None, limits: Limits | None = 
         elif kind == "keras":
             model = _load_keras(path, ctx)
         else:
-            raise ModelFileError(path, "TF SavedModel directories are not supported yet (see issue 7)")
+            from .savedmodel import load_savedmodel
+
+            model = load_savedmodel(path, ctx)
         model.source = str(path)
         model.format = kind
+        backend, how = writer.resolve(model, model.backend, backend_of_writer)
+        model.backend = backend
+        model.backend_note = how
+        writer.apply(model, backend)
         validate.check_model(model)
         _shapes.infer(model)
         validate.check_refs(model)
@@ -150,9 +162,21 @@ def _load_h5(path: Path, config_path, ctx: Context) -> Model:
             wgroup = f
         if not isinstance(wgroup, h5py.Group):
             raise ModelFileError(path, "model_weights is a dataset, not a group")
-        attach_legacy(model, wgroup, ctx)
+        if "layer_names" not in wgroup.attrs and h5safe.is_group(f, "layers"):
+            # Keras 3 layout weights file (model.save_weights('x.weights.h5') in Keras 3, or Keras 2.13+):
+            # layers/<name>/vars/<i>, no names: the architecture must come from --config.
+            if config_path is None:
+                raise ModelFileError(path, "a Keras 3 layout weights file (.weights.h5) without architecture; "
+                                           "pass it with --config config.json (or model.to_json() output)")
+            attach_keras3(model, f, ctx)
+        else:
+            attach_legacy(model, wgroup, ctx)
         model.keras_version = _attr(f, wgroup, "keras_version")
         model.backend = _attr(f, wgroup, "backend")
+        if config_path is not None and isinstance(cfg, dict):
+            # to_json() records the writer's version and backend next to the config
+            model.keras_version = model.keras_version or str(cfg.get("keras_version", ""))[:100]
+            model.backend = model.backend or str(cfg.get("backend", ""))[:100]
     except BaseException:
         f.close()
         raise

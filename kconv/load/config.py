@@ -1,10 +1,11 @@
-"""Normalise Keras 2/3 config dialects and build the layer-call graph (no weights here)."""
+"""Normalise Keras 1/2/3 config dialects and build the layer-call graph (no weights here)."""
 from __future__ import annotations
 
 from typing import Any
 
 from ..errors import ConfigError
 from ..ir import Call, Layer, Model, TensorRef
+from . import keras1
 
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 
@@ -16,7 +17,9 @@ def _policy(dtype: Any) -> tuple[str, str | None]:
     if isinstance(dtype, dict):
         cfg = dtype.get("config", {}) or {}
         cls = dtype.get("class_name", "")
-        if "Quantized" in cls:
+        # QuantizedDTypePolicy / QuantizedFloat8DTypePolicy (mode 'int8', 'float8'), and since Keras 3.13
+        # Int4DTypePolicy with a block size in the mode ('int4/128'): any policy carrying a mode.
+        if "Quantized" in cls or cfg.get("mode"):
             mode = cfg.get("mode")
             if mode is None and "name" in cfg:  # Keras 3.0-3.5: name 'int8_from_float32'
                 mode = cfg["name"].split("_from_")[0]
@@ -30,6 +33,8 @@ def normalize_config(class_name: str, config: dict, notes: list | None = None) -
     if not isinstance(config, dict):
         raise ConfigError(str(config)[:40], f"{class_name} config is {type(config).__name__}, expected an object")
     cfg = dict(config)
+    if keras1.is_keras1(class_name, cfg) and not cfg.get("_keras1"):
+        cfg = keras1.normalize(class_name, cfg, str(cfg.get("name", class_name)), notes if notes is not None else [])
     dtype, qmode = _policy(cfg.get("dtype"))
     cfg["dtype"] = dtype
     if qmode:
@@ -157,6 +162,8 @@ def _layer_from_entry(entry: dict, where: str) -> Layer:
         layer = Layer(name=model.name, class_name=cls, config=cfg, model=model,
                       trainable=raw.get("trainable", True))
     else:
+        if cls == "Merge" or (isinstance(raw, dict) and keras1.is_keras1(cls, raw)):
+            cls = keras1.class_name(cls, raw, str(entry.get("name") or raw.get("name") or where), notes)
         cfg = normalize_config(cls, raw, notes)
         if _is_keras_op(entry, raw):
             # A keras.ops operation recorded in the graph (x + 3.0, ops.not_equal(ids, 0)), not a

@@ -14,7 +14,7 @@ import warnings
 from .. import specs
 from ..errors import KconvError, ModelFileError, NonFiniteWeightWarning, WeightMismatchError
 from ..ir import Layer, Model, Weight
-from . import h5safe
+from . import h5safe, keras1
 from .limits import DEFAULT, Limits
 
 
@@ -87,7 +87,7 @@ def warn_nonfinite(data, path, name):
                       stacklevel=3)
 
 
-def _key_of(name: str) -> str:
+def _key_of_name(name: str) -> str:
     return name.split("/")[-1].split(":")[0]
 
 
@@ -95,14 +95,17 @@ def _key_of(name: str) -> str:
 # Matching stored tensors to declarations
 
 def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, trainable_scope: bool, where: str,
-           ctx: Context):
+           ctx: Context, key_of=None):
     """Give ``layer`` its weights from ``stored`` [(name, dataset)], with roles from its declaration.
 
-    ``by_name``: match on the last name component (legacy HDF5); otherwise by position (.keras).
+    ``by_name``: match on the last name component (legacy HDF5), or on ``key_of(name)`` when given
+    (Keras 1 names); otherwise by position (.keras).
     Problems (missing, unexpected weights) are added to ``ctx.problems``.
     """
+    _key_of = key_of or _key_of_name
     for n, ds in stored:
-        h5safe.check_dataset(ds, ctx.limits, n)
+        if not getattr(ds, "prechecked", False):  # not an HDF5 dataset (assembled parts, checkpoint tensors)
+            h5safe.check_dataset(ds, ctx.limits, n)
     spec = specs.get(layer.class_name)
     cfg = layer.config
     trainable_layer = trainable_scope and layer.trainable
@@ -294,8 +297,31 @@ def attach_legacy(model: Model, wgroup, ctx: Context):
             stored.append((n, ds))
         if layer.model is not None:
             _distribute(layer, stored, ctx)
+        elif layer.config.get("_keras1"):
+            _assign_keras1(layer, stored, ctx)
         else:
             assign(layer, stored, by_name=True, trainable_scope=True, where=path, ctx=ctx)
+
+
+def _assign_keras1(layer: Layer, stored, ctx: Context):
+    """Keras 1 names '<layer>_W', '<layer>_running_std' ...; LSTM/GRU per-gate arrays assembled first."""
+    renamed = {}
+    if layer.config.get("_keras1_gates") and layer.class_name in keras1.GATES:
+        for n, ds in stored:
+            h5safe.check_dataset(ds, ctx.limits, n)
+        stored = keras1.gate_weights(layer, stored, layer.notes)
+    assign(layer, stored, by_name=True, trainable_scope=True, where=ctx.path, ctx=ctx,
+           key_of=lambda n: keras1.key_of(layer.class_name, layer.name, n))
+    for w in layer.weights:
+        if "+" in w.name:
+            w.note = "assembled from the Keras 1 per-gate arrays " + ", ".join(w.name.split("+"))
+        key = keras1.param_of(layer.name, w.name.split("+")[0])
+        if key != w.key and "+" not in w.name:
+            renamed[key] = w.key
+    if renamed:
+        layer.notes.append("weights: Keras 1 names " + ", ".join(f"{a} -> {b}" for a, b in renamed.items()))
+    if renamed.get("running_std") == "moving_variance":
+        layer.notes.append("running_std holds the variance (Keras 1 divides by sqrt(running_std + epsilon))")
 
 
 def _expects_weights(layer: Layer) -> bool:

@@ -61,7 +61,12 @@ def conv_kernel(n):
         c = _channels(cfg, shape)
         groups = _int(cfg.get("groups", 1) or 1)
         per_group = None if c is None else c // groups
-        return (*(_int(k) for k in tup(cfg["kernel_size"], n)), per_group, _int(cfg["filters"]))
+        k = tuple(_int(k) for k in tup(cfg["kernel_size"], n))
+        if cfg.get("_kernel_layout") == "channels_first":  # Keras 1 dim_ordering 'th': (out, in, k..)
+            return (_int(cfg["filters"]), per_group, *k)
+        if cfg.get("_keras1_conv1d_kernel"):  # Keras 1.1+ Convolution1D: (k, 1, in, out)
+            return (*k, 1, per_group, _int(cfg["filters"]))
+        return (*k, per_group, _int(cfg["filters"]))
     return f
 
 
@@ -106,6 +111,20 @@ def axis_dims(default_axis=-1):
             axes = sorted(a + rank if a < 0 else a for a in axes)
         return tuple(dim(shape, a) for a in axes)
     return f
+
+
+def batchnorm_param(cfg, shape):
+    """tf.keras 2 BatchNormalization with several axes creates its parameters with the broadcast
+    shape (1 on the other axes, batch included: tf_keras batch_normalization.py build()); Keras 3
+    accepts one axis only."""
+    axis = cfg.get("axis", -1)
+    if isinstance(axis, (list, tuple)) and len(axis) > 1:
+        if shape is None:
+            return None
+        rank = len(shape)
+        axes = {_int(a) + rank if _int(a) < 0 else _int(a) for a in axis}
+        return tuple(dim(shape, i) if i in axes else 1 for i in range(rank))
+    return axis_dims()(cfg, shape)
 
 
 # --- activation

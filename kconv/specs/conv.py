@@ -1,7 +1,11 @@
 """Convolutions: ConvND, ConvNDTranspose, DepthwiseConvND, SeparableConvND."""
 from __future__ import annotations
 
-from ..transforms import Permute, Reshape
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..transforms import IDENTITY, Flip, Permute, Reshape, Transform
 from . import WeightDecl, declare
 from . import _wshapes as _ws
 from ._shapes import assemble, conv_length, deconv_length, spatial, tup
@@ -14,6 +18,39 @@ def _has_bias(cfg):
 def kernel_to_torch(n):
     """Keras (k1..kn, in, out) -> torch (out, in, k1..kn); also transpose (k.., out, in) -> (in, out, k..)."""
     return Permute((n + 1, n, *range(n)))
+
+
+def _stored_kernel(n, to_torch):
+    """The kernel as stored -> torch, for the writers whose files differ (flags set by kconv.load):
+
+    - ``_kernel_layout: channels_first`` (Keras 1 ``dim_ordering='th'``): stored (out, in, k..) =
+      torch's layout already; ``_keras1_conv1d_kernel``: Keras 1 Conv1D stores (k, 1, in, out).
+    - ``_theano_kernels`` (written by Theano): a true convolution kernel; flipped on the spatial
+      axes it becomes the cross-correlation kernel TF and torch use (keras conv_utils.convert_kernel).
+    """
+    def transform(cfg):
+        if cfg.get("_kernel_layout") == "channels_first":
+            return Flip(tuple(range(2, n + 2))) if cfg.get("_theano_kernels") else IDENTITY
+        t = DropAxis1() if cfg.get("_keras1_conv1d_kernel") else IDENTITY
+        if cfg.get("_theano_kernels"):
+            t = t.then(Flip(tuple(range(n))))
+        return t.then(to_torch if isinstance(to_torch, Transform) else to_torch(cfg))
+
+    return transform
+
+
+@dataclass(frozen=True)
+class DropAxis1(Transform):
+    """Keras 1 Conv1D kernel (k, 1, in, out) -> (k, in, out) (keras saving.py: ``weights[0][:, 0, :, :]``)."""
+
+    def apply(self, a):
+        return np.ascontiguousarray(a[:, 0])
+
+    def shape(self, shape):
+        return (shape[0], *shape[2:])
+
+    def describe(self):
+        return "[:, 0]"
 
 
 def depthwise_to_torch(n):
@@ -56,11 +93,13 @@ for n in (1, 2, 3):
         summary=f"{n}D convolution (cross-correlation) with strides, dilation, groups, padding valid/same"
         + ("/causal" if n == 1 else ""),
         weights=(
-            WeightDecl("kernel", torch="weight", transform=kernel_to_torch(n), shape=_ws.conv_kernel(n)),
+            WeightDecl("kernel", torch="weight", transform=_stored_kernel(n, kernel_to_torch(n)),
+                       shape=_ws.conv_kernel(n)),
             WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.filters_bias),
         ),
         output_shape=conv_shape(n),
-        notes=("'same' with stride > 1 pads more on the right/bottom: torch needs explicit padding",),
+        notes=("'same' with stride > 1 pads more on the right/bottom: torch needs explicit padding",
+               "Theano-written kernels are true convolutions: flipped spatially (--backend-of-writer)"),
     )
     declare(
         f"Conv{n}DTranspose",
@@ -68,7 +107,8 @@ for n in (1, 2, 3):
         family="conv",
         summary=f"{n}D transposed convolution",
         weights=(
-            WeightDecl("kernel", torch="weight", transform=kernel_to_torch(n), shape=_ws.conv_transpose_kernel(n)),
+            WeightDecl("kernel", torch="weight", transform=_stored_kernel(n, kernel_to_torch(n)),
+                       shape=_ws.conv_transpose_kernel(n)),
             WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.filters_bias),
         ),
         output_shape=deconv_shape(n),
@@ -82,8 +122,8 @@ for n in (1, 2):
         summary=f"{n}D depthwise convolution: each input channel convolved with depth_multiplier filters",
         weights=(
             # Keras 2 stores 'depthwise_kernel:0'; Keras 3 names the same variable 'kernel'.
-            WeightDecl("depthwise_kernel", torch="weight", transform=depthwise_to_torch(n), aliases=("kernel",),
-                       shape=_ws.depthwise_kernel(n)),
+            WeightDecl("depthwise_kernel", torch="weight", transform=_stored_kernel(n, depthwise_to_torch(n)),
+                       aliases=("kernel",), shape=_ws.depthwise_kernel(n)),
             WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.depthwise_bias),
         ),
         output_shape=conv_shape(n, _depth_channels),
@@ -94,7 +134,7 @@ for n in (1, 2):
         family="conv",
         summary=f"{n}D depthwise convolution followed by a pointwise (1x1) convolution",
         weights=(
-            WeightDecl("depthwise_kernel", torch="depthwise.weight", transform=depthwise_to_torch(n),
+            WeightDecl("depthwise_kernel", torch="depthwise.weight", transform=_stored_kernel(n, depthwise_to_torch(n)),
                        shape=_ws.depthwise_kernel(n)),
             WeightDecl("pointwise_kernel", torch="pointwise.weight", transform=kernel_to_torch(n),
                        shape=_ws.pointwise_kernel(n)),
@@ -122,6 +162,21 @@ def same_pads(dims, k, s, d):
     return out
 
 
+def theano_same_pads(dims, k, s, d):
+    """Theano 'half' mode (Keras 1.2.2 theano_backend, 'same'): k//2 zeros on both sides, output
+    cropped to ceil(i/s) (_postprocess_conv2d_output). As explicit padding: k//2 before, and after
+    only what the cropped output still reads (for even kernels or strides that is less than k//2)."""
+    if any(i is None for i in dims):
+        return None
+    out = []
+    for i, kk, ss, dd in zip(dims, k, s, d):
+        ek = (kk - 1) * dd + 1
+        before = ek // 2
+        total = (-(-i // ss) - 1) * ss + ek - i
+        out.append((before, max(total - before, 0)))
+    return out
+
+
 def _value_src(value: float) -> str:
     return "float('-inf')" if value == float("-inf") else repr(float(value))
 
@@ -132,6 +187,15 @@ def padded_input(e, x, n, k, s, d, padding, value=0.0):
         return x, (0,) * n
     if padding == "causal":
         pads = [((k[0] - 1) * d[0], 0)]
+    elif e.cfg.get("_theano_padding"):
+        from . import get
+
+        spec = get(e.layer.class_name)
+        if spec is not None and spec.family == "pooling":
+            e.unsupported("'same' pooling written by Theano (its own padding and cropping) is not converted")
+        pads = theano_same_pads(spatial_dims(e), k, s, d)
+        if pads is None:
+            e.unsupported("Theano 'same' padding needs known spatial sizes")
     else:
         dims = spatial_dims(e)
         pads = same_pads(dims, k, s, d)

@@ -1,6 +1,7 @@
 """Normalization layers."""
 from __future__ import annotations
 
+from ..transforms import IDENTITY, Reshape
 from . import WeightDecl, declare
 from . import _wshapes as _ws
 from .core import same_shape
@@ -10,15 +11,24 @@ def _key(k, default=True):
     return lambda cfg: cfg.get(k, default)
 
 
+def _bn_flat(cfg):
+    """Several axes (tf.keras 2): parameters stored with the broadcast shape, flattened for the
+    BatchNorm1d the emitter runs over the flattened axes (row-major, the axes in order)."""
+    axis = cfg.get("axis", -1)
+    return Reshape((-1,)) if isinstance(axis, (list, tuple)) and len(axis) > 1 else IDENTITY
+
+
 declare(
     "BatchNormalization",
     family="normalization",
     summary="y = gamma * (x - moving_mean) / sqrt(moving_variance + epsilon) + beta at inference",
     weights=(
-        WeightDecl("gamma", when=_key("scale"), torch="weight", shape=_ws.axis_dims()),
-        WeightDecl("beta", when=_key("center"), torch="bias", shape=_ws.axis_dims()),
-        WeightDecl("moving_mean", trainable=False, torch="running_mean", shape=_ws.axis_dims()),
-        WeightDecl("moving_variance", trainable=False, torch="running_var", shape=_ws.axis_dims()),
+        WeightDecl("gamma", when=_key("scale"), torch="weight", transform=_bn_flat, shape=_ws.batchnorm_param),
+        WeightDecl("beta", when=_key("center"), torch="bias", transform=_bn_flat, shape=_ws.batchnorm_param),
+        WeightDecl("moving_mean", trainable=False, torch="running_mean", transform=_bn_flat,
+                   shape=_ws.batchnorm_param),
+        WeightDecl("moving_variance", trainable=False, torch="running_var", transform=_bn_flat,
+                   shape=_ws.batchnorm_param),
         # Batch renormalization (training-time technique) adds three more statistics.
         WeightDecl("moving_stddev", when=_key("renorm", False), trainable=False, why_no_torch="training only"),
         WeightDecl("renorm_mean", when=_key("renorm", False), trainable=False, why_no_torch="training only"),
@@ -94,7 +104,8 @@ def _dims_in(e, axes, rank, layout):
 def _emit_bn(e):
     axes, rank = _axes(e)
     if len(axes) != 1:
-        e.unsupported(f"BatchNormalization over several axes {axes}")
+        _emit_bn_axes(e, axes, rank)
+        return
     a = axes[0]
     c = e.in_shapes[0][a]
     if c is None:
@@ -119,6 +130,33 @@ def _emit_bn(e):
             return
     x = e.input(0, "keras")
     e.output(f"{m}({x}.movedim({a}, 1)).movedim(1, {a})")
+
+
+def _emit_bn_axes(e, axes, rank):
+    """BatchNormalization over several axes (tf.keras 2; Keras 3 refuses it): the axes moved behind
+    the batch axis and flattened into one channel axis of a BatchNorm1d (parameters flattened
+    row-major by the declaration), then moved back."""
+    dims = [e.in_shapes[0][a] for a in axes]
+    if any(d is None for d in dims) or 0 in axes:
+        e.unsupported(f"BatchNormalization over axes {axes} with unknown sizes")
+    if e.cfg.get("renorm"):
+        e.unsupported("renorm=True")
+    c = 1
+    for d in dims:
+        c *= int(d)
+    eps = float(e.cfg.get("epsilon", 1e-3))
+    momentum = round(1.0 - float(e.cfg.get("momentum", 0.99)), 12)
+    m = e.module(f"nn.BatchNorm1d({c}, eps={eps!r}, momentum={momentum!r})")
+    e.default_ok("num_batches_tracked")
+    if not e.cfg.get("scale", True):
+        e.default_ok("weight")
+    if not e.cfg.get("center", True):
+        e.default_ok("bias")
+    x = e.input(0, "keras")
+    src, dst = tuple(axes), tuple(range(1, len(axes) + 1))
+    moved = f"{x}.movedim({src}, {dst})"
+    y = f"{m}({moved}.reshape({moved}.shape[0], {c}, -1)).reshape({moved}.shape)"
+    e.output(f"{y}.movedim({dst}, {src})")
 
 
 def _trailing_layout(e, axes, rank):

@@ -1,0 +1,266 @@
+"""Old files written by the genuine old writers (fixtures/legacy, see its README): Keras 1.2.2 + Theano,
+Keras 2.1.6 / 2.2.4 + TF 1.15, tf.keras 2.15 (weights-only, Keras 3 layout weights, grouped/list-axis
+layers, SavedModel). Each must inspect with the writer's own parameter counts and weight shapes, convert,
+and reproduce the writer's own outputs (``<name>.io.npz``). No old Keras is needed here; tensorflow only
+for the SavedModel (marked ``keras``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import kconv
+from conftest import FIXTURES
+from kconv.cli import main
+
+LEGACY = FIXTURES / "legacy"
+
+# case id: (file, load options). k1_cnn_tf was written by Theano with dim_ordering 'tf': Keras 1 files
+# do not record the backend, so only the explicit option can say it.
+CASES = {
+    "k1_cnn_th": ("k1_cnn_th.h5", {}),
+    "k1_cnn_tf": ("k1_cnn_tf.h5", {"backend_of_writer": "theano"}),
+    "k1_text_rnn": ("k1_text_rnn.h5", {}),
+    "k1_merge": ("k1_merge.h5", {}),
+    "k21_seq_cf": ("k21_seq_cf.h5", {}),
+    "k21_seq_text": ("k21_seq_text.h5", {}),
+    "k22_cnn": ("k22_cnn.h5", {}),
+    "k22_text_rnn": ("k22_text_rnn.h5", {}),
+    "k22_cudnn": ("k22_cudnn.h5", {}),
+    "tf215_grouped": ("tf215_grouped.h5", {}),
+    "tf215_weights_only": ("tf215_weights_only.h5", {"config": LEGACY / "tf215_weights_only.json"}),
+    "tf215_weights_only.weights": ("tf215_weights_only.weights.h5", {"config": LEGACY / "tf215_weights_only.json"}),
+}
+SAVEDMODEL = ("tf215_savedmodel.savedmodel", {})
+# float32 on both sides; the writers computed in float32 (Theano, TF) too.
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _stem(case: str) -> str:
+    return case.split(".")[0]
+
+
+def _expected(case: str) -> dict:
+    return json.loads((LEGACY / f"{_stem(case)}.expected.json").read_text())
+
+
+def _leaves(model):
+    for layer in model.layers:
+        if layer.model is not None:
+            yield from _leaves(layer.model)
+        else:
+            yield layer
+
+
+def _check_counts(model, expected):
+    assert model.param_counts() == (expected["trainable_params"], expected["non_trainable_params"])
+    layers = {ly.name: ly for ly in _leaves(model)}
+    for want in expected["layers"]:
+        ly = layers[want["path"].split("/")[-1]]
+        if want["class_name"] == "Merge":  # Keras 1 Merge(mode=...) is read as the Keras 2 class
+            assert any(n.startswith("Keras 1 Merge(mode=") for n in ly.notes), ly.notes
+        else:
+            assert ly.class_name == want["class_name"]
+    # every stored weight of the writer is there, with its shape (Keras 1 per-gate arrays: assembled)
+    ours = Counter()
+    for ly in layers.values():
+        for w in ly.weights:
+            ours[ly.name] += w.size
+    theirs = Counter()
+    for w in expected["weights"]:
+        theirs[w["layer"]] += int(np.prod(w["shape"]))
+    assert ours == theirs
+
+
+def _run(out_dir, io):
+    net = kconv.load_converted(out_dir)
+    xs = [torch.from_numpy(io[k]) for k in sorted(k for k in io.files if k.startswith("input_"))]
+    with torch.no_grad():
+        y = net(*xs)
+    return [t.numpy() for t in (y if isinstance(y, tuple) else (y,))]
+
+
+def _outputs(io):
+    return [io[k] for k in sorted(k for k in io.files if k.startswith("output_"))]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_inspects_converts_and_matches_the_writer(case, tmp_path):
+    name, opts = CASES[case]
+    model = kconv.load(LEGACY / name, **opts)
+    _check_counts(model, _expected(case))
+    kconv.convert(model, tmp_path / "out")
+    io = np.load(LEGACY / f"{_stem(case)}.io.npz")
+    got, want = _run(tmp_path / "out", io), _outputs(io)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.keras
+def test_savedmodel(tmp_path):
+    pytest.importorskip("tensorflow")
+    model = kconv.load(LEGACY / SAVEDMODEL[0])
+    assert model.format == "savedmodel" and model.backend == "tensorflow"
+    _check_counts(model, _expected("tf215_savedmodel"))
+    kconv.convert(model, tmp_path / "out")
+    io = np.load(LEGACY / "tf215_savedmodel.io.npz")
+    for g, w in zip(_run(tmp_path / "out", io), _outputs(io)):
+        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
+
+
+def test_savedmodel_without_keras_metadata_is_refused_clearly(tmp_path):
+    d = tmp_path / "old.savedmodel"
+    shutil.copytree(LEGACY / SAVEDMODEL[0], d)
+    (d / "keras_metadata.pb").unlink()
+    r = CliRunner().invoke(main, ["inspect", str(d)])
+    assert r.exit_code == 2
+    assert "keras_metadata.pb" in r.output and "TensorFlow < 2.5" in r.output
+
+
+# --- the traps: getting one wrong must fail ---------------------------------------------------------
+
+def _max_rel(case, tmp_path, **opts):
+    name = CASES[case][0]
+    kconv.convert(kconv.load(LEGACY / name, **opts), tmp_path / "x")
+    io = np.load(LEGACY / f"{_stem(case)}.io.npz")
+    g, w = _run(tmp_path / "x", io)[0], _outputs(io)[0]
+    return float(np.max(np.abs(g - w)))
+
+
+def test_theano_kernels_unflipped_do_not_match(tmp_path):
+    # written by Theano: without the flip (TF assumed, as for any Keras 1 'tf'-ordering file) it is wrong
+    assert _max_rel("k1_cnn_tf", tmp_path) > 1e-2
+    assert _max_rel("k1_cnn_th", tmp_path, backend_of_writer="tensorflow") > 1e-2
+
+
+def test_theano_detection_and_notes():
+    th = kconv.load(LEGACY / "k1_cnn_th.h5")
+    assert th.keras_version == "1.2.2" and th.backend == "theano"
+    assert "dim_ordering 'th'" in th.backend_note
+    conv = th.layer("convolution2d_1")
+    assert conv.config["_theano_kernels"] and conv.config["_theano_padding"]
+    assert conv.config["data_format"] == "channels_first" and conv.config["kernel_size"] == [3, 3]
+    assert conv.config["strides"] == [2, 2] and conv.config["filters"] == 8
+    bn = th.layer("batchnormalization_1")
+    assert any("running_std holds the variance" in n for n in bn.notes)
+    assert {w.key: w.name for w in bn.weights}["moving_variance"] == "batchnormalization_1_running_std"
+    tf = kconv.load(LEGACY / "k1_cnn_tf.h5")
+    assert tf.backend == "tensorflow" and "--backend-of-writer theano" in tf.backend_note
+    assert "_theano_kernels" not in tf.layer("convolution2d_1").config
+    k2 = kconv.load(LEGACY / "k22_cnn.h5")
+    assert k2.backend == "tensorflow" and k2.backend_note == ""
+
+
+def test_keras1_rnn_gates_assembled_in_keras2_order():
+    m = kconv.load(LEGACY / "k1_text_rnn.h5")
+    lstm = m.layer("lstm_1")
+    k = {w.key: w for w in lstm.weights}["kernel"]
+    assert k.name == "lstm_1_W_i+lstm_1_W_f+lstm_1_W_c+lstm_1_W_o" and k.shape == (8, 24)
+    with h5py.File(LEGACY / "k1_text_rnn.h5") as f:
+        g = f["model_weights/lstm_1"]
+        want = np.concatenate([g[f"lstm_1_W_{x}"][()] for x in "ifco"], axis=-1)
+    np.testing.assert_array_equal(k.read(), want)
+    assert lstm.config["units"] == 6 and lstm.config["recurrent_activation"] == "hard_sigmoid"
+    assert m.layer("gru_1").config["reset_after"] is False
+    assert "_keras1_gates" not in m.layer("lstm_2").config  # consume_less='gpu': 3 concatenated arrays
+
+
+def test_keras1_merge_read_as_keras2_classes():
+    m = kconv.load(LEGACY / "k1_merge.h5")
+    assert [m.layer(n).class_name for n in ("add", "mul", "ave", "cat")] == ["Add", "Multiply", "Average",
+                                                                              "Concatenate"]
+    assert m.layer("cat").config["axis"] == -1
+    assert len(m.layer("shared").calls) == 2
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+def test_cli_inspect_shows_writer_and_normalisation():
+    r = CliRunner().invoke(main, ["inspect", str(LEGACY / "k1_cnn_th.h5"), "--brief"])
+    assert r.exit_code == 0, r.output
+    head = r.output.splitlines()[0]
+    assert "Keras 1.2.2" in head and "backend theano" in head and "assumed from dim_ordering 'th'" in head
+    assert "normalised: Keras 1 config:" in r.output and "nb_filter -> filters" in r.output
+    assert "by flip(2,3)" in r.output
+    r = CliRunner().invoke(main, ["inspect", str(LEGACY / "k1_cnn_tf.h5"), "--backend-of-writer", "theano", "--json"])
+    rep = json.loads(r.output)
+    assert rep["backend"] == "theano" and rep["backend_note"] == "given with --backend-of-writer"
+    assert rep["total_params"] == _expected("k1_cnn_tf")["total_params"]
+
+
+def test_cli_convert_backend_option_and_verify_reference(tmp_path):
+    run = CliRunner()
+    out = tmp_path / "o"
+    r = run.invoke(main, ["convert", str(LEGACY / "k1_cnn_tf.h5"), "--backend-of-writer", "theano", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    r = run.invoke(main, ["verify", str(LEGACY / "k1_cnn_tf.h5"), str(out), "--reference",
+                          str(LEGACY / "k1_cnn_tf.io.npz"), "--atol", "1e-6", "--rtol", "1e-5"])
+    assert r.exit_code == 0, r.output
+    r = run.invoke(main, ["convert", str(LEGACY / "k1_cnn_tf.h5"), "-o", str(tmp_path / "p")])
+    r = run.invoke(main, ["verify", str(LEGACY / "k1_cnn_tf.h5"), str(tmp_path / "p"), "--reference",
+                          str(LEGACY / "k1_cnn_tf.io.npz")])
+    assert r.exit_code == 1  # the unflipped conversion disagrees with the writer
+
+
+def test_cli_weights_only(tmp_path):
+    run = CliRunner()
+    for name in ("tf215_weights_only.h5", "tf215_weights_only.weights.h5"):
+        r = run.invoke(main, ["inspect", str(LEGACY / name), "--config", str(LEGACY / "tf215_weights_only.json")])
+        assert r.exit_code == 0, r.output
+        assert "Total params: " + f"{_expected('tf215_weights_only')['total_params']:,}" in r.output
+        r = run.invoke(main, ["inspect", str(LEGACY / name)])
+        assert r.exit_code == 2 and "--config" in r.output
+
+
+# --- damaged or unknown dialects: one error naming the layer and the key -----------------------------
+
+def _edited(tmp_path, name, edit):
+    dst = tmp_path / name
+    shutil.copy(LEGACY / name, dst)
+    with h5py.File(dst, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        edit(cfg)
+        f.attrs["model_config"] = json.dumps(cfg).encode()
+    return dst
+
+
+@pytest.mark.parametrize("edit, layer, key", [
+    (lambda c: c["config"][1]["config"].update(mode=2), "batchnormalization_1", "'mode'"),
+    (lambda c: c["config"][0]["config"].update(border_mode="full"), "convolution2d_1", "'border_mode'"),
+    (lambda c: c["config"][0]["config"].update(dim_ordering="default"), "convolution2d_1", "'dim_ordering'"),
+])
+def test_bad_keras1_configs_name_layer_and_key(tmp_path, edit, layer, key):
+    path = _edited(tmp_path, "k1_cnn_th.h5", edit)
+    r = CliRunner().invoke(main, ["inspect", str(path)])
+    assert r.exit_code == 2
+    assert layer in r.output and key in r.output and "Traceback" not in r.output
+
+
+def test_bad_merge_mode_and_cos(tmp_path):
+    def bad(c):
+        c["config"]["layers"][3]["config"]["mode"] = "blend"
+    r = CliRunner().invoke(main, ["inspect", str(_edited(tmp_path, "k1_merge.h5", bad))])
+    assert r.exit_code == 2 and "'add'" in r.output and "'mode'" in r.output
+
+    def cos(c):
+        c["config"]["layers"][3]["config"]["mode"] = "cos"
+    path = _edited(tmp_path, "k1_merge.h5", cos)
+    r = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 3 and "Merge" in r.output and "cos" in r.output
+
+
+def test_theano_same_pooling_is_refused(tmp_path):
+    def same_pool(c):
+        c["config"][4]["config"]["border_mode"] = "same"
+    path = _edited(tmp_path, "k1_cnn_th.h5", same_pool)
+    assert kconv.load(path).layer("maxpooling2d_1").config["_theano_padding"]
+    r = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 3 and "Theano" in r.output
