@@ -161,6 +161,8 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
             "source_sha256": _sha256(Path(model.source)),
             "source_format": model.format,
             "keras_version": model.keras_version,
+            "writer_backend": model.backend,
+            "writer_backend_note": model.backend_note,
             "weights_file": wname,
             "channels_first": channels_first,
             "inputs": [r.layer for r in model.inputs],

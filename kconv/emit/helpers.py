@@ -52,6 +52,49 @@ HELPERS = {
         return x * self.gamma
 
 ''',
+    "NoiseShapeDropout": '''class NoiseShapeDropout(nn.Module):
+    """keras Dropout with noise_shape (and SpatialDropout): one keep/drop draw per mask position,
+    broadcast over the axes where the mask has size 1; identity in eval mode."""
+
+    def __init__(self, rate, noise_shape):
+        super().__init__()
+        self.rate = rate
+        self.noise_shape = noise_shape
+
+    def forward(self, x):
+        if not self.training or self.rate <= 0:
+            return x
+        shape = [x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape)]
+        keep = (torch.rand(shape, device=x.device) >= self.rate).to(x.dtype)
+        return x * keep / (1.0 - self.rate)
+
+''',
+    "GaussianDropout": '''class GaussianDropout(nn.Module):
+    """keras GaussianDropout: x * N(1, rate / (1 - rate)) in training; identity in eval mode."""
+
+    def __init__(self, rate):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x):
+        if not self.training or self.rate <= 0:
+            return x
+        return x * (1.0 + (self.rate / (1.0 - self.rate)) ** 0.5 * torch.randn_like(x))
+
+''',
+    "GaussianNoise": '''class GaussianNoise(nn.Module):
+    """keras GaussianNoise: x + N(0, stddev) in training; identity in eval mode."""
+
+    def __init__(self, stddev):
+        super().__init__()
+        self.stddev = stddev
+
+    def forward(self, x):
+        if not self.training or self.stddev <= 0:
+            return x
+        return x + self.stddev * torch.randn_like(x)
+
+''',
     "PReLU": '''class KerasPReLU(nn.Module):
     """keras.layers.PReLU: alpha has the input's non-batch shape, 1 on shared axes."""
 
@@ -315,5 +358,162 @@ HELPERS["KerasMultiHeadAttention"] = '''class KerasMultiHeadAttention(nn.Module)
         if self.output_bias is not None:
             out = out + self.output_bias
         return out, scores
+
+'''
+HELPERS["KerasQuantizedDense"] = '''class KerasQuantizedDense(nn.Module):
+    """Keras 3 quantized Dense (keras/src/layers/core/dense.py), pre-activation, kernel in Keras layout.
+
+    int8 / int4 per-channel: y = (q(x) @ kernel) / (kernel_scale * x_scale), the integer product exact,
+      where q is Keras's AbsMaxQuantizer on each row of x: x_scale = high / (max|x| + eps),
+      q(x) = clip(round_half_even(x * x_scale), low, high); without an inputs quantizer
+      y = (x @ kernel) / kernel_scale. The int4 kernel is unpacked to int8 values in [-8, 7].
+    int4 sub-channel (groups of input rows): y = x @ ((kernel - zero[g_idx]) * scale[g_idx]).
+    float8: y = qdq(x, inputs_scale) @ qdq(kernel, kernel_scale), qdq(t, s) = float8_e4m3fn(clip(t / s,
+      +-448)) * s; the float32 bias is rounded to bfloat16 first, as Keras does.
+    """
+
+    def __init__(self, in_features, units, mode, bias=True, inputs_quantizer=None, groups=None):
+        super().__init__()
+        self.mode = mode
+        self.inputs_quantizer = inputs_quantizer
+        self.sub_channel = groups is not None
+        if mode == "float8":
+            self.kernel = nn.Parameter(torch.zeros(in_features, units))
+            self.register_buffer("inputs_scale", torch.ones(()))
+            self.register_buffer("kernel_scale", torch.ones(()))
+        else:
+            self.register_buffer("kernel", torch.zeros(in_features, units, dtype=torch.int8))
+            self.register_buffer("kernel_scale", torch.ones(units if groups is None else (groups, units)))
+            if groups is not None:
+                self.register_buffer("kernel_zero", torch.zeros(groups, units, dtype=torch.int8))
+                self.register_buffer("g_idx", torch.zeros(in_features))
+        self.bias = nn.Parameter(torch.zeros(units)) if bias else None
+
+    @staticmethod
+    def _qdq(t, scale):
+        scale = scale.to(t.dtype)
+        q = torch.clamp(t / scale, -448.0, 448.0).to(torch.float8_e4m3fn)
+        return q.to(t.dtype) * scale
+
+    def forward(self, x):
+        if self.mode == "float8":
+            y = torch.matmul(self._qdq(x, self.inputs_scale), self._qdq(self.kernel, self.kernel_scale))
+            if self.bias is not None:
+                y = y + self.bias.to(torch.bfloat16).to(y.dtype)
+            return y
+        if self.sub_channel:
+            g = self.g_idx.long()
+            w = (self.kernel.to(x.dtype) - self.kernel_zero[g].to(x.dtype)) * self.kernel_scale[g].to(x.dtype)
+            y = torch.matmul(x, w)
+        elif self.inputs_quantizer is not None:
+            low, high, eps = self.inputs_quantizer
+            x_scale = high / (x.abs().amax(dim=-1, keepdim=True) + eps)
+            xq = torch.clamp(torch.round(x * x_scale), low, high)
+            # exact integer products and sums (Keras: int8 x int8 -> int32 matmul)
+            y = torch.matmul(xq.double(), self.kernel.double()).to(x.dtype)
+            y = y / (self.kernel_scale * x_scale)
+        else:
+            y = torch.matmul(x, self.kernel.to(x.dtype)) / self.kernel_scale
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+'''
+HELPERS["KerasEinsumDense"] = '''class KerasEinsumDense(nn.Module):
+    """keras.layers.EinsumDense: einsum(equation, x, kernel) + bias, kernel and bias in Keras's layout."""
+
+    def __init__(self, equation, kernel_shape, bias_shape=None):
+        super().__init__()
+        self.equation = equation
+        self.kernel = nn.Parameter(torch.zeros(kernel_shape))
+        self.bias = nn.Parameter(torch.zeros(bias_shape)) if bias_shape is not None else None
+
+    def forward(self, x):
+        y = torch.einsum(self.equation, x, self.kernel)
+        return y if self.bias is None else y + self.bias
+
+'''
+HELPERS["KerasStackedRNN"] = '''class KerasStackedRNN(nn.Module):
+    """keras.layers.RNN over a list of cells (StackedRNNCells): each cell's module runs over the whole
+    sequence in turn (same mask); go_backwards reverses the input (and mask) once, for the whole stack."""
+
+    def __init__(self, cells, go_backwards=False):
+        super().__init__()
+        self.cells = nn.ModuleList(cells)
+        self.go_backwards = go_backwards
+
+    def forward(self, x, mask=None, initial_state=None):
+        if self.go_backwards:
+            x = x.flip(1)
+            mask = None if mask is None else mask.flip(1)
+        states = []
+        for cell in self.cells:
+            x, s = cell(x, mask)
+            states += s
+        return x, states
+
+'''
+HELPERS["KerasConvLSTM"] = '''class KerasConvLSTM(nn.Module):
+    """keras.layers.ConvLSTM1D/2D/3D (keras/src/layers/rnn/conv_lstm.py), channels_last in and out.
+
+    Per step (gates i, f, c, o on the kernels' last axis): x_* = conv(x_t, kernel_*) + bias_* (the
+    layer's strides, dilation and valid/'same' padding), h_* = conv(h, recurrent_kernel_*) ('same',
+    stride 1); i, f, o = rec_act(x + h); c = f * c + i * act(x_c + h_c); h = o * act(c).
+    Masks, go_backwards and return_sequences follow Keras's RNN loop (as KerasRNNMixin).
+    """
+
+    def __init__(self, rank, in_channels, filters, kernel_size, strides, dilation, same, bias, activation,
+                 recurrent_activation, go_backwards, return_sequences, zero_output_for_mask):
+        super().__init__()
+        self.rank, self.filters = rank, filters
+        self.kernel_size, self.strides, self.dilation, self.same = kernel_size, strides, dilation, same
+        self.kernel = nn.Parameter(torch.zeros(*kernel_size, in_channels, 4 * filters))
+        self.recurrent_kernel = nn.Parameter(torch.zeros(*kernel_size, filters, 4 * filters))
+        self.bias = nn.Parameter(torch.zeros(4 * filters)) if bias else None
+        self.act, self.rec_act = activation, recurrent_activation
+        self.go_backwards, self.return_sequences = go_backwards, return_sequences
+        self.zero_output_for_mask = zero_output_for_mask
+        self.conv = (F.conv1d, F.conv2d, F.conv3d)[rank - 1]
+
+    def _w(self, w):  # Keras (k..., in, out) -> torch (out, in, k...)
+        return w.permute(self.rank + 1, self.rank, *range(self.rank))
+
+    def forward(self, x, mask=None, initial_state=None):
+        r = self.rank
+        x = x.permute(0, 1, r + 2, *range(2, r + 2))  # (B, T, C, spatial...)
+        if self.go_backwards:
+            x = x.flip(1)
+            mask = None if mask is None else mask.flip(1)
+        w, rw = self._w(self.kernel), self._w(self.recurrent_kernel)
+        ones = (1,) * r
+        outs, states, prev = [], None, None
+        for t in range(x.shape[1]):
+            xt = x[:, t]
+            if self.same:
+                xt = same_pad(xt, self.kernel_size, self.strides, self.dilation)
+            xw = self.conv(xt, w, self.bias, stride=self.strides, dilation=self.dilation)
+            if states is None:
+                zeros = xw.new_zeros(xw.shape[0], self.filters, *xw.shape[2:])
+                states, prev = [zeros, zeros], zeros
+            h, c = states
+            hw = self.conv(same_pad(h, self.kernel_size, ones, ones), rw)
+            xi, xf, xc, xo = xw.chunk(4, 1)
+            hi, hf, hc, ho = hw.chunk(4, 1)
+            i, f, o = self.rec_act(xi + hi), self.rec_act(xf + hf), self.rec_act(xo + ho)
+            c_new = f * c + i * self.act(xc + hc)
+            h_new = o * self.act(c_new)
+            out, new = h_new, [h_new, c_new]
+            if mask is not None:
+                m = mask[:, t].to(torch.bool).reshape(-1, *([1] * (r + 1)))
+                out = torch.where(m, out, torch.zeros_like(out) if self.zero_output_for_mask else prev)
+                new = [torch.where(m, n, s) for n, s in zip(new, states)]
+            states, prev = new, out
+            outs.append(out)
+        back = (0, *range(2, r + 2), 1)
+        if self.return_sequences:
+            y = torch.stack(outs, 1).permute(0, 1, *range(3, r + 3), 2)
+        else:
+            y = outs[-1].permute(back)
+        return y, [s.permute(back) for s in states]
 
 '''

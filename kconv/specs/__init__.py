@@ -28,6 +28,7 @@ FAMILIES = (
     "attention",
     "ops",
     "applications",
+    "legacy",
 )
 
 

@@ -1,7 +1,11 @@
 """Core layers: InputLayer, Dense, EinsumDense, Embedding, Masking, Identity, Lambda, preprocessing."""
 from __future__ import annotations
 
-from ..transforms import Permute
+import re
+
+import numpy as np
+
+from ..transforms import Permute, Transform
 from . import WeightDecl, declare
 from . import _wshapes as _ws
 from ._shapes import axis_index
@@ -23,22 +27,140 @@ def _has_bias(cfg):
     return cfg.get("use_bias", True)
 
 
+def _qmode(cfg):
+    """The Keras 3 quantization mode of a layer config ('int8', 'int4', 'float8', ...) or None.
+
+    Read from the normalised dtype policy (``quantization_mode``), or else from the serialized
+    ``quantization_config`` (Keras >= 3.13 writes one; its Int4DTypePolicy, mode 'int4/128', is not a
+    'Quantized...' class name)."""
+    mode = cfg.get("quantization_mode")
+    if not mode:
+        qc = cfg.get("quantization_config")
+        if isinstance(qc, dict):
+            mode = {"Int8QuantizationConfig": "int8", "Int4QuantizationConfig": "int4",
+                    "Float8QuantizationConfig": "float8", "GPTQConfig": "gptq",
+                    "AWQConfig": "awq"}.get(qc.get("class_name"), qc.get("class_name"))
+    return str(mode).split("/")[0] if mode else None
+
+
 def _quantized(mode):
-    return lambda cfg: cfg.get("quantization_mode") == mode
+    return lambda cfg: _qmode(cfg) == mode
 
 
 def _lora(cfg):
     return bool(cfg.get("lora_rank"))
 
 
-# Keras 3 quantized Dense (dtype policy int8_from_float32 / int4_... / float8_...) stores these after
-# kernel and bias; see keras/src/layers/core/dense.py save_own_variables.
+def _qconfig(cfg):
+    qc = cfg.get("quantization_config")
+    return (qc.get("config") or {}) if isinstance(qc, dict) else None
+
+
+def int4_block_size(cfg):
+    """Keras 3 int4 block size: None for per-channel (one scale per unit), else groups of inputs.
+
+    keras/src/quantizers/quantization_config.py get_block_size_for_layer: the layer's
+    Int4QuantizationConfig.block_size (-1/None: per-channel), else the dtype policy ('int4/128')."""
+    qc = _qconfig(cfg)
+    if qc is not None and "block_size" in qc:
+        b = qc.get("block_size")
+    else:
+        mode = str(cfg.get("quantization_mode") or "")
+        b = int(mode.split("/")[1]) if mode.count("/") == 1 and mode.split("/")[1].lstrip("-").isdigit() else None
+    return None if b is None or b == -1 else int(b)
+
+
+def _int4_sub_channel(cfg):
+    return _qmode(cfg) == "int4" and int4_block_size(cfg) is not None
+
+
+class KeptQuantized(Transform):
+    """The stored quantized tensor, unchanged: the emitted module computes with it as Keras does."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def apply(self, a):
+        return np.array(a, copy=True, order="C")  # keeps 0-d scalars 0-d (ascontiguousarray would not)
+
+    def shape(self, shape):
+        return tuple(shape)
+
+    def describe(self):
+        return f"as is, kept {self.what}"
+
+    def __eq__(self, other):
+        return isinstance(other, KeptQuantized) and other.what == self.what
+
+    def __hash__(self):
+        return hash(("KeptQuantized", self.what))
+
+
+class UnpackInt4(Transform):
+    """keras.quantizers.unpack_int4: two signed nibbles per int8 (low nibble first) along ``axis``,
+    padding beyond ``length`` dropped; the result stays int8 with values in [-8, 7]."""
+
+    def __init__(self, length: int, axis: int = -1):
+        self.length, self.axis = int(length), int(axis)
+
+    def apply(self, a):
+        a = np.moveaxis(np.asarray(a).astype(np.int8), self.axis, 0)
+        u = a.view(np.uint8)
+        lo = ((u & 0x0F) ^ 8).astype(np.int16) - 8
+        hi = (((u >> 4) & 0x0F) ^ 8).astype(np.int16) - 8
+        out = np.stack([lo, hi], axis=1).reshape((-1,) + a.shape[1:])[: self.length]
+        return np.ascontiguousarray(np.moveaxis(out.astype(np.int8), 0, self.axis))
+
+    def shape(self, shape):
+        s = list(shape)
+        s[self.axis] = self.length
+        return tuple(s)
+
+    def describe(self):
+        return f"unpack int4 nibbles on axis {self.axis} to {self.length}, kept int8 (quantized)"
+
+    def __eq__(self, other):
+        return isinstance(other, UnpackInt4) and (other.length, other.axis) == (self.length, self.axis)
+
+    def __hash__(self):
+        return hash(("UnpackInt4", self.length, self.axis))
+
+
+def _dense_kernel_targets(cfg):
+    mode = _qmode(cfg)
+    if mode == "int8":
+        return [("kernel", KeptQuantized("int8 (quantized), Keras layout (in, units)"))]
+    if mode == "int4":
+        return [("kernel", UnpackInt4(cfg["units"], -1))]
+    if mode == "float8":
+        return [("kernel", KeptQuantized("float32, Keras layout; float8 quantize-dequantize at run time"))]
+    return [("weight", Permute((1, 0)))]
+
+
+def _dense_kernel_shape(cfg, shape):
+    return None if _qmode(cfg) else _ws.dense_kernel(cfg, shape)
+
+
+def _dense_bias_shape(cfg, shape):
+    return None if _qmode(cfg) else _ws.dense_bias(cfg, shape)
+
+
+# Keras 3 quantized Dense (dtype policy int8_from_float32 / int4 / float8_...) stores these after
+# kernel and bias; see keras/src/layers/core/dense.py variable_serialization_spec / save_own_variables.
 QUANTIZED_DENSE_EXTRAS = (
-    WeightDecl("kernel_scale", when=lambda c: c.get("quantization_mode") in ("int8", "int4"), trainable=False,
-               why_no_torch="kernel is dequantized (kernel * 1/scale) into weight"),
-    WeightDecl("inputs_scale", when=_quantized("float8"), trainable=False, why_no_torch="folded into weight"),
+    WeightDecl("kernel_scale", when=lambda c: _qmode(c) in ("int8", "int4"), trainable=False,
+               torch="kernel_scale",
+               transform=lambda c: KeptQuantized("float32 per input group and unit (multiplies the kernel)")
+               if _int4_sub_channel(c) else KeptQuantized("float32 per unit (divides the matmul)")),
+    WeightDecl("kernel_zero", when=_int4_sub_channel, trainable=False,
+               torch="kernel_zero", transform=KeptQuantized("int8 zero point per input group")),
+    WeightDecl("g_idx", when=_int4_sub_channel, trainable=False,
+               torch="g_idx", transform=KeptQuantized("group index of each input row")),
+    WeightDecl("inputs_scale", when=_quantized("float8"), trainable=False, torch="inputs_scale",
+               transform=KeptQuantized("float32 float8 scale of the inputs")),
     WeightDecl("inputs_amax_history", when=_quantized("float8"), trainable=False, why_no_torch="training state"),
-    WeightDecl("kernel_scale", when=_quantized("float8"), trainable=False, why_no_torch="folded into weight"),
+    WeightDecl("kernel_scale", when=_quantized("float8"), trainable=False, torch="kernel_scale",
+               transform=KeptQuantized("float32 float8 scale of the kernel")),
     WeightDecl("kernel_amax_history", when=_quantized("float8"), trainable=False, why_no_torch="training state"),
     WeightDecl("outputs_grad_scale", when=_quantized("float8"), trainable=False, why_no_torch="training state"),
     WeightDecl("outputs_grad_amax_history", when=_quantized("float8"), trainable=False, why_no_torch="training state"),
@@ -66,10 +188,10 @@ declare(
     summary="y = activation(x @ kernel + bias) over the last axis (any input rank)",
     weights=(
         # A quantized kernel, or one with LoRA enabled, is not trained (Keras 3 freezes it).
-        WeightDecl("kernel", torch="weight", transform=_dense_kernel_transform,
-                   trainable=lambda c: not (c.get("quantization_mode") or c.get("lora_rank")),
-                   shape=_ws.dense_kernel),
-        WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.dense_bias),
+        WeightDecl("kernel", torch=_dense_kernel_targets,
+                   trainable=lambda c: not (_qmode(c) or c.get("lora_rank")),
+                   shape=_dense_kernel_shape),
+        WeightDecl("bias", when=_has_bias, torch="bias", shape=_dense_bias_shape),
         *QUANTIZED_DENSE_EXTRAS,
         *LORA_EXTRAS,
     ),
@@ -80,11 +202,16 @@ declare(
     "EinsumDense",
     family="core",
     summary="y = einsum(equation, x, kernel) + bias",
+    # Kernel and bias stay in Keras's layout: the emitted module runs torch.einsum with the same
+    # equation. Quantized EinsumDense (int8/int4/float8) is refused by the converter.
     weights=(
-        WeightDecl("kernel", torch="kernel"),
+        WeightDecl("kernel", torch="kernel", trainable=lambda c: not (_qmode(c) or c.get("lora_rank"))),
         WeightDecl("bias", when=lambda c: bool(c.get("bias_axes")), torch="bias"),
+        *(WeightDecl(d.key, when=d.when, trainable=False, why_no_torch="quantized EinsumDense is not converted")
+          for d in QUANTIZED_DENSE_EXTRAS),  # same storage order (einsum_dense.py variable_serialization_spec)
+        *LORA_EXTRAS,
     ),
-    output_shape=lambda cfg, shapes: (shapes[0][0], *_einsum_out(cfg)),
+    output_shape=lambda cfg, shapes: _einsum_shape(cfg, shapes),
 )
 
 
@@ -93,6 +220,22 @@ def _einsum_out(cfg):
     if isinstance(out, int) or out is None:
         return (out,)
     return tuple(out)
+
+
+def _einsum_shape(cfg, shapes):
+    """keras/src/layers/core/einsum_dense.py _analyze_split_string: (batch, *output_shape) with the
+    dimensions an ellipsis stands for inserted after the batch (left '...') or appended (right)."""
+    s = tuple(shapes[0])
+    eq = str(cfg.get("equation", "")).replace(" ", "")
+    lhs = eq.split(",")[0]
+    partial = _einsum_out(cfg)
+    letters = lhs.replace("...", "")
+    elided = len(s) - len(letters)
+    if "..." in lhs and elided > 0:
+        if lhs.startswith("..."):
+            return (s[0], *s[1:elided], *partial)
+        return (s[0], *partial, *s[len(s) - elided:])
+    return (s[0], *partial)
 
 
 declare(
@@ -184,13 +327,83 @@ def _num(v) -> str:
 
 @emits("Dense")
 def _emit_dense(e):
-    if e.cfg.get("quantization_mode"):
-        e.unsupported(f"{e.cfg['quantization_mode']} quantized Dense not converted yet")
     x = e.input(0, "keras")
     n_in = e.in_shapes[0][-1]
     if n_in is None:
         e.unsupported("input feature size unknown")
+    if _qmode(e.cfg):
+        _emit_quantized_dense(e, _qmode(e.cfg), x, int(n_in))
+        return
     m = e.module(f"nn.Linear({int(n_in)}, {int(e.cfg['units'])}, bias={bool(e.cfg.get('use_bias', True))})")
+    e.output(f"{m}({x})", activation=True)
+
+
+_EINSUM_EQUATION = re.compile(r"^(\.\.\.)?[a-zA-Z]+(\.\.\.)?,[a-zA-Z]+->(\.\.\.)?[a-zA-Z]+(\.\.\.)?$")
+
+
+@emits("EinsumDense")
+def _emit_einsum_dense(e):
+    """keras/src/layers/core/einsum_dense.py call: activation(einsum(equation, x, kernel) + bias); the
+    bias has Keras's broadcastable shape (output axes from the first bias axis on, 1 elsewhere)."""
+    cfg = e.cfg
+    eq = cfg.get("equation")
+    if not isinstance(eq, str) or not _EINSUM_EQUATION.match(eq.replace(" ", "")):
+        e.unsupported(f"einsum equation {eq!r} is not of the form 'ab,bc->ac' (with optional '...')")
+    eq = eq.replace(" ", "")
+    if _qmode(cfg):
+        e.unsupported(f"{_qmode(cfg)} quantized EinsumDense is not converted")
+    shapes = {w.key: tuple(int(d) for d in w.shape) for w in e.layer.weights}
+    if "kernel" not in shapes or (cfg.get("bias_axes") and "bias" not in shapes):
+        e.unsupported("EinsumDense weights not found in the file")
+    e.gen.helpers.add("KerasEinsumDense")
+    m = e.module(f"KerasEinsumDense({eq!r}, {shapes['kernel']!r}, {shapes.get('bias') if cfg.get('bias_axes') else None!r})")
+    e.output(f"{m}({e.input(0, 'keras')})", activation=True)
+
+
+def _inputs_quantizer(e, mode):
+    """The (low, high, epsilon) of the AbsMaxQuantizer Keras applies to a quantized Dense's inputs, or
+    None (keras/src/layers/core/dense.py _int8_build/_int4_build: QuantizationConfig's
+    activation_quantizer; with no quantization_config int8 defaults to AbsMaxQuantizer(), int4 to none)."""
+    qc = _qconfig(e.cfg)
+    if qc is None:
+        return (-127, 127, 1e-7) if mode == "int8" else None
+    q = qc.get("activation_quantizer")
+    if q is None:
+        return None
+    if not isinstance(q, dict) or q.get("class_name") != "AbsMaxQuantizer":
+        e.unsupported(f"activation quantizer {q.get('class_name') if isinstance(q, dict) else q!r} is not converted")
+    c = q.get("config") or {}
+    lo, hi = c.get("value_range", (-127, 127))
+    if c.get("output_dtype", "int8") != "int8" or not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
+        e.unsupported("activation quantizer other than int8 AbsMaxQuantizer with an integer value_range")
+    eps = c.get("epsilon", 1e-7)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        e.unsupported("activation quantizer epsilon is not a number")
+    return (int(lo), int(hi), float(eps))
+
+
+def _emit_quantized_dense(e, mode, x, n_in):
+    """Keras 3 quantized Dense, computed as Keras computes it (keras/src/layers/core/dense.py
+    _int8_call/_int4_call/_float8_call), with the stored quantized tensors kept as they are."""
+    cfg = e.cfg
+    if mode not in ("int8", "int4", "float8"):
+        e.unsupported(f"{mode} quantized Dense is not converted (int8, int4 and float8 are)")
+    if cfg.get("lora_rank"):
+        e.unsupported(f"LoRA on a {mode} quantized Dense is not converted")
+    if cfg.get("dtype", "float32") != "float32":
+        e.unsupported(f"quantized Dense computing in {cfg.get('dtype')} (only float32 is converted)")
+    units, bias = int(cfg["units"]), bool(cfg.get("use_bias", True))
+    args = f"{n_in}, {units}, {mode!r}, bias={bias}"
+    if mode == "int4" and _qconfig(cfg) is None:
+        # Keras < 3.13 packed int4 kernels along the input axis and always quantized the inputs.
+        e.unsupported("int4 Dense saved without a quantization_config (older Keras int4 layout) is not converted")
+    if mode == "int4" and int4_block_size(cfg) is not None:
+        groups = -(-n_in // int4_block_size(cfg))
+        args += f", groups={groups}"
+    elif mode in ("int8", "int4"):
+        args += f", inputs_quantizer={_inputs_quantizer(e, mode)!r}"
+    e.gen.helpers.add("KerasQuantizedDense")
+    m = e.module(f"KerasQuantizedDense({args})")
     e.output(f"{m}({x})", activation=True)
 
 

@@ -1,4 +1,4 @@
-"""Recurrent layers and wrappers: SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed."""
+"""Recurrent layers and wrappers: SimpleRNN, LSTM, GRU, RNN(cell), Bidirectional, TimeDistributed."""
 from __future__ import annotations
 
 from ..transforms import IDENTITY, Permute, ReorderBlocks, Take, Zeros
@@ -121,6 +121,103 @@ declare(
 )
 
 
+# Keras 3 RNN(cell) for the built-in cells: the cell's weights are the matching layer's (a .keras file
+# keeps them under layers/<rnn>/cell/vars, or cell/cells/<cell name>/vars for a list of cells).
+_CELLS = {"SimpleRNNCell": "SimpleRNN", "LSTMCell": "LSTM", "GRUCell": "GRU"}
+
+
+def _cell_list(cfg):
+    cls, sub = _inner(cfg, "cell")
+    if cls == "StackedRNNCells":
+        return [(c.get("class_name"), c.get("config") or {}) for c in (sub.get("cells") or [])]
+    return [(cls, sub or {})] if cls else []
+
+
+def _rnn_cell_weights(cfg):
+    cells = _cell_list(cfg)
+    out = []
+    for i, (cls, sub) in enumerate(cells):
+        spec = get(_CELLS.get(cls, ""))
+        if spec is None:
+            return []
+        prefix = "" if len(cells) == 1 else f"cells.{i}."
+        out += [WeightDecl(d.key, role=d.role, trainable=d.trainable, when=lambda c: True,
+                           torch=(lambda c, d=d, sub=sub, p=prefix: [(p + n, t) for n, t in d.targets(sub)]),
+                           why_no_torch=d.why_no_torch)
+                for d in spec.weight_decls(sub)]
+    return out
+
+
+def _rnn_cell_shape(cfg, shapes):
+    cells = _cell_list(cfg)
+    if not cells or any(c not in _CELLS for c, _ in cells):
+        return None
+    cls, sub = cells[-1]
+    out = _rnn_shape({**sub, "return_sequences": cfg.get("return_sequences"), "_cell": _CELLS[cls]}, shapes)
+    if cfg.get("return_state"):
+        s = shapes[0]
+        states = [(s[0], int(c["units"])) for cls, c in cells for _ in range(_N_STATES[_CELLS[cls]])]
+        return [out] + states
+    return out
+
+
+declare(
+    "RNN",
+    family="recurrent",
+    summary="runs a recurrent cell (SimpleRNNCell, LSTMCell, GRUCell or a list of them) over time",
+    weights=_rnn_cell_weights,
+    output_shape=_rnn_cell_shape,
+    keras_subobjects=("cell",),
+    notes=("a list of cells (StackedRNNCells) is stored by cell name in .keras files: converted when the "
+           "names sort in the list order",),
+)
+
+
+# ConvLSTM1D/2D/3D (keras/src/layers/rnn/conv_lstm.py): an LSTM whose matmuls are convolutions; gates
+# i, f, c, o along the kernels' last axis. Weights stay in Keras's layout (the emitted cell permutes
+# them to torch's conv layout at run time).
+def _convlstm_shape(rank):
+    def shape(cfg, shapes):
+        s = shapes[0]
+        if cfg.get("data_format", "channels_last") == "channels_first":
+            return None
+        k = _tuple(cfg.get("kernel_size"), rank)
+        st = _tuple(cfg.get("strides", 1), rank)
+        d = _tuple(cfg.get("dilation_rate", 1), rank)
+        sp = []
+        for i in range(rank):
+            n = s[2 + i]
+            if n is None:
+                sp.append(None)
+            elif cfg.get("padding", "valid") == "same":
+                sp.append(-(-n // st[i]))
+            else:
+                sp.append((n - (k[i] - 1) * d[i] - 1) // st[i] + 1)
+        one = (s[0], *sp, int(cfg["filters"]))
+        out = (s[0], s[1], *sp, int(cfg["filters"])) if cfg.get("return_sequences") else one
+        return [out, one, one] if cfg.get("return_state") else out
+    return shape
+
+
+def _tuple(v, n):
+    return tuple(int(x) for x in v) if isinstance(v, (list, tuple)) else (int(v),) * n
+
+
+for _rank in (1, 2, 3):
+    declare(
+        f"ConvLSTM{_rank}D",
+        family="recurrent",
+        summary=f"LSTM with {_rank}D convolutions for the input and recurrent transforms; gates i, f, c, o",
+        weights=(
+            WeightDecl("kernel", torch="kernel"),
+            WeightDecl("recurrent_kernel", torch="recurrent_kernel"),
+            WeightDecl("bias", when=_has_bias, torch="bias"),
+        ),
+        output_shape=_convlstm_shape(_rank),
+        keras_subobjects=("cell",),
+        notes=("the recurrent convolution is always 'same' with stride 1 (padding applies to the input one)",),
+    )
+
 # --- PyTorch emission ------------------------------------------------------------------------------
 from ..emit import activations as _acts  # noqa: E402
 from . import emits  # noqa: E402
@@ -201,6 +298,57 @@ def _emit_rnn(e):
         e.output(f"{tmp}[1][{i}]", index=i + 1, mask=None)
 
 
+@emits("RNN")
+def _emit_rnn_cell(e):
+    """keras.layers.RNN(cell): the matching layer's module (one cell), or the cells' modules run one
+    after the other over the whole sequence (a list of cells: keras/src/layers/rnn/stacked_rnn_cells.py
+    feeds each cell's output to the next at every step, which is the same function)."""
+    cfg = e.cfg
+    cells = _cell_list(cfg)
+    bad = [c for c, _ in cells if c not in _CELLS]
+    if not cells or bad:
+        e.unsupported(f"RNN over {', '.join(str(c) for c in bad) or 'no cell'} is not converted "
+                      "(SimpleRNNCell, LSTMCell, GRUCell and lists of them are)")
+    n_in = e.in_shapes[0][-1]
+    seq = bool(cfg.get("return_sequences", False))
+    zero = bool(cfg.get("zero_output_for_mask", False))
+    if len(cells) == 1:
+        cls, sub = _CELLS[cells[0][0]], cells[0][1]
+        sub = {**sub, "return_sequences": seq, "go_backwards": bool(cfg.get("go_backwards", False))}
+        _emit_recurrent(e, _rnn_module(e, cls, sub, n_in, zero), _N_STATES[cls], seq, cfg.get("return_state"))
+        return
+    names = [str(c.get("name")) for _, c in cells]
+    if names != sorted(names) or len(set(names)) != len(names):
+        e.unsupported("a list of cells whose names do not sort in list order (a .keras file stores them by "
+                      f"name, so their storage order is not the call order): {names}")
+    if cfg.get("return_state") or _initial_state(e) != "None":
+        e.unsupported("return_state / initial_state with a list of cells")
+    mods, size = [], n_in
+    for i, (c, sub) in enumerate(cells):
+        last = i == len(cells) - 1
+        sub = {**sub, "go_backwards": False, "return_sequences": seq if last else True}
+        mods.append(_rnn_module(e, _CELLS[c], sub, size, zero if last else False))
+        size = sub["units"]
+    e.gen.helpers.add("KerasStackedRNN")
+    m = e.module(f"KerasStackedRNN([{', '.join(mods)}], go_backwards={bool(cfg.get('go_backwards', False))})")
+    _emit_recurrent(e, None, 0, seq, False, module=m)
+
+
+def _emit_recurrent(e, source, n_states, seq, return_state, module=None):
+    m = module or e.module(source)
+    mask = e.mask(0)
+    call = f"{m}({e.input(0)}, {_mask_arg(e)}, {_initial_state(e)})"
+    out_mask = mask if seq else None
+    if not return_state:
+        e.output(f"{call}[0]", mask=out_mask)
+        return
+    tmp = e.temp("run")
+    e.line(f"{tmp} = {call}")
+    e.output(f"{tmp}[0]", mask=out_mask)
+    for i in range(n_states):
+        e.output(f"{tmp}[1][{i}]", index=i + 1, mask=None)
+
+
 @emits("Bidirectional")
 def _emit_bidirectional(e):
     cfg = e.cfg
@@ -266,3 +414,32 @@ def _emit_time_distributed(e):
     y = e.gen.convert_layout(v, KERAS)
     e.output(f"{y}.reshape({x}.shape[0], {x}.shape[1], *{y}.shape[1:])")
     assert holder
+
+
+@emits("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+def _emit_convlstm(e):
+    cfg = e.cfg
+    rank = int(e.layer.class_name[8])
+    if cfg.get("data_format", "channels_last") == "channels_first":
+        e.unsupported("data_format='channels_first' ConvLSTM is not converted")
+    if _initial_state(e) != "None":
+        e.unsupported("initial_state for ConvLSTM is not converted")
+    if e.has_mask():
+        e.unsupported("a Keras mask entering ConvLSTM is not converted")
+    pad = cfg.get("padding", "valid")
+    if pad not in ("valid", "same"):
+        e.unsupported(f"padding {pad!r}")
+    n_in = e.in_shapes[0][-1]
+    if n_in is None:
+        e.unsupported("input channels unknown")
+    act = _act_lambda(e, _act_name(cfg, "activation", "tanh"))
+    rec = _act_lambda(e, _act_name(cfg, "recurrent_activation", "sigmoid"))
+    k, st, d = _tuple(cfg["kernel_size"], rank), _tuple(cfg.get("strides", 1), rank), _tuple(cfg.get("dilation_rate", 1), rank)
+    e.gen.helpers.add("KerasConvLSTM")
+    e.gen.helpers.add("same_pad")
+    seq = bool(cfg.get("return_sequences", False))
+    src = (f"KerasConvLSTM({rank}, {int(n_in)}, {int(cfg['filters'])}, {k}, {st}, {d}, same={pad == 'same'}, "
+           f"bias={bool(cfg.get('use_bias', True))}, activation={act}, recurrent_activation={rec}, "
+           f"go_backwards={bool(cfg.get('go_backwards', False))}, return_sequences={seq}, "
+           f"zero_output_for_mask={bool(cfg.get('zero_output_for_mask', False))})")
+    _emit_recurrent(e, src, 2, seq, cfg.get("return_state"))

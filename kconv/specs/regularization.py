@@ -23,11 +23,66 @@ for cls, summary in [
     )
 
 
-# --- PyTorch emission: identity at inference -------------------------------------------------------
+# --- PyTorch emission -----------------------------------------------------------------------------
+# Identity in eval mode (what Keras does at inference); in train mode the emitted modules follow
+# keras/src/layers/regularization/*.py: same distributions and scaling, not the same random numbers.
 from . import emits  # noqa: E402
 
 
-@emits("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout", "GaussianNoise",
-       "AlphaDropout", "ActivityRegularization")
-def _emit_identity(e):
-    e.passthrough()
+def _rate(e, key="rate"):
+    return float(e.cfg.get(key, 0.0) or 0.0)
+
+
+@emits("ActivityRegularization")
+def _emit_activity(e):
+    e.passthrough()  # only adds a penalty to Keras's training loss
+
+
+@emits("Dropout")
+def _emit_dropout(e):
+    noise_shape = e.cfg.get("noise_shape")
+    if noise_shape is None:
+        m = e.module(f"nn.Dropout({_rate(e)!r})")
+        e.output(f"{m}({e.input(0, None)})", layout=e.layout(0))
+        return
+    # noise_shape: Keras shape of the dropout mask (None = the input's size), in Keras layout.
+    dims = tuple(None if d is None else int(d) for d in noise_shape)
+    e.gen.helpers.add("NoiseShapeDropout")
+    m = e.module(f"NoiseShapeDropout({_rate(e)!r}, {dims})")
+    e.output(f"{m}({e.input(0, 'keras')})")
+
+
+@emits("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")
+def _emit_spatial(e):
+    n = int(e.layer.class_name[-2])
+    rank = len(e.in_shapes[0])
+    if n == 1 or e.cfg.get("data_format", "channels_last") == "channels_first":
+        # Whole channels dropped: mask shape (batch, 1.., channels) in Keras layout.
+        if n == 1:
+            shape = (None, 1, None)
+        else:
+            shape = (None, None, *([1] * (rank - 2)))
+        e.gen.helpers.add("NoiseShapeDropout")
+        m = e.module(f"NoiseShapeDropout({_rate(e)!r}, {shape})")
+        e.output(f"{m}({e.input(0, 'keras')})")
+        return
+    m = e.module(f"nn.Dropout{n}d({_rate(e)!r})")  # channels at dim 1 of the cf layout
+    e.output(f"{m}({e.input(0, 'cf')})", layout="cf")
+
+
+@emits("GaussianDropout", "GaussianNoise")
+def _emit_gaussian(e):
+    cls = e.layer.class_name
+    value = _rate(e) if cls == "GaussianDropout" else _rate(e, "stddev")
+    e.gen.helpers.add(cls)
+    m = e.module(f"{cls}({value!r})")
+    e.output(f"{m}({e.input(0, None)})", layout=e.layout(0))
+
+
+@emits("AlphaDropout")
+def _emit_alpha(e):
+    if e.cfg.get("noise_shape") is not None:
+        e.unsupported("AlphaDropout with noise_shape")
+    # torch's alpha_dropout is Keras's formula: a = ((1-p)(1+p*alpha_p^2))^-1/2, b = -a*alpha_p*p.
+    m = e.module(f"nn.AlphaDropout({_rate(e)!r})")
+    e.output(f"{m}({e.input(0, None)})", layout=e.layout(0))

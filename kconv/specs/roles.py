@@ -16,6 +16,8 @@ ROLES = {
     "variance": "stored per-feature variance the inputs are divided by (its square root)",
     "count": "number of samples the statistics were adapted on (not used at inference)",
     "kernel_scale": "per-output-channel scale that turns the quantized kernel back into floats",
+    "kernel_zero": "int4 sub-channel zero point per group of inputs: float kernel = (q - zero) * scale",
+    "g_idx": "int4 sub-channel group index of each input row (which scale/zero applies)",
     "kernel_amax_history": "float8 scaling history of the kernel (delayed scaling)",
     "inputs_scale": "float8 scale applied to the inputs",
     "inputs_amax_history": "float8 scaling history of the inputs",

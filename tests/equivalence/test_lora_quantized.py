@@ -1,10 +1,19 @@
 """Keras 3 LoRA-enabled and quantized layers.
 
 LoRA: an .h5 file stores kernel, lora_kernel_a and lora_kernel_b (kconv merges them: kernel +
-a @ b * alpha / rank); a .keras file stores the already merged kernel and no factors. Quantized
-Dense (int8/int4/float8 dtype policies) is refused for now, clearly, never converted wrongly.
+a @ b * alpha / rank); a .keras file stores the already merged kernel and no factors.
+
+Quantized Dense (``model.quantize(mode)``, keras/src/layers/core/dense.py): the converted module
+keeps the stored quantized tensors (int8 kernel, unpacked int4 kernel, scales, zero points) and
+computes what Keras computes: int8 quantizes the inputs per row (AbsMaxQuantizer) and runs an exact
+integer matmul; int4 sub-channel (block_size groups) dequantizes with zero points; float8
+quantize-dequantizes inputs and kernel through float8_e4m3fn and rounds the bias to bfloat16.
+Weights are randomised before quantizing (the quantized tensors come from random float kernels), and
+the float8 scales are set to non-default values.
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -47,14 +56,76 @@ def test_lora_inspect_counts_equal_keras(tmp_path):
         assert kconv.load(path).param_counts() == want, fmt
 
 
-@pytest.mark.parametrize("mode", ["int8", "float8"])
-def test_quantized_dense_is_refused_clearly(mode, tmp_path):
+# ---------------------------------------------------------------------------- quantized Dense
+
+def _config(name):
+    from keras.quantizers import AbsMaxQuantizer, Int4QuantizationConfig, Int8QuantizationConfig
+
+    return {
+        "int8": None,  # default: inputs quantized per row with AbsMaxQuantizer((-127, 127))
+        "int8-no-input-quant": Int8QuantizationConfig(activation_quantizer=None),
+        "int8-range63": Int8QuantizationConfig(activation_quantizer=AbsMaxQuantizer(value_range=(-63, 63))),
+        "int4": None,  # default: block_size 128 (one group here), zero points
+        "int4-block4": Int4QuantizationConfig(block_size=4),  # 10 inputs: 3 groups, the last one short
+        "int4-per-channel": Int4QuantizationConfig(block_size=-1),
+        "int4-per-channel-input-quant": Int4QuantizationConfig(block_size=-1, activation_quantizer=AbsMaxQuantizer()),
+        "float8": None,
+    }[name]
+
+
+def _quantized_model(case, shape):
     k, L = keras(), layers()
-    model = k.Sequential([k.Input((6,)), L.Dense(4, name="q"), L.Dense(2, name="q2")])
-    model.quantize(mode)
+    model = k.Sequential([k.Input(shape), L.Dense(7, activation="tanh", name="q"),
+                          L.Dense(5, use_bias=False, name="q2"), L.Dense(3, name="q3")])
+    randomize_weights(model)  # before quantizing: the quantized kernels come from random floats
+    mode = case.split("-")[0]
+    model.quantize(mode, config=_config(case))
+    if mode == "float8":
+        rng = np.random.default_rng(5)
+        for layer in model.layers:
+            layer.inputs_scale.assign(np.float32(rng.uniform(0.005, 0.02)))
+            layer.kernel_scale.assign(np.float32(rng.uniform(0.002, 0.01)))
+    return model
+
+
+QUANT_CASES = ["int8", "int8-no-input-quant", "int8-range63", "int4", "int4-block4", "int4-per-channel",
+               "int4-per-channel-input-quant", "float8"]
+
+
+@pytest.mark.parametrize("case", QUANT_CASES)
+def test_quantized_dense(case, tmp_path):
+    x = rand(6, 10, seed=1) * 3
+    fmts = ("keras", "h5") if case in ("int8", "int4-block4", "float8") else ("keras",)
+    check(_quantized_model(case, (10,)), x, tmp_path, randomize=False, formats=fmts)
+
+
+@pytest.mark.parametrize("case", ["int8", "int4-block4", "float8"])
+def test_quantized_dense_rank3(case, tmp_path):
+    check(_quantized_model(case, (4, 10)), rand(3, 4, 10, seed=2), tmp_path, randomize=False, formats=("keras",))
+
+
+def test_quantized_manifest_says_kept_quantized(tmp_path):
+    model = _quantized_model("int8", (10,))
+    model.save(tmp_path / "q.keras")
+    kconv.convert(tmp_path / "q.keras", tmp_path / "out")
+    rows = json.loads((tmp_path / "out" / "kconv.json").read_text())["weights"]
+    kernel = [r for r in rows if r["keras_layer"] == "q" and r["role"] == "kernel"][0]
+    assert kernel["torch_key"] == "q.kernel" and "kept int8" in kernel["transform"]
+    from safetensors.numpy import load_file
+
+    sd = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert sd["q.kernel"].dtype == np.int8
+
+
+def test_quantized_dense_with_lora_is_refused_clearly(tmp_path):
+    k, L = keras(), layers()
+    model = k.Sequential([k.Input((6,)), L.Dense(4, name="q"), L.Dense(2, name="plain")])
+    model.quantize("int8")
+    model.get_layer("q").enable_lora(2)
     path = tmp_path / "q.keras"
     model.save(path)
     with pytest.raises(UnsupportedError) as err:
         kconv.convert(path, tmp_path / "out")
-    assert sorted(name for name, _ in err.value.by_class["Dense"]) == ["q", "q2"]  # all of them, once
+    assert [name for name, _ in err.value.by_class["Dense"]] == ["q"]
+    assert "LoRA" in err.value.by_class["Dense"][0][1]
     assert not (tmp_path / "out").exists()
