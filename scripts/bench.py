@@ -12,6 +12,7 @@ directory, and times:
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -95,11 +96,13 @@ def main():
             with torch.inference_mode():
                 xt = torch.from_numpy(x)
                 tt = _time(lambda: net(xt))
-                net_cl = net.to(memory_format=torch.channels_last)
+                net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
                 tcl = _time(lambda: net_cl(xt))
+                net_c = torch.compile(copy.deepcopy(net_cl))
+                tco = _time(lambda: net_c(xt), warmup=3)
                 ref = np.asarray(kmodel(x, training=False))
                 err = float(np.abs(net(xt).numpy() - ref).max())
-            rows_infer.append((name, batch, kt, tt, tcl, err))
+            rows_infer.append((name, batch, kt, tt, tcl, tco, err))
     write(args.out, rows_inspect, rows_convert, rows_infer)
 
 
@@ -195,15 +198,18 @@ def write(path, rows_inspect, rows_convert, rows_infer):
     for name, tc, tct, rss, tk, mb in rows_convert:
         lines.append(f"| {name} | {mb:.0f} MB | {tc:.2f} s | {tct:.2f} s | {rss:.0f} MB | {tk:.2f} s |")
     lines += ["", "## Inference on CPU (same inputs, same process)", "",
-              "Median of 5 after 2 warm-up calls; torch in `inference_mode`; `channels_last` = the converted "
-              "module moved to `torch.channels_last` memory format.", "",
-              "| model | batch | Keras/TF | kconv torch | kconv torch channels_last | max abs diff |",
-              "|---|---|---|---|---|---|"]
-    for name, b, kt, tt, tcl, err in rows_infer:
+              "Median of 5 after 2 warm-up calls (compiled: 3, compilation excluded); torch in `inference_mode`; "
+              "`channels_last` = the converted module moved to `torch.channels_last` memory format; "
+              "`compiled` = that module through `torch.compile` (inductor). Ratios are Keras time / torch time.", "",
+              "| model | batch | Keras/TF | kconv torch | channels_last | channels_last + compile | max abs diff |",
+              "|---|---|---|---|---|---|---|"]
+    for name, b, kt, tt, tcl, tco, err in rows_infer:
         lines.append(f"| {name} | {b} | {kt * 1e3:.1f} ms | {tt * 1e3:.1f} ms ({kt / tt:.2f}x) | "
-                     f"{tcl * 1e3:.1f} ms ({kt / tcl:.2f}x) | {err:.1e} |")
+                     f"{tcl * 1e3:.1f} ms ({kt / tcl:.2f}x) | {tco * 1e3:.1f} ms ({kt / tco:.2f}x) | {err:.1e} |")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("\n".join(lines) + "\n")
+    old = Path(path).read_text() if Path(path).exists() else ""
+    keep = old[old.index(RNN_SECTION):] if RNN_SECTION in old else ""  # `--rnn` writes that section
+    Path(path).write_text("\n".join(lines) + "\n" + ("\n" + keep if keep else ""))
     print("\n".join(lines))
 
 
