@@ -60,8 +60,11 @@ def emit_result(result, as_json: bool = False, report=None):
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON (schema_version 1).")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False),
               help="Architecture JSON for a weights-only HDF5 file (kconv's side; Keras must load MODEL itself).")
+@click.option("--mode", type=click.Choice(["eval", "train"]), default="eval", show_default=True,
+              help="train: one step in training mode on both sides; compares outputs (BatchNormalization with "
+                   "batch statistics) and the updated moving statistics. Deterministic models only.")
 def verify_cmd(model, converted, atol, rtol, seed, batch_size, dims, device, inputs_file, reference, per_layer,
-               report, as_json, config):
+               report, as_json, config, mode):
     """Check that DIR (from `kconv convert`) computes what the Keras MODEL computes.
 
     Keras (loaded with safe_mode=True, run with training=False) is the reference. Prints per output
@@ -72,7 +75,7 @@ def verify_cmd(model, converted, atol, rtol, seed, batch_size, dims, device, inp
 
     result = verify(model, converted, inputs_file=inputs_file, reference=reference, seed=seed,
                     batch_size=batch_size, dims=parse_dims(dims), atol=atol, rtol=rtol, per_layer=per_layer,
-                    device=device, config=config)
+                    device=device, config=config, mode=mode)
     emit_result(result, as_json=as_json, report=report)
     if not result.passed:
         d = result.first_divergence

@@ -207,8 +207,11 @@ def load_converted(out_dir, device: str = "cpu"):
     out_dir = Path(out_dir)
     if not (out_dir / "model.py").exists():
         raise ModelFileError(out_dir, "no model.py: not a kconv output directory")
-    mod = _import(out_dir / "model.py")
-    net = mod.Model()
+    try:
+        mod = _import(out_dir / "model.py")
+        net = mod.Model()
+    except Exception as e:  # a hand-edited or damaged model.py is the user's input, not a kconv bug
+        raise ModelFileError(out_dir / "model.py", f"cannot be imported or built ({type(e).__name__}: {e})") from e
     if (out_dir / "model.safetensors").exists():
         from safetensors.torch import load_file
 

@@ -95,6 +95,40 @@ HELPERS = {
         return x + self.stddev * torch.randn_like(x)
 
 ''',
+    "KerasBatchNorm": '''class _KerasBatchNorm:
+    """nn.BatchNorm as keras.layers.BatchNormalization in train mode: normalise with the batch's
+    (biased) statistics and update the running variance with the biased batch variance (torch uses
+    the unbiased one); a frozen layer (Keras trainable=False) always uses its running statistics.
+    Eval mode is plain nn.BatchNorm."""
+
+    def __init__(self, *args, frozen=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.frozen = frozen
+
+    def forward(self, x):
+        if not self.training or self.frozen:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        dims = [0] + list(range(2, x.dim()))
+        var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+        with torch.no_grad():
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var, self.momentum)
+            self.num_batches_tracked += 1
+        return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+class KerasBatchNorm1d(_KerasBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+class KerasBatchNorm2d(_KerasBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+class KerasBatchNorm3d(_KerasBatchNorm, nn.BatchNorm3d):
+    pass
+
+''',
     "PReLU": '''class KerasPReLU(nn.Module):
     """keras.layers.PReLU: alpha has the input's non-batch shape, 1 on shared axes."""
 

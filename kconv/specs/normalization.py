@@ -117,7 +117,14 @@ def _emit_bn(e):
         e.unsupported(f"rank-{rank} input")
     eps = float(e.cfg.get("epsilon", 1e-3))
     momentum = round(1.0 - float(e.cfg.get("momentum", 0.99)), 12)  # torch momentum = 1 - Keras momentum
-    m = e.module(f"nn.BatchNorm{dim}d({int(c)}, eps={eps!r}, momentum={momentum!r})")
+    # Train mode as Keras: the running variance follows the biased batch variance, and a frozen
+    # (trainable=False) BatchNormalization keeps using its moving statistics (keras BN call:
+    # `if training and self.trainable`).
+    frozen = not e.layer.trainable or (bool(e.layer.weights) and not any(w.trainable for w in e.layer.weights)
+                                       and (e.cfg.get("scale", True) or e.cfg.get("center", True)))
+    e.gen.helpers.add("KerasBatchNorm")
+    extra = ", frozen=True" if frozen else ""
+    m = e.module(f"KerasBatchNorm{dim}d({int(c)}, eps={eps!r}, momentum={momentum!r}{extra})")
     e.default_ok("num_batches_tracked")
     if not e.cfg.get("scale", True):
         e.default_ok("weight")  # torch initialises weight to 1: Keras scale=False

@@ -131,6 +131,44 @@ def _hint(class_name: str) -> str:
     return "; ".join(spec.notes)
 
 
+RANDOM_IN_TRAINING = {"Dropout": "rate", "SpatialDropout1D": "rate", "SpatialDropout2D": "rate",
+                      "SpatialDropout3D": "rate", "GaussianDropout": "rate", "GaussianNoise": "stddev",
+                      "AlphaDropout": "rate"}
+
+
+def _random_layers(ir) -> list:
+    """Layers that draw random numbers in training mode (their outputs cannot be compared)."""
+    out = []
+    for path, layer in ir.walk():
+        key = RANDOM_IN_TRAINING.get(layer.class_name)
+        cfg = layer.config
+        if key and float(cfg.get(key) or 0) > 0:
+            out.append(path)
+        for sub in (cfg, *(cfg.get(k, {}).get("config", {}) for k in ("layer", "backward_layer")
+                           if isinstance(cfg.get(k), dict))):
+            if float(sub.get("dropout") or 0) > 0 or float(sub.get("recurrent_dropout") or 0) > 0:
+                out.append(path)
+                break
+    return out
+
+
+def _compare_statistics(keras_stats: dict, net, converted, atol, rtol) -> list:
+    """Keras moving_mean/moving_variance after the training step vs the torch running statistics."""
+    if not isinstance(converted, (str, os.PathLike)):
+        return []  # no manifest to map Keras weights to torch keys
+    from . import torch_side
+
+    rows = torch_side.manifest(converted).get("weights", [])
+    state = net.state_dict()
+    out = []
+    for row in rows:
+        key = (row.get("keras_layer"), row.get("role"))
+        if key in keras_stats and row.get("torch_key") in state:
+            got = state[row["torch_key"]].detach().cpu().numpy().reshape(keras_stats[key].shape)
+            out.append(compare(f"{key[0]}.{key[1]} (updated)", keras_stats[key], got, atol, rtol))
+    return out
+
+
 def _ir_of_keras_model(keras_model, workdir: Path):
     """kconv's IR of a live Keras model: saved to a temporary .keras file, then read back by kconv.load."""
     from ..load import load
@@ -142,7 +180,7 @@ def _ir_of_keras_model(keras_model, workdir: Path):
 
 def verify(model=None, converted=None, *, inputs=None, inputs_file=None, reference=None, seed: int = 0,
            batch_size: int = DEFAULT_BATCH, dims=None, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
-           per_layer: bool = False, device: str = "cpu", config=None) -> VerifyResult:
+           per_layer: bool = False, device: str = "cpu", config=None, mode: str = "eval") -> VerifyResult:
     """Compare a Keras model with its conversion.
 
     ``model``: a model file path or a live ``keras.Model``. ``converted``: a ``kconv convert`` output
@@ -151,6 +189,11 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
     arrays or a dict by input name), ``inputs_file`` (npz), else generated from the model's input
     specs with ``seed``, ``batch_size`` and ``dims`` ({(input name or None, axis): size}, see
     :func:`kconv.verify.inputs.parse_dims`).
+
+    ``mode='train'``: one call of each model in training mode (Keras ``training=True``, torch
+    ``.train()``) on the same batch: compares the outputs (BatchNormalization with batch statistics)
+    and every BatchNormalization's updated moving mean and variance. Only for deterministic models
+    (no active dropout or noise layer).
     """
     from .. import load as kload
     from . import keras_side, torch_side
@@ -159,6 +202,11 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
         raise VerifyInputError("--atol and --rtol must be >= 0")
     if reference is not None and per_layer:
         raise VerifyInputError("--per-layer runs Keras layer by layer: it cannot be combined with --reference")
+    if mode not in ("eval", "train"):
+        raise VerifyInputError(f"--mode must be eval or train, not {mode!r}")
+    training = mode == "train"
+    if training and (reference is not None or per_layer):
+        raise VerifyInputError("--mode train runs Keras once in training mode: not with --reference or --per-layer")
     torch_side.check_device(device)
     notes: list = []
     with tempfile.TemporaryDirectory(prefix="kconv-verify-") as tmp:
@@ -187,6 +235,11 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
             channels_first = False
             converted_label = f"torch module {type(converted).__name__}"
 
+        if training:
+            random = _random_layers(ir)
+            if random:
+                raise VerifyInputError("--mode train needs a deterministic model; these layers draw random numbers "
+                                       "in training: " + ", ".join(random))
         specs = input_specs(ir)
         output_names = [str(r) for r in ir.outputs]
         expected = None
@@ -212,9 +265,9 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
                 keras_model = keras_side.load_model(model)
             k = keras_side.keras()
             ref_label = f"keras {k.__version__} ({k.backend.backend()})"
-            expected = keras_side.run(keras_model, xs)
+            expected = keras_side.run(keras_model, xs, training=training)
 
-        got = torch_side.run(net, xs, channels_first=channels_first, device=device)
+        got = torch_side.run(net, xs, channels_first=channels_first, device=device, training=training)
         outputs = []
         if len(got) != len(expected):
             notes.append(f"torch returns {len(got)} output(s), Keras {len(expected)}")
@@ -224,6 +277,8 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
                                           "missing on the " + ("torch" if i >= len(got) else "Keras") + " side"))
                 continue
             outputs.append(compare(name, expected[i], got[i], atol, rtol))
+        if training:
+            outputs += _compare_statistics(keras_side.batchnorm_statistics(keras_model), net, converted, atol, rtol)
 
         layers = None
         trace_how = ""

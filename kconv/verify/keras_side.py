@@ -82,16 +82,32 @@ def _to_numpy(t):
     return np.asarray(keras().ops.convert_to_numpy(t))
 
 
-def _call(model, inputs):
+def _call(model, inputs, training: bool = False):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # input-structure name warnings
         arg = inputs[0] if len(inputs) == 1 else list(inputs)
-        return _as_list(model(arg, training=False))
+        return _as_list(model(arg, training=training))
 
 
-def run(model, inputs) -> list:
-    """Outputs in inference mode (``training=False``), as numpy arrays in Keras output order."""
-    return [_to_numpy(t) for t in _call(model, inputs)]
+def run(model, inputs, training: bool = False) -> list:
+    """Outputs (inference mode unless ``training``), as numpy arrays in Keras output order."""
+    return [_to_numpy(t) for t in _call(model, inputs, training)]
+
+
+def batchnorm_statistics(model) -> dict:
+    """{(layer name, 'moving_mean'|'moving_variance'): array} of every BatchNormalization, nested too."""
+    out = {}
+
+    def walk(m):
+        for layer in getattr(m, "layers", []):
+            if type(layer).__name__ == "BatchNormalization":
+                out[(layer.name, "moving_mean")] = _to_numpy(layer.moving_mean)
+                out[(layer.name, "moving_variance")] = _to_numpy(layer.moving_variance)
+            if hasattr(layer, "layers"):
+                walk(layer)
+
+    walk(model)
+    return out
 
 
 def _graph(model):

@@ -37,8 +37,10 @@ def manifest(out_dir) -> dict:
         raise VerifyInputError(f"{p}: unreadable manifest ({e})") from None
 
 
-def run(net, inputs, channels_first: bool = False, device: str = "cpu", trace: dict | None = None) -> list:
-    """Call ``net`` under ``torch.no_grad()`` with Keras-layout numpy inputs; outputs in Keras layout."""
+def run(net, inputs, channels_first: bool = False, device: str = "cpu", trace: dict | None = None,
+        training: bool = False) -> list:
+    """Call ``net`` under ``torch.no_grad()`` with Keras-layout numpy inputs; outputs in Keras layout.
+    ``training``: one call in train mode (running statistics update), then back to eval mode."""
     import torch
 
     tensors = []
@@ -49,8 +51,12 @@ def run(net, inputs, channels_first: bool = False, device: str = "cpu", trace: d
         tensors.append(torch.from_numpy(np.ascontiguousarray(a)).to(device))
     if trace is not None:
         trace.clear()
-    with torch.no_grad():
-        out = net(*tensors)
+    net.train(training)
+    try:
+        with torch.no_grad():
+            out = net(*tensors)
+    finally:
+        net.eval()
     outs = []
     for o in (list(out) if isinstance(out, (list, tuple)) else [out]):
         a = o.detach().cpu().numpy()
