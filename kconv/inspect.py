@@ -89,15 +89,7 @@ def layer_report(layer: Layer, module_path: str, check_values: bool = False) -> 
         rep["model_class"] = layer.model.class_name
         rep["layers"] = model_layers(layer.model, module_path + ".", check_values)
         return rep
-    decls = spec.weight_decls(layer.config) if spec else []
-    used = [False] * len(decls)
-    for w in layer.weights:
-        decl = None
-        for i, d in enumerate(decls):
-            if not used[i] and d.key == w.key and d.role_name == w.role:
-                used[i] = True
-                decl = d
-                break
+    for w, decl in specs.declared_weights(layer):
         rep["weights"].append(_weight_report(layer, w, decl, module_path, check_values))
     for extra in ("quantization_mode", "lora_rank"):
         if layer.config.get(extra):

@@ -40,15 +40,7 @@ def _leaf_paths(model: Model, prefix: str = ""):
 
 
 def _weight_decl_pairs(layer: Layer):
-    spec = specs.get(layer.class_name)
-    decls = spec.weight_decls(layer.config) if spec else []
-    used = [False] * len(decls)
-    for w in layer.weights:
-        for i, d in enumerate(decls):
-            if not used[i] and d.key == w.key and d.role_name == w.role:
-                used[i] = True
-                yield w, d
-                break
+    return [(w, d) for w, d in specs.declared_weights(layer) if d is not None]
 
 
 def _lora_merged_kernel(layer: Layer):

@@ -125,6 +125,27 @@ def get(class_name: str) -> Optional[LayerSpec]:
     return registry().get(class_name)
 
 
+def declared_weights(layer) -> list:
+    """[(stored weight, its WeightDecl or None)] for a layer of the IR, in storage order.
+
+    The loader gave each weight its declaration's key and role; this pairs them back (a key may repeat,
+    e.g. Bidirectional's two kernels: each declaration is used once, in order).
+    """
+    spec = get(layer.class_name)
+    decls = spec.weight_decls(layer.config) if spec else []
+    used = [False] * len(decls)
+    out = []
+    for w in layer.weights:
+        decl = None
+        for i, d in enumerate(decls):
+            if not used[i] and d.key == w.key and d.role_name == w.role:
+                used[i] = True
+                decl = d
+                break
+        out.append((w, decl))
+    return out
+
+
 def emits(*class_names: str):
     """Decorator attaching a converter hook to already declared classes (same family module)."""
 
