@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Build ``fixtures/legacy/``: Keras files written by the *genuine* old writers (Keras 1 + Theano,
-standalone Keras 2.2 + TensorFlow 1.15, tf.keras 2.15), with reference outputs from those writers.
+standalone Keras 2.2 + TensorFlow 1.15, tf.keras 2.4 and 2.15), with reference outputs from those writers.
 
     python scripts/make_legacy_fixtures.py                 # all writers
-    python scripts/make_legacy_fixtures.py --only keras1   # keras1 | keras2 | keras21 | tfkeras2
+    python scripts/make_legacy_fixtures.py --only keras1   # keras1 | keras2 | keras21 | tfkeras2 | tf24
     python scripts/make_legacy_fixtures.py --venvs /tmp/kconv-legacy-venvs --out fixtures/legacy
 
 The driver runs on any Python >= 3.8. For each writer it creates a throwaway virtual environment
@@ -32,6 +32,8 @@ keras2     Python 3.7, keras==2.2.4, tensorflow==1.15.5,     k22_cnn, k22_text_r
 keras21    as keras2 but keras==2.1.6                        k21_seq_cf, k21_seq_text (Sequential)
 tfkeras2   Python 3.11, tensorflow-cpu==2.15.1 (Keras 2.15)  tf215_weights_only, tf215_savedmodel,
                                                              tf215_grouped
+tf24       Python 3.8, tensorflow-cpu==2.4.4, numpy==1.19.5, tf24_savedmodel (SavedModel without
+           protobuf==3.20.3, h5py==2.10.0                    keras_metadata.pb)
 =========  ================================================  ===========================================
 
 For every model the worker writes (all values from the writer itself, never from kconv):
@@ -118,6 +120,15 @@ WRITERS = {
         "attempts": [["tensorflow-cpu==2.15.1"], ["tensorflow-cpu==2.13.1"]],
         "env": {"TF_USE_LEGACY_KERAS": "0"},
         "models": ["tf215_weights_only", "tf215_savedmodel", "tf215_grouped"],
+    },
+    "tf24": {
+        "pythons": ["3.8.18"],
+        "attempts": [
+            ["tensorflow-cpu==2.4.4", "numpy==1.19.5", "protobuf==3.20.3", "h5py==2.10.0"],
+            ["tensorflow-cpu==2.3.4", "numpy==1.18.5", "protobuf==3.20.3", "h5py==2.10.0"],
+        ],
+        "env": {},
+        "models": ["tf24_savedmodel"],
     },
 }
 QUIET_ENV = {
@@ -635,7 +646,51 @@ def tfkeras2_worker(name, out):
         fh.write(dump_json(exp))
 
 
-WORKERS = {"keras1": keras1_worker, "keras2": keras2_worker, "tfkeras2": tfkeras2_worker}
+# ---------------------------------------------------------------- tf.keras 2.4 (TensorFlow 2.4)
+
+def tf24_worker(name, out):
+    """A SavedModel as TF < 2.5 writes it: no keras_metadata.pb; the Keras configs are in saved_model.pb
+    (the ``metadata`` JSON of each ``user_object`` node of the object graph)."""
+    import numpy as np
+    import tensorflow as tf
+
+    keras = tf.keras
+    L = keras.layers
+    tf.get_logger().setLevel("ERROR")
+    keras.backend.clear_session()
+    tf.random.set_seed(_seed(name))
+    np.random.seed(_seed(name))
+    rng = np.random.RandomState(_seed(name) + 1)
+    info = dict(_versions(), keras_version=keras.__version__, backend=keras.backend.backend(),
+                tensorflow=tf.__version__, image_data_format=keras.backend.image_data_format(),
+                floatx=keras.backend.floatx())
+
+    if name == "tf24_savedmodel":
+        inp = L.Input((8, 8, 3))
+        x = L.Conv2D(4, 3, strides=2, padding="same")(inp)
+        x = L.BatchNormalization()(x)
+        x = L.ReLU()(x)
+        x = L.Flatten()(x)
+        out_ = L.Dense(5)(x)
+        model = keras.Model(inp, out_)
+        inputs = [rng.standard_normal((2, 8, 8, 3)).astype("float32")]
+    else:
+        raise KeyError(name)
+
+    randomise(model, name)
+    sm = os.path.join(out, name + ".savedmodel")
+    model.save(sm, save_format="tf")
+    if os.path.exists(os.path.join(sm, "keras_metadata.pb")):
+        raise SystemExit("this TensorFlow wrote keras_metadata.pb: not a pre-2.5 SavedModel")
+    outputs = model(inputs[0], training=False)
+    outputs = [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+    write_io(out, name, inputs, outputs)
+    exp = expected_of(model, keras, info, [name + ".savedmodel"])
+    with open(os.path.join(out, name + ".expected.json"), "w") as fh:
+        fh.write(dump_json(exp))
+
+
+WORKERS = {"keras1": keras1_worker, "keras2": keras2_worker, "tfkeras2": tfkeras2_worker, "tf24": tf24_worker}
 
 
 # =============================================================================================

@@ -1,8 +1,8 @@
 """Old files written by the genuine old writers (fixtures/legacy, see its README): Keras 1.2.2 + Theano,
 Keras 2.1.6 / 2.2.4 + TF 1.15, tf.keras 2.15 (weights-only, Keras 3 layout weights, grouped/list-axis
-layers, SavedModel). Each must inspect with the writer's own parameter counts and weight shapes, convert,
-and reproduce the writer's own outputs (``<name>.io.npz``). No old Keras is needed here; tensorflow only
-for the SavedModel (marked ``keras``).
+layers, SavedModel) and tf.keras 2.4 (a SavedModel without keras_metadata.pb). Each must inspect with
+the writer's own parameter counts and weight shapes, convert, and reproduce the writer's own outputs
+(``<name>.io.npz``). No old Keras is needed here; tensorflow only for the SavedModels (marked ``keras``).
 """
 from __future__ import annotations
 
@@ -105,24 +105,75 @@ def test_inspects_converts_and_matches_the_writer(case, tmp_path):
 
 
 @pytest.mark.keras
-def test_savedmodel(tmp_path):
+@pytest.mark.parametrize("stem", ["tf215_savedmodel", "tf24_savedmodel"])
+def test_savedmodel(stem, tmp_path):
     pytest.importorskip("tensorflow")
-    model = kconv.load(LEGACY / SAVEDMODEL[0])
+    model = kconv.load(LEGACY / f"{stem}.savedmodel")
     assert model.format == "savedmodel" and model.backend == "tensorflow"
-    _check_counts(model, _expected("tf215_savedmodel"))
+    expected = _expected(stem)
+    assert model.keras_version == expected["writer"]["tensorflow"]
+    _check_counts(model, expected)
     kconv.convert(model, tmp_path / "out")
-    io = np.load(LEGACY / "tf215_savedmodel.io.npz")
-    for g, w in zip(_run(tmp_path / "out", io), _outputs(io)):
+    io = np.load(LEGACY / f"{stem}.io.npz")
+    got, want = _run(tmp_path / "out", io), _outputs(io)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
 
 
+def test_tf24_savedmodel_has_no_keras_metadata():
+    d = LEGACY / "tf24_savedmodel.savedmodel"
+    assert (d / "saved_model.pb").exists() and not (d / "keras_metadata.pb").exists()
+    assert _expected("tf24_savedmodel")["writer"]["tensorflow"].startswith("2.4.")
+
+
+@pytest.mark.keras
+def test_tf24_savedmodel_cli_inspect_and_convert(tmp_path):
+    pytest.importorskip("tensorflow")
+    run = CliRunner()
+    src = str(LEGACY / "tf24_savedmodel.savedmodel")
+    r = run.invoke(main, ["inspect", src, "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output[r.output.index("{"):])
+    assert rep["total_params"] == _expected("tf24_savedmodel")["total_params"]
+    r = run.invoke(main, ["convert", src, "-o", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.keras
 def test_savedmodel_without_keras_metadata_is_refused_clearly(tmp_path):
+    # a 2.5+ SavedModel that lost its keras_metadata.pb: saved_model.pb holds no Keras configs any more
+    pytest.importorskip("tensorflow")
     d = tmp_path / "old.savedmodel"
     shutil.copytree(LEGACY / SAVEDMODEL[0], d)
     (d / "keras_metadata.pb").unlink()
     r = CliRunner().invoke(main, ["inspect", str(d)])
     assert r.exit_code == 2
     assert "keras_metadata.pb" in r.output and "TensorFlow < 2.5" in r.output
+    # what can be read is still shown: the checkpoint's variables
+    assert "8 variables (453 values)" in r.output and "layer_with_weights-0/kernel  (3, 3, 3, 4)  float32" in r.output
+
+
+@pytest.mark.keras
+def test_pre25_savedmodel_without_model_config_lists_the_checkpoint(tmp_path):
+    # as a subclassed model written by TF < 2.5: the root's embedded metadata has no config
+    pytest.importorskip("tensorflow")
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    d = tmp_path / "sub.savedmodel"
+    shutil.copytree(LEGACY / "tf24_savedmodel.savedmodel", d)
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((d / "saved_model.pb").read_bytes())
+    root = sm.meta_graphs[0].object_graph_def.nodes[0].user_object
+    assert root.identifier == "_tf_keras_network"
+    meta = json.loads(root.metadata)
+    del meta["config"]
+    root.identifier, root.metadata = "_tf_keras_model", json.dumps(meta)
+    (d / "saved_model.pb").write_bytes(sm.SerializeToString())
+    r = CliRunner().invoke(main, ["inspect", str(d)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "saved_model.pb" in r.output and "subclassed" in r.output
+    assert "8 variables (453 values)" in r.output and "layer_with_weights-2/kernel  (64, 5)  float32" in r.output
 
 
 # --- the traps: getting one wrong must fail ---------------------------------------------------------

@@ -10,7 +10,15 @@ kconv.load. What is read:
   object path, e.g. ``layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE``; a variable belongs
   to the layer whose node path is its prefix, and its last path component is the Keras attribute
   (``kernel``, ``moving_variance``), as in a legacy HDF5 weight name.
-- ``saved_model.pb``: only the TensorFlow version that wrote it (tf.keras 2.x = TensorFlow's version).
+- ``saved_model.pb``: the TensorFlow version that wrote it (tf.keras 2.x = TensorFlow's version). Parsed
+  with tensorflow's protobuf classes only (never ``tf.saved_model.load``, which may refuse old files).
+  TensorFlow 2.0-2.4 wrote no ``keras_metadata.pb``: the same per-object JSON is the ``metadata`` of the
+  ``user_object`` nodes (identifier ``_tf_keras_network`` / ``_tf_keras_model`` / ``_tf_keras_layer`` ...)
+  of ``meta_graphs[0].object_graph_def``, whose node paths (breadth-first from the root, children in
+  stored order) are the checkpoint's. When it is missing, read from there, identically.
+
+When no model config can be had (a subclassed model, or a SavedModel not written by Keras), the error
+(exit 2) still lists what can be read: the checkpoint's variables with shapes and dtypes.
 """
 from __future__ import annotations
 
@@ -69,42 +77,78 @@ def _leaves(model: Model, chain=()):
             yield chain + (layer.name,), layer
 
 
+def _read_saved_model(path: Path, tf):
+    """saved_model.pb as a SavedModel proto, or None when absent."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = path / "saved_model.pb"
+    if not pb.exists():
+        return None
+    sm = saved_model_pb2.SavedModel()
+    try:
+        sm.ParseFromString(pb.read_bytes())
+    except Exception as e:  # noqa: BLE001 - google.protobuf.message.DecodeError
+        raise ModelFileError(path, f"saved_model.pb cannot be parsed by tensorflow {tf.__version__} "
+                                   f"({type(e).__name__}): damaged, or written by a TensorFlow this one "
+                                   "cannot read") from None
+    return sm
+
+
+def _object_graph_nodes(path: Path, sm) -> dict:
+    """Keras metadata embedded in saved_model.pb (TF 2.0-2.4 write no keras_metadata.pb): node path ->
+    the JSON of every ``_tf_keras_*`` user object of the object graph. Paths are those of the checkpoint
+    (breadth-first from the root, children in stored order, first path wins), so that
+    ``root.layer_with_weights-0`` names the same object as checkpoint key ``layer_with_weights-0/...``."""
+    if sm is None or not sm.meta_graphs or not sm.meta_graphs[0].HasField("object_graph_def"):
+        return {}
+    graph = sm.meta_graphs[0].object_graph_def.nodes
+    paths = {0: "root"}
+    queue = [0]
+    while queue:
+        i = queue.pop(0)
+        for child in graph[i].children:
+            if child.node_id not in paths and 0 <= child.node_id < len(graph):
+                paths[child.node_id] = paths[i] + "." + child.local_name
+                queue.append(child.node_id)
+    nodes = {}
+    for i, p in paths.items():
+        node = graph[i]
+        if node.WhichOneof("kind") != "user_object":
+            continue
+        uo = node.user_object
+        if not uo.identifier.startswith("_tf_keras_") or not uo.metadata:
+            continue
+        if len(uo.metadata) > MAX_METADATA_BYTES:
+            raise ModelFileError(path, f"saved_model.pb: node {p!r} metadata is over {MAX_METADATA_BYTES} bytes")
+        try:
+            nodes[p] = json.loads(uo.metadata)
+        except ValueError:
+            raise ModelFileError(path, f"saved_model.pb: node {p!r} metadata is not JSON") from None
+    return nodes
+
+
+SHOWN_VARIABLES = 40
+
+
+def _checkpoint_listing(var_shapes, var_dtypes) -> str:
+    """What can be read without the architecture: the checkpoint's Keras variables with their shapes."""
+    keys = sorted(k for k in var_shapes if k.endswith(SUFFIX))
+    if not keys:
+        return "The variables/ checkpoint holds no Keras variables."
+    total = sum(int(np.prod(var_shapes[k])) for k in keys)
+    lines = [f"The variables/ checkpoint holds {len(keys)} variables ({total:,} values):"]
+    for k in keys[:SHOWN_VARIABLES]:
+        lines.append(f"  {k[:-len(SUFFIX)]}  {tuple(int(d) for d in var_shapes[k])}  {var_dtypes[k].name}")
+    if len(keys) > SHOWN_VARIABLES:
+        lines.append(f"  ... and {len(keys) - SHOWN_VARIABLES} more")
+    return "\n".join(lines)
+
+
 def load_savedmodel(path: Path, ctx: Context) -> Model:
     meta_file = path / "keras_metadata.pb"
-    if not meta_file.exists():
-        raise ModelFileError(path, "a TF SavedModel without keras_metadata.pb (written by TensorFlow < 2.5, or not "
-                                   "by Keras): the Keras layer configs are not in it. Load it with that TensorFlow "
-                                   "and re-save it as .h5 or .keras")
-    if meta_file.stat().st_size > MAX_METADATA_BYTES:
-        raise ModelFileError(path, f"keras_metadata.pb is over {MAX_METADATA_BYTES} bytes")
     tf = _tf(path)
-    from tensorflow.core.protobuf import saved_model_pb2
-    from tensorflow.python.keras.protobuf import saved_metadata_pb2
-
-    meta = saved_metadata_pb2.SavedMetadata()
-    meta.ParseFromString(meta_file.read_bytes())
-    nodes = {}
-    for n in meta.nodes:
-        try:
-            nodes[n.node_path] = json.loads(n.metadata)
-        except ValueError:
-            raise ModelFileError(path, f"keras_metadata.pb: node {n.node_path!r} metadata is not JSON") from None
-    root = nodes.get("root")
-    if not isinstance(root, dict) or "config" not in root or "class_name" not in root:
-        raise ModelFileError(path, "keras_metadata.pb has no root model config (a subclassed model? only "
-                                   "Sequential and functional models can be read)")
-    if not isinstance(root["config"], dict) or "layers" not in root["config"]:
-        raise ModelFileError(path, f"the root object is a {root.get('class_name')!r} without a layer list (a "
-                                   "subclassed model): its architecture is code, not config")
-    model = build_model({"class_name": root["class_name"], "config": _untuple(root["config"])})
-
-    tf_version = ""
-    pb = path / "saved_model.pb"
-    if pb.exists():
-        sm = saved_model_pb2.SavedModel()
-        sm.ParseFromString(pb.read_bytes())
-        if sm.meta_graphs:
-            tf_version = sm.meta_graphs[0].meta_info_def.tensorflow_version
+    sm = _read_saved_model(path, tf)
+    tf_version = sm.meta_graphs[0].meta_info_def.tensorflow_version if sm is not None and sm.meta_graphs else ""
 
     prefix = path / "variables" / "variables"
     try:
@@ -112,7 +156,42 @@ def load_savedmodel(path: Path, ctx: Context) -> Model:
         var_shapes = reader.get_variable_to_shape_map()
         var_dtypes = reader.get_variable_to_dtype_map()
     except Exception as e:  # noqa: BLE001 - tf raises NotFoundError, DataLossError...
-        raise ModelFileError(path, f"variables/ checkpoint unreadable ({type(e).__name__})") from None
+        raise ModelFileError(path, f"variables/ checkpoint unreadable by tensorflow {tf.__version__} "
+                                   f"({type(e).__name__})") from None
+
+    if meta_file.exists():
+        source = "keras_metadata.pb"
+        if meta_file.stat().st_size > MAX_METADATA_BYTES:
+            raise ModelFileError(path, f"keras_metadata.pb is over {MAX_METADATA_BYTES} bytes")
+        from tensorflow.python.keras.protobuf import saved_metadata_pb2
+
+        meta = saved_metadata_pb2.SavedMetadata()
+        meta.ParseFromString(meta_file.read_bytes())
+        nodes = {}
+        for n in meta.nodes:
+            try:
+                nodes[n.node_path] = json.loads(n.metadata)
+            except ValueError:
+                raise ModelFileError(path, f"keras_metadata.pb: node {n.node_path!r} metadata is not JSON") from None
+    else:
+        # TF < 2.5: the same per-object JSON is embedded in saved_model.pb's object graph
+        source = "saved_model.pb (no keras_metadata.pb: TensorFlow < 2.5)"
+        nodes = _object_graph_nodes(path, sm)
+        if not nodes:
+            raise ModelFileError(path, "a TF SavedModel without Keras layer configs: no keras_metadata.pb (tf.keras "
+                                       "2.5+ writes it beside saved_model.pb: was it left behind?) and no Keras "
+                                       "metadata in saved_model.pb (where TensorFlow < 2.5 put it: not written by "
+                                       "Keras?). Load it with the TensorFlow that wrote it and re-save it as .h5 or "
+                                       ".keras.\n" + _checkpoint_listing(var_shapes, var_dtypes))
+    root = nodes.get("root")
+    if not isinstance(root, dict) or "config" not in root or "class_name" not in root:
+        raise ModelFileError(path, f"{source} has no root model config (a subclassed model? only Sequential and "
+                                   "functional models can be read).\n" + _checkpoint_listing(var_shapes, var_dtypes))
+    if not isinstance(root["config"], dict) or "layers" not in root["config"]:
+        raise ModelFileError(path, f"the root object is a {root.get('class_name')!r} without a layer list (a "
+                                   "subclassed model): its architecture is code, not config.\n"
+                             + _checkpoint_listing(var_shapes, var_dtypes))
+    model = build_model({"class_name": root["class_name"], "config": _untuple(root["config"])})
 
     # node path -> chain of layer names from the root ('root.layer-1.layer_with_weights-0' -> (outer, inner))
     chains = {}
@@ -142,7 +221,7 @@ def load_savedmodel(path: Path, ctx: Context) -> Model:
                                                     np.dtype(var_dtypes[key].as_numpy_dtype))))
             stored.sort(key=lambda kv: (_rank(kv[0][len(pre):], order), kv[0]))
         elif layer.class_name != "InputLayer" and _expects(layer):
-            ctx.problems.append(f"layer {layer.name!r}: not found in keras_metadata.pb")
+            ctx.problems.append(f"layer {layer.name!r}: not found in {source.split()[0]}")
             continue
         assign(layer, stored, by_name=True, trainable_scope=True, where=str(path), ctx=ctx)
     model.keras_version = tf_version

@@ -28,7 +28,7 @@ for n in (1, 2, 3):
     for kind, verb in (("Max", "maximum"), ("Average", "average")):
         declare(
             f"{kind}Pooling{n}D",
-            f"{kind[:3] if kind == 'Average' else kind}Pool{n}D",
+            f"{'Avg' if kind == 'Average' else kind}Pool{n}D",  # Keras's alias
             family="pooling",
             summary=f"{verb} over {n}D windows (padding valid/same)",
             output_shape=pool_shape(n),
@@ -37,7 +37,7 @@ for n in (1, 2, 3):
         )
         declare(
             f"Global{kind}Pooling{n}D",
-            f"Global{kind[:3] if kind == 'Average' else kind}Pool{n}D",
+            f"Global{'Avg' if kind == 'Average' else kind}Pool{n}D",
             family="pooling",
             summary=f"{verb} over all {n}D positions (keepdims optional)",
             output_shape=global_shape,
