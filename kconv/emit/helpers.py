@@ -175,11 +175,20 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
     Fast path: torch's fused kernel when the activations are torch's and the mask (if any) keeps one
     contiguous block of steps per sequence (right or left padding); otherwise an explicit step loop.
     forward(x, mask=None, initial_state=None) -> (output, [states]); states start from zeros.
+
+    Train mode with dropout / recurrent_dropout (keras/src/layers/rnn/dropout_rnn_cell.py): one mask per
+    sequence, drawn when the call starts (shape (batch, input) and (batch, units), values 0 or
+    1/(1 - rate)), applied to the input and to the previous h at every step through the step loop;
+    n_masks > 1 (LSTM/GRU with recurrent_dropout: Keras's implementation 1) draws one mask per gate
+    (Keras gate order). The masks of the last call are kept in `last_dropout_masks` (input, recurrent).
     """
 
     def keras_setup(self, n_states, activation, recurrent_activation, go_backwards, return_sequences,
-                    zero_output_for_mask, fast, reset_after=True):
+                    zero_output_for_mask, fast, reset_after=True, dropout=0.0, recurrent_dropout=0.0,
+                    n_masks=1):
         self.n_states = n_states
+        self.dropout, self.recurrent_dropout, self.n_masks = dropout, recurrent_dropout, n_masks
+        self.last_dropout_masks = None
         self.act = activation
         self.rec_act = recurrent_activation
         self.go_backwards = go_backwards
@@ -198,13 +207,37 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
             mask = None if mask is None else mask.flip(1)
         if mask is not None:
             mask = mask.to(torch.bool)
-        if self.fast:
+        drop = None
+        if self.training and (self.dropout or self.recurrent_dropout):
+            drop = (self._draw_masks(x, x.shape[2], self.dropout),
+                    self._draw_masks(x, self.hidden_size, self.recurrent_dropout))
+            self.last_dropout_masks = drop
+        if self.fast and drop is None:
             if mask is None:
                 return self._fused(x, states)
             out = self._fused_block(x, mask, states)
             if out is not None:
                 return out
-        return self._loop(x, mask, states)
+        return self._loop(x, mask, states, drop)
+
+    def _draw_masks(self, x, n, rate):
+        if not rate:
+            return None
+        shape = (x.shape[0], n)
+        if rate >= 1:
+            return [x.new_zeros(shape) for _ in range(self.n_masks)]
+        return [(torch.rand(shape, device=x.device) >= rate).to(x.dtype) / (1 - rate) for _ in range(self.n_masks)]
+
+    def _gated(self, v, masks, w, b):
+        """F.linear(v, w, b) with v multiplied by the dropout mask(s) first: one mask, or one per gate
+        (masks in Keras gate order, w and b in torch gate order: _keras_gate maps torch -> Keras)."""
+        if masks is None:
+            return F.linear(v, w, b)
+        if len(masks) == 1:
+            return F.linear(v * masks[0], w, b)
+        g = len(self._keras_gate)
+        ws, bs = w.chunk(g, 0), (b.chunk(g, 0) if b is not None else [None] * g)
+        return torch.cat([F.linear(v * masks[k], ws[j], bs[j]) for j, k in enumerate(self._keras_gate)], -1)
 
     def _hx(self, states):
         if self.n_states == 1:
@@ -239,12 +272,14 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
             y = torch.where(after[:, :, None], new[0][:, None, :], y)
         return (y if self.return_sequences else y[:, -1]), new
 
-    def _loop(self, x, mask, states):
-        xw = F.linear(x, self.weight_ih_l0, self.bias_ih_l0 if self.bias else None)
+    def _loop(self, x, mask, states, drop=None):
+        dp, rec = drop or (None, None)
+        dp = None if dp is None else [m[:, None] for m in dp]
+        xw = self._gated(x, dp, self.weight_ih_l0, self.bias_ih_l0 if self.bias else None)
         prev = x.new_zeros(x.shape[0], self.hidden_size)
         outs = []
         for t in range(x.shape[1]):
-            out, new = self._cell(xw[:, t], states)
+            out, new = self._cell(xw[:, t], states, rec)
             if mask is not None:
                 m = mask[:, t, None]
                 out = torch.where(m, out, torch.zeros_like(out) if self.zero_output_for_mask else prev)
@@ -257,8 +292,8 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
             y = outs[-1] if outs else prev
         return y, states
 
-    def _hh(self, h):
-        return F.linear(h, self.weight_hh_l0, self.bias_hh_l0 if self.bias else None)
+    def _hh(self, h, rec=None):
+        return self._gated(h, rec, self.weight_hh_l0, self.bias_hh_l0 if self.bias else None)
 
 
 class KerasSimpleRNN(KerasRNNMixin, nn.RNN):
@@ -271,8 +306,10 @@ class KerasSimpleRNN(KerasRNNMixin, nn.RNN):
     def _torch_forward(self, x, hx):
         return nn.RNN.forward(self, x, hx)
 
-    def _cell(self, xw, states):
-        h = self.act(xw + self._hh(states[0]))
+    _keras_gate = (0,)
+
+    def _cell(self, xw, states, rec=None):
+        h = self.act(xw + self._hh(states[0], rec))
         return h, [h]
 
 
@@ -286,9 +323,11 @@ class KerasLSTM(KerasRNNMixin, nn.LSTM):
     def _torch_forward(self, x, hx):
         return nn.LSTM.forward(self, x, hx)
 
-    def _cell(self, xw, states):
+    _keras_gate = (0, 1, 2, 3)
+
+    def _cell(self, xw, states, rec=None):
         h, c = states
-        i, f, g, o = (xw + self._hh(h)).chunk(4, 1)
+        i, f, g, o = (xw + self._hh(h, rec)).chunk(4, 1)
         c = self.rec_act(f) * c + self.rec_act(i) * self.act(g)
         h = self.rec_act(o) * self.act(c)
         return h, [h, c]
@@ -305,21 +344,26 @@ class KerasGRU(KerasRNNMixin, nn.GRU):
     def _torch_forward(self, x, hx):
         return nn.GRU.forward(self, x, hx)
 
-    def _cell(self, xw, states):
+    _keras_gate = (1, 0, 2)  # torch r, z, n <- Keras z, r, h
+
+    def _cell(self, xw, states, rec=None):
         h = states[0]
         u = self.hidden_size
         x_r, x_z, x_n = xw.chunk(3, 1)
         if self.reset_after:
-            h_r, h_z, h_n = self._hh(h).chunk(3, 1)
+            h_r, h_z, h_n = self._hh(h, rec).chunk(3, 1)
             r = self.rec_act(x_r + h_r)
             z = self.rec_act(x_z + h_z)
             n = self.act(x_n + r * h_n)
         else:
             w, b = self.weight_hh_l0, (self.bias_hh_l0 if self.bias else None)
-            h_rz = F.linear(h, w[:2 * u], None if b is None else b[:2 * u])
+            # recurrent dropout masks (Keras order z, r, h) on h before each gate's matmul
+            hz, hr, hh = (h, h, h) if rec is None else [h * rec[min(k, len(rec) - 1)] for k in range(3)]
+            h_rz = torch.cat([F.linear(hr, w[:u], None if b is None else b[:u]),
+                              F.linear(hz, w[u:2 * u], None if b is None else b[u:2 * u])], 1)
             r = self.rec_act(x_r + h_rz[:, :u])
             z = self.rec_act(x_z + h_rz[:, u:])
-            n = self.act(x_n + F.linear(r * h, w[2 * u:], None if b is None else b[2 * u:]))
+            n = self.act(x_n + F.linear(r * hh, w[2 * u:], None if b is None else b[2 * u:]))
         h = z * h + (1 - z) * n
         return h, [h]
 

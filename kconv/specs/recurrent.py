@@ -235,6 +235,25 @@ def _act_lambda(e, name):
     return "lambda x: " + _acts.expr(name, "x", keras_major=e.gen.keras_major, where=e.layer.name)
 
 
+def _dropout_args(cls, cfg):
+    """Train-mode dropout of one Keras recurrent layer/cell config, as keyword source ("" when none).
+
+    keras/src/layers/rnn/{simple_rnn,lstm,gru}.py clamp the rates to [0, 1]; SimpleRNNCell applies any
+    rate > 0 (rate 1: a zero mask), LSTMCell/GRUCell only 0 < rate < 1. recurrent_dropout != 0 switches
+    LSTM/GRU to implementation 1, which draws one mask per gate (4 / 3) for both the input and h."""
+    def rate(key):
+        return min(1.0, max(0.0, float(cfg.get(key) or 0.0)))
+
+    d, rd = rate("dropout"), rate("recurrent_dropout")
+    n_masks = 1
+    if cls != "SimpleRNN":
+        n_masks = (4 if cls == "LSTM" else 3) if rd != 0.0 else 1
+        d, rd = (r if 0.0 < r < 1.0 else 0.0 for r in (d, rd))
+    if not d and not rd:
+        return ""
+    return f", dropout={d!r}, recurrent_dropout={rd!r}, n_masks={n_masks}"
+
+
 def _rnn_module(e, cls, cfg, input_size, zero_output_for_mask):
     """Constructor source of the helper module for one Keras recurrent layer config."""
     if cls not in _N_STATES:
@@ -246,7 +265,7 @@ def _rnn_module(e, cls, cfg, input_size, zero_output_for_mask):
     bias = bool(cfg.get("use_bias", True))
     keras = (f"go_backwards={bool(cfg.get('go_backwards', False))}, "
              f"return_sequences={bool(cfg.get('return_sequences', False))}, "
-             f"zero_output_for_mask={bool(zero_output_for_mask)}")
+             f"zero_output_for_mask={bool(zero_output_for_mask)}{_dropout_args(cls, cfg)}")
     e.gen.helpers.add("KerasRNN")
     if cls == "SimpleRNN":
         fast = act in ("tanh", "relu")
