@@ -27,7 +27,7 @@ BINARY = {
 }
 UNARY = {
     "ops.Negative": "-{a}",
-    "ops.Abs": "torch.abs({a})",
+    "ops.Absolute": "torch.abs({a})",
     "ops.Sqrt": "torch.sqrt({a})",
     "ops.Square": "torch.square({a})",
     "ops.Exp": "torch.exp({a})",
