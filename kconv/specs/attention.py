@@ -1,6 +1,8 @@
 """Attention layers."""
 from __future__ import annotations
 
+import re
+
 from . import WeightDecl, declare
 
 
@@ -78,13 +80,46 @@ def _kw_mask(e, name, implicit):
     return implicit
 
 
-def _int_dim(cfg, key):
-    v = cfg.get(key)
-    if isinstance(v, (list, tuple)):
-        if len(v) != 1:
-            return "multi"
-        v = v[0]
-    return None if v is None else int(v)
+_EINSUM_EQ = re.compile(r"[a-z]{1,26},[a-z]{1,26}->[a-z]{1,26}")
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _checked_eq(eq):
+    """An einsum equation bound for generated code: only ``[a-z]+,[a-z]+->[a-z]+``."""
+    if not _EINSUM_EQ.fullmatch(eq):
+        raise ValueError(f"unexpected einsum equation {eq!r}")
+    return eq
+
+
+def _proj_equation(free_dims, bound_dims, output_dims):
+    """keras/src/layers/attention/multi_head_attention.py _build_proj_equation (equation only)."""
+    free = _LETTERS[:free_dims]
+    bound = _LETTERS[free_dims:free_dims + bound_dims]
+    out = _LETTERS[free_dims + bound_dims:free_dims + bound_dims + output_dims]
+    return _checked_eq(f"{free}{bound},{bound}{out}->{free}{out}")
+
+
+def _attention_equations(rank, attn_axes):
+    """multi_head_attention.py _build_attention_equation: (dot-product, combine, scores rank)."""
+    target = _LETTERS[:rank]
+    batch_dims = [i for i in range(rank) if i not in attn_axes and i != rank - 1]
+    source, offset = "", rank
+    for i in range(rank):
+        if i in batch_dims or i == rank - 1:
+            source += target[i]
+        else:
+            source += _LETTERS[offset]
+            offset += 1
+    product = "".join([target[i] for i in batch_dims] + [target[i] for i in attn_axes]
+                      + [source[i] for i in attn_axes])
+    return (_checked_eq(f"{source},{target}->{product}"), _checked_eq(f"{product},{source}->{target}"),
+            len(product))
+
+
+def _tuple_shape(v):
+    if v is None:
+        return None
+    return tuple(int(d) for d in (v if isinstance(v, (list, tuple)) else (v,)))
 
 
 @emits("MultiHeadAttention")
@@ -100,19 +135,25 @@ def _emit_mha(e):
     for j, ref in ((1, v_ref), (2, k_ref)):
         if ref is not None:
             shapes[j] = e.values[(ref.layer, ref.node, ref.index)].shape
-    if any(s is not None and len(s) != 3 for s in shapes):
-        e.unsupported("inputs of rank other than 3 (batch, time, features) are not converted")
+    rank = len(shapes[0])
+    if rank < 3 or any(s is not None and len(s) != rank for s in shapes):
+        e.unsupported("query, value and key must share one rank of at least 3 (batch, ..., features)")
     axes = cfg.get("attention_axes")
-    if axes is not None and list(axes if isinstance(axes, (list, tuple)) else [axes]) not in ([1], [-2]):
-        e.unsupported(f"attention_axes={axes!r} (only attention over the time axis is converted)")
-    out_dim = _int_dim(cfg, "output_shape")
-    if out_dim == "multi":
-        e.unsupported("a multi-dimensional output_shape is not converted")
+    if axes is not None:
+        axes = tuple(int(a) for a in (axes if isinstance(axes, (list, tuple)) else [axes]))
+        # multi_head_attention.py _build_attention: negative axes count from the projected rank - 1.
+        axes = tuple(a if a >= 0 else rank + a for a in axes)
+        if not axes or len(set(axes)) != len(axes) or any(not 1 <= a <= rank - 2 for a in axes):
+            e.unsupported(f"attention_axes={cfg.get('attention_axes')!r}: only distinct axes between the "
+                          f"batch and feature axes of rank-{rank} inputs are converted")
+    else:
+        axes = tuple(range(1, rank - 1))
+    out_shape = _tuple_shape(cfg.get("output_shape"))
+    general = rank != 3 or (out_shape is not None and len(out_shape) != 1)
     heads, key_dim = int(cfg["num_heads"]), int(cfg["key_dim"])
     value_dim = int(cfg.get("value_dim") or key_dim)
     qd, vd = shapes[0][-1], shapes[1][-1]
     kd = shapes[2][-1] if shapes[2] is not None else vd
-    out_dim = qd if out_dim is None else out_dim
     q_mask = _kw_mask(e, "query_mask", q_mask)
     v_mask = _kw_mask(e, "value_mask", v_mask)
     k_mask = _kw_mask(e, "key_mask", k_mask) if k is not None and k_ref != v_ref else None
@@ -120,27 +161,72 @@ def _emit_mha(e):
     causal = bool(e.call.kwargs.get("use_causal_mask", False))
     if cfg.get("sliding_window"):
         e.unsupported("sliding_window is not converted")
+    if rank != 3 and (q_mask is not None or v_mask is not None or k_mask is not None):
+        e.unsupported("Keras masks on query/value/key inputs of rank > 3 are not converted "
+                      "(an explicit attention_mask is)")
     # keras/src/layers/attention/multi_head_attention.py _compute_attention_mask: AND of every mask.
-    parts = []
+    parts, ranks = [], []
     if q_mask is not None:
         parts.append(f"{q_mask}[:, :, None]")
+        ranks.append(3)
     if v_mask is not None:
         parts.append(f"{v_mask}[:, None, :]")
+        ranks.append(3)
     if k_mask is not None:
         parts.append(f"{k_mask}[:, None, :]")
+        ranks.append(3)
     if causal:
+        # _compute_causal_mask: (1, T, S) with T, S the sizes of axis 1 of query and value.
         parts.append(f"torch.ones({q}.shape[1], {v}.shape[1], dtype=torch.bool).tril()[None]")
+        ranks.append(3)
     if att is not None:
         parts.append(f"{e.values[(att.layer, att.node, att.index)].expr}.to(torch.bool)")
-    mask = None
-    if parts:
-        mask = e.temp("mask")
-        e.line(f"{mask} = " + " & ".join(f"({p})" if " " in p else p for p in parts))
-    e.gen.helpers.add("KerasMultiHeadAttention")
-    m = e.module(f"KerasMultiHeadAttention({qd}, {kd}, {vd}, {heads}, {key_dim}, {value_dim}, {out_dim}, "
-                 f"bias={bool(cfg.get('use_bias', True))})")
+        att_shape = e.values[(att.layer, att.node, att.index)].shape
+        if att_shape is None:
+            e.unsupported("attention_mask of unknown rank")
+        ranks.append(len(att_shape))
+    if not general:
+        out_dim = qd if out_shape is None else out_shape[0]
+        mask = None
+        if parts:
+            mask = e.temp("mask")
+            e.line(f"{mask} = " + " & ".join(f"({p})" if " " in p else p for p in parts))
+        e.gen.helpers.add("KerasMultiHeadAttention")
+        m = e.module(f"KerasMultiHeadAttention({qd}, {kd}, {vd}, {heads}, {key_dim}, {value_dim}, {out_dim}, "
+                     f"bias={bool(cfg.get('use_bias', True))})")
+    else:
+        out_shape = out_shape or (int(qd),)
+        proj_eq = _proj_equation(rank - 1, 1, 2)
+        dot_eq, combine_eq, scores_rank = _attention_equations(rank + 1, axes)
+        out_eq = _proj_equation(rank - 1, 2, len(out_shape))
+        n = len(axes)
+        norm_dims = tuple(range(scores_rank - n, scores_rank))
+        mask = None
+        if parts:
+            mask = e.temp("mask")
+            e.line(f"{mask} = " + " & ".join(f"({p})" if " " in p else p for p in parts))
+            # _masked_softmax: singleton axes inserted before the 2 * len(attention_axes) last ones.
+            mrank = max(ranks)
+            if mrank > scores_rank:
+                e.unsupported(f"a rank-{mrank} attention mask for rank-{scores_rank} attention scores")
+            if mrank < scores_rank:
+                if mrank < 2 * n:
+                    e.unsupported(f"a rank-{mrank} attention mask with {n} attention axes "
+                                  "(Keras cannot expand it either)")
+                idx = ", ".join(["..."] + ["None"] * (scores_rank - mrank) + [":"] * (2 * n))
+                e.line(f"{mask} = {mask}[{idx}]")
+        e.gen.helpers.add("KerasMultiHeadAttentionEinsum")
+        m = e.module(f"KerasMultiHeadAttentionEinsum({qd}, {kd}, {vd}, {heads}, {key_dim}, {value_dim}, "
+                     f"{out_shape!r}, bias={bool(cfg.get('use_bias', True))}, proj_eq={proj_eq!r}, "
+                     f"dot_eq={dot_eq!r}, combine_eq={combine_eq!r}, out_eq={out_eq!r}, "
+                     f"norm_dims={norm_dims!r})")
     tmp = e.temp("run")
-    e.line(f"{tmp} = {m}({q}, {v}, {k if k is not None else 'None'}, {mask or 'None'})")
+    # Keras 3.15 takes ops.dot_product_attention for rank-3 inputs without dropout or returned scores:
+    # a fully masked query row then attends uniformly. The explicit path (_masked_softmax -> Softmax)
+    # zeroes it instead (keras/src/layers/attention/multi_head_attention.py _compute_attention).
+    explicit = general or float(cfg.get("dropout") or 0) > 0 or bool(e.call.kwargs.get("return_attention_scores"))
+    extra = "" if explicit or not mask else ", zero_masked_rows=False"
+    e.line(f"{tmp} = {m}({q}, {v}, {k if k is not None else 'None'}, {mask or 'None'}{extra})")
     e.output(f"{tmp}[0]", mask=q_mask)
     if e.call.kwargs.get("return_attention_scores"):
         e.output(f"{tmp}[1]", index=1, mask=None)
