@@ -72,13 +72,20 @@ class Layer:
     config: dict  # normalised config (see kconv.load.config)
     weights: list[Weight] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
-    model: Optional["Model"] = None  # set when this layer is itself a model (nesting)
+    # Set when this layer is itself a model (nesting), or wraps one: TimeDistributed(Sequential) keeps
+    # the wrapped model here (``wraps_model``); its call then runs the model on every time step.
+    model: Optional["Model"] = None
     trainable: bool = True
     notes: list[str] = field(default_factory=list)  # e.g. dialect normalisations applied
 
     @property
     def is_model(self) -> bool:
-        return self.model is not None
+        return self.model is not None and not self.wraps_model
+
+    @property
+    def wraps_model(self) -> bool:
+        """A wrapper layer (TimeDistributed) around a whole model, kept in ``model``."""
+        return self.model is not None and self.class_name == "TimeDistributed"
 
     def param_counts(self) -> tuple[int, int]:
         """(trainable, non-trainable) parameter counts, nested models included."""

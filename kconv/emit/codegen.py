@@ -368,16 +368,25 @@ class Generator:
             if layer.class_name == "InputLayer" and not layer.calls[node].inputs:
                 continue
             if layer.model is not None:
-                sub = self._class(layer.model, _class_name(layer.name), top=False,
-                                  prefix=f"{prefix}{attrs[layer.name]}.",
-                                  keras_prefix=f"{keras_prefix}{layer.name}/") \
-                    if layer.name not in sub_classes else sub_classes[layer.name]
-                sub_classes[layer.name] = sub
+                if layer.name not in sub_classes:
+                    trace = self.trace
+                    if layer.wraps_model:  # its layers see (batch * time, ...) tensors: not traced
+                        self.trace = False
+                    try:
+                        sub_classes[layer.name] = self._class(layer.model, _class_name(layer.name), top=False,
+                                                              prefix=f"{prefix}{attrs[layer.name]}.",
+                                                              keras_prefix=f"{keras_prefix}{layer.name}/")
+                    finally:
+                        self.trace = trace
+                sub = sub_classes[layer.name]
                 e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix, keras_prefix)
                 if e.has_mask():
                     self._unsupported(e, "a Keras mask entering a nested model is not converted")
                     continue
                 mod = e.module(f"{sub}()")
+                if layer.wraps_model:
+                    self._time_distributed_model(e, mod)
+                    continue
                 args = ", ".join(e.input(i, KERAS) for i in range(e.n_inputs))
                 outs = layer.model.outputs
                 if len(outs) == 1:
@@ -411,6 +420,23 @@ class Generator:
             outs.append(self.convert_layout(v, CF if cf_io else KERAS))
         cls.forward.append("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
         return name
+
+    def _time_distributed_model(self, e: "Emit", mod: str):
+        """TimeDistributed(model): the model's module on (batch * time, ...), reshaped back."""
+        outs = e.layer.model.outputs
+        s = e.in_shapes[0] if e.in_shapes else None
+        if e.n_inputs != 1 or len(outs) != 1 or len(e.layer.model.inputs) != 1:
+            self._unsupported(e, "TimeDistributed around a model with several inputs or outputs is not converted")
+            return
+        if s is None or len(s) < 3 or any(d is None for d in s[2:]) or not e.out_shapes or e.out_shapes[0] is None:
+            self._unsupported(e, "TimeDistributed(model): unknown non-time input dimensions")
+            return
+        e.line(f"# {ascii(e.layer.name)[1:-1]}: TimeDistributed({ascii(e.layer.model.class_name)[1:-1]})")
+        x = e.temp("in")
+        e.line(f"{x} = {e.input(0)}")
+        y = e.temp("step")
+        e.line(f"{y} = {mod}({x}.reshape(-1, {', '.join(str(int(d)) for d in s[2:])}))")
+        e.output(f"{y}.reshape({x}.shape[0], {x}.shape[1], *{y}.shape[1:])", mask=None)
 
     def _propagate_mask(self, e: "Emit"):
         """Give each output of the call its Keras mask, unless the emitter set it (Emit.set_mask)."""

@@ -8,6 +8,8 @@ from ..ir import Call, Layer, Model, TensorRef
 from . import keras1
 
 MODEL_CLASSES = {"Sequential", "Functional", "Model"}
+# Wrapper layers whose wrapped layer may be a whole model (kept as ``Layer.model``, see ir.Layer).
+WRAPPERS_OF_MODELS = {"TimeDistributed"}
 
 
 def _policy(dtype: Any) -> tuple[str, str | None]:
@@ -175,6 +177,12 @@ def _layer_from_entry(entry: dict, where: str) -> Layer:
         if not name:
             raise ConfigError(where, f"{cls} layer without a name")
         layer = Layer(name=str(name), class_name=cls, config=cfg, trainable=cfg.get("trainable", True), notes=notes)
+        sub = raw.get("layer") if isinstance(raw, dict) else None
+        if cls in WRAPPERS_OF_MODELS and isinstance(sub, dict) and sub.get("class_name") in MODEL_CLASSES:
+            # TimeDistributed(Sequential / Functional): the wrapped model becomes ``layer.model``
+            # (shapes, weights, inspect and param counts walk it like a nested model); the config
+            # keeps the wrapped model's config under 'layer' as Keras wrote it.
+            layer.model = build_model(sub)
     layer.calls = parse_nodes(layer.name, entry.get("inbound_nodes"))
     return layer
 
@@ -216,7 +224,7 @@ def _keras2_node_offsets(layers: list[Layer], cfg: dict):
     counted by the node indices that refer to it (tf.keras functional.py ``_should_skip_first_node``
     and ``get_network_config``'s ``node_conversion_map``). Keras 3 does not do this.
     """
-    skip = {ly.name for ly in layers if ly.model is not None and
+    skip = {ly.name for ly in layers if ly.model is not None and ly.class_name not in WRAPPERS_OF_MODELS and
             (ly.model.class_name != "Sequential" or not ly.model.layers[0].config.get("synthetic"))}
     if not skip:
         return

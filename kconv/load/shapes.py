@@ -63,6 +63,13 @@ def _kw_refs(call):
 
 
 def _call_shapes(layer: Layer, call, shapes, outer) -> list:
+    if layer.model is not None and layer.wraps_model:  # TimeDistributed(model): the model on each step
+        s = shapes[0] if shapes else None
+        if s is None or len(s) < 2:
+            infer(layer.model, None)
+            return [None]
+        outs = infer(layer.model, [(None, *s[2:])])
+        return [(s[0], s[1], *o[1:]) if o is not None else None for o in outs]
     if layer.model is not None:
         return infer(layer.model, shapes)
     if any(s is None for s in shapes):

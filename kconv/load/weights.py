@@ -241,6 +241,8 @@ def attach_keras3(model: Model, group, ctx: Context, trainable_scope: bool = Tru
         if g is None and lgroup is not None and h5safe.has(lgroup, slot):
             g = h5safe.child(lgroup, slot)
         if layer.model is not None:
+            if g is not None and layer.wraps_model:  # layers/time_distributed/layer/layers/...
+                g = h5safe.child(g, "layer", missing_ok=True)
             if g is None:
                 ctx.problems.append(f"nested model {layer.name!r}: no weights group in the file")
                 continue
