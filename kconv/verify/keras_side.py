@@ -19,6 +19,9 @@ def keras():
     if "keras" in sys.modules:
         return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+    # TF enables oneDNN by default only on some CPUs (Intel); without it the CPU kernels refuse e.g.
+    # dilated transposed convolutions (AMD EPYC). Must be set before tensorflow is first imported.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     try:
         with _quiet_stderr():  # absl logs written before TF_CPP_MIN_LOG_LEVEL is read (TF 2.21)
             import keras as _keras
