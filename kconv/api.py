@@ -8,13 +8,17 @@ from .ir import Model
 from .load import load
 
 
-def convert(src, out_dir, fmt: str = "safetensors", channels_first: bool = False, config=None) -> Path:
-    """Convert a Keras model file (or a loaded :class:`kconv.ir.Model`) into ``out_dir``."""
+def convert(src, out_dir, fmt: str = "safetensors", channels_first: bool = False, config=None,
+            force: bool = False) -> Path:
+    """Convert a Keras model file (or a loaded :class:`kconv.ir.Model`) into ``out_dir``.
+
+    An existing ``out_dir`` must be empty or a previous kconv output; ``force`` lets kconv replace its
+    own files next to files it did not write (those are never touched)."""
     from .emit import convert as _convert
 
     model = src if isinstance(src, Model) else load(src, config=config)
     try:
-        return _convert(model, out_dir, fmt=fmt, channels_first=channels_first)
+        return _convert(model, out_dir, fmt=fmt, channels_first=channels_first, force=force)
     except KconvError as e:  # one line naming the file and the problem (issue 6)
         raise e.in_file(model.source) from e.__cause__
 

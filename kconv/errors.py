@@ -69,6 +69,10 @@ class WeightMismatchError(KconvError):
         super().__init__(f"{head}{n} weight problem(s): {shown}" if self.path else shown)
 
 
+class OutputError(KconvError):
+    """The output cannot be written where asked (not writable, or it would touch files kconv did not write)."""
+
+
 class KconvWarning(UserWarning):
     """Something suspicious but not fatal; the CLI prints it as one 'kconv: warning:' line."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..api import convert as _convert
-from ..errors import KconvError, UnsupportedError
+from ..errors import KconvError, OutputError, UnsupportedError
 from . import main
 from ..verify.errors import MismatchError
 from .verify import emit_result, tolerance_options
@@ -25,11 +25,14 @@ from .verify import emit_result, tolerance_options
 @click.option("--backend-of-writer", "backend_of_writer", type=click.Choice(["theano", "tensorflow"]),
               help="The Keras backend that wrote the file, when it is not recorded (Keras 1) or recorded wrongly: "
                    "'theano' flips convolution kernels and uses Theano's 'same' padding.")
+@click.option("--force", is_flag=True,
+              help="Replace kconv's own files in DIR even if other files are there or they were edited; "
+                   "files kconv did not write are never touched.")
 @click.option("--verify", "do_verify", is_flag=True,
               help="After converting, run `kconv verify` on each result (needs Keras; exit 1 on a mismatch).")
 @click.option("--per-layer", is_flag=True, help="With --verify: compare every layer output.")
 @tolerance_options
-def convert_cmd(models, out, fmt, channels_first, config, backend_of_writer, do_verify, per_layer, atol, rtol, seed, batch_size, dims,
+def convert_cmd(models, out, fmt, channels_first, config, backend_of_writer, force, do_verify, per_layer, atol, rtol, seed, batch_size, dims,
                 device):
     """Convert Keras model files to standalone PyTorch modules.
 
@@ -45,17 +48,23 @@ def convert_cmd(models, out, fmt, channels_first, config, backend_of_writer, do_
         dims = parse_dims(dims)
     out = Path(out)
     several = len(models) > 1
+    targets = {}
+    for m in models:  # refuse before writing anything: two inputs must never share an output directory
+        target = out / Path(m).stem if several else out
+        if target in targets:
+            raise OutputError(f"{targets[target]} and {m} would both be written to {target} (same file stem); "
+                              "convert them in separate runs with different -o")
+        targets[target] = m
     worst = 0
     unsupported: dict = {}
-    for m in models:
-        target = out / Path(m).stem if several else out
+    for target, m in targets.items():
         try:
             src = m
             if backend_of_writer:
                 from ..load import load
 
                 src = load(m, config=config, backend_of_writer=backend_of_writer)
-            _convert(src, target, fmt=fmt, channels_first=channels_first, config=config)
+            _convert(src, target, fmt=fmt, channels_first=channels_first, config=config, force=force)
             click.echo(f"{m} -> {target}", err=True)
             if do_verify:
                 from ..verify import verify

@@ -4,6 +4,7 @@ What is saved is checked by importing the emitted source and loading the weights
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -16,17 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, specs
-from ..errors import KconvError, ModelFileError, WeightMismatchError
+from ..errors import ModelFileError, OutputError, WeightMismatchError
 from ..ir import Layer, Model
 from ..naming import module_names
 from .codegen import Generator
 
 MANIFEST = "kconv.json"
 FORMATS = ("safetensors", "pt")
-
-
-class OutputError(KconvError):
-    pass
 
 
 def _leaf_paths(model: Model, prefix: str = ""):
@@ -120,20 +117,31 @@ def build_state(model: Model, net, arrays: dict, defaults: set):
 
 
 def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: bool = False,
-            observer=None) -> Path:
-    """Write ``out_dir/model.py``, the weights and the manifest; nothing is left behind on failure."""
+            observer=None, force: bool = False) -> Path:
+    """Write ``out_dir/model.py``, the weights and the manifest; nothing is left behind on failure.
+
+    An existing ``out_dir`` is updated only where kconv wrote it: its files listed in the previous
+    manifest (unchanged since) are replaced; any other file, or a kconv file edited since, makes it
+    refuse (:class:`OutputError`) unless ``force``. Even with ``force`` a file kconv did not write
+    is never deleted or overwritten.
+    """
     import torch
 
     if fmt not in FORMATS:
         raise OutputError(f"unknown weights format {fmt!r} (choose from {', '.join(FORMATS)})")
-    out_dir = Path(out_dir)
+    shown = str(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))
+    plan = _plan_target(out_dir, shown, force)
     gen = Generator(model, channels_first_io=channels_first)
     source = gen.generate()
     arrays, rows = tensors_for(model)
-    parent = out_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    _check_target(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.kconv-", dir=parent))
+    parent = out_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.kconv-", dir=parent))
+    except OSError as e:
+        raise OutputError(f"{shown}: cannot create the output directory ({e.strerror or e}); "
+                          "choose a writable -o") from None
     try:
         (tmp / "model.py").write_text(source)
         mod = _import(tmp / "model.py")
@@ -159,10 +167,17 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
             "channels_first": channels_first,
             "inputs": [r.layer for r in model.inputs],
             "outputs": [str(r) for r in model.outputs],
+            # what kconv wrote here, with the content it wrote: a later conversion into the same
+            # directory replaces exactly these, and only while they are unchanged
+            "files": {n: _sha256(tmp / n) for n in ("model.py", wname)},
             "weights": rows,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace(tmp, out_dir)
+        _permissions_as_umask(tmp)
+        _install(tmp, out_dir, plan)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{shown}: cannot write the output ({e.strerror or e})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -172,24 +187,91 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
     return out_dir
 
 
-def _check_target(out_dir: Path):
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise OutputError(f"{out_dir}: exists and is not a directory")
-        if any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists():
-            raise OutputError(f"{out_dir}: exists, is not empty and is not a kconv output directory; "
-                              "choose another -o or remove it")
+def _kconv_files(out_dir: Path) -> dict:
+    """{file name: sha256 kconv wrote, or None if unrecorded} for a previous kconv output in ``out_dir``."""
+    try:
+        man = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(man, dict):
+        return {}
+    files = man.get("files")
+    if isinstance(files, dict):
+        out = {str(k): v for k, v in files.items() if isinstance(k, str) and "/" not in k}
+    else:  # manifests written before kconv recorded its files
+        out = {"model.py": None}
+        if isinstance(man.get("weights_file"), str) and man["weights_file"] in ("model.safetensors", "model.pt"):
+            out[man["weights_file"]] = None
+    out[MANIFEST] = None
+    return out
 
 
-def _replace(tmp: Path, out_dir: Path):
-    """Rename ``tmp`` into place; a previous kconv output there is replaced."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.kconv-old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _plan_target(out_dir: Path, shown: str, force: bool) -> dict:
+    """Decide, before any work, how ``out_dir`` will be written. Returns {'mode': 'new'|'merge',
+    'ours': [names kconv wrote there before]}; raises OutputError when it would touch a user's file."""
+    if out_dir == Path(out_dir.anchor) or (out_dir / ".git").exists():
+        raise OutputError(f"{shown}: refusing to write model files into {out_dir}; give -o a directory of its own "
+                          "(e.g. -o out/model)")
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return {"mode": "new", "ours": []}
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise OutputError(f"{shown}: exists and is not a directory; choose another -o")
+    try:
+        present = sorted(p.name for p in out_dir.iterdir())
+    except OSError as e:
+        raise OutputError(f"{shown}: cannot read the output directory ({e.strerror or e})") from None
+    if not present:
+        return {"mode": "merge", "ours": []}
+    recorded = _kconv_files(out_dir) if MANIFEST in present else {}
+    if not recorded:
+        raise OutputError(f"{shown}: exists, is not empty and is not a kconv output directory; choose another -o "
+                          "(kconv never writes into a directory of other files)")
+    ours, edited, foreign = [], [], []
+    for name in present:
+        p = out_dir / name
+        if name not in recorded or p.is_symlink() or not p.is_file():
+            foreign.append(name)
+        elif recorded[name] is not None and _sha256(p) != recorded[name]:
+            edited.append(name)
+        else:
+            ours.append(name)
+    if (foreign or edited) and not force:
+        parts = []
+        if foreign:
+            parts.append("files kconv did not write: " + ", ".join(foreign[:8]) + (" ..." if len(foreign) > 8 else ""))
+        if edited:
+            parts.append("kconv files edited since: " + ", ".join(edited))
+        raise OutputError(f"{shown}: holds {'; '.join(parts)}; choose another -o, or pass --force to replace "
+                          "only kconv's own files (other files are never touched)")
+    return {"mode": "merge", "ours": ours + edited}
+
+
+def _permissions_as_umask(tmp: Path):
+    """mkdtemp makes 0700/0600; give the output the modes ``cp`` would (0777/0666 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)
+    for p in tmp.iterdir():
+        os.chmod(p, 0o666 & ~mask)
+
+
+def _install(tmp: Path, out_dir: Path, plan: dict):
+    """Move the finished output from ``tmp`` into ``out_dir`` as planned by :func:`_plan_target`."""
+    if plan["mode"] == "new":
+        os.replace(tmp, out_dir)
+        return
+    # an existing directory keeps its inode, modes and the user's files: kconv's files are replaced one
+    # by one, the manifest last (until then the old manifest still describes what is there)
+    new = sorted(p.name for p in tmp.iterdir())
+    for name in new:
+        if name != MANIFEST:
+            os.replace(tmp / name, out_dir / name)
+    for name in plan["ours"]:  # kconv files of the previous conversion that this one does not write
+        if name not in new:
+            with contextlib.suppress(OSError):
+                (out_dir / name).unlink()
+    os.replace(tmp / MANIFEST, out_dir / MANIFEST)  # last: the manifest describes a complete output
+    tmp.rmdir()
 
 
 def load_converted(out_dir, device: str = "cpu"):
