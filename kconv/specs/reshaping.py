@@ -89,6 +89,9 @@ from . import emits  # noqa: E402
 @emits("Flatten")
 def _emit_flatten(e):
     rank = len(e.in_shapes[0])
+    if rank == 1:  # Input(shape=()): Keras gives (batch, 1) (the product of no axes)
+        e.output(f"{e.input(0, 'keras')}.unsqueeze(1)")
+        return
     if e.cfg.get("data_format") == "channels_first" and rank > 2:
         # Keras Flatten(data_format='channels_first') moves channels last before flattening.
         e.output(f"{e.input(0, 'keras')}.permute{(0, *range(2, rank), 1)}.flatten(1)")
