@@ -14,8 +14,8 @@ TOLERANCE_OPTIONS = [
     click.option("--atol", type=float, default=1e-4, show_default=True,
                  help="Absolute tolerance: an element agrees when |torch - keras| <= atol + rtol * |keras|."),
     click.option("--rtol", type=float, default=1e-4, show_default=True, help="Relative tolerance (see --atol)."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs."),
-    click.option("--batch-size", type=int, default=2, show_default=True, help="Batch size of the generated inputs."),
+    click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the generated inputs."),
+    click.option("--batch-size", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the generated inputs."),
     click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
                  help="Size of an unknown input axis: INPUT:AXIS=SIZE (input layer name, Keras axis, batch = 0), "
                       "AXIS=SIZE (every input) or seq=SIZE (axis 1). Default 16. Repeatable."),

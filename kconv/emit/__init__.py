@@ -286,13 +286,22 @@ def load_converted(out_dir, device: str = "cpu"):
         net = mod.Model()
     except Exception as e:  # a hand-edited or damaged model.py is the user's input, not a kconv bug
         raise ModelFileError(out_dir / "model.py", f"cannot be imported or built ({type(e).__name__}: {e})") from e
-    if (out_dir / "model.safetensors").exists():
-        from safetensors.torch import load_file
+    try:
+        if (out_dir / "model.safetensors").exists():
+            from safetensors.torch import load_file
 
-        state = load_file(str(out_dir / "model.safetensors"))
-    elif (out_dir / "model.pt").exists():
-        state = torch.load(out_dir / "model.pt", weights_only=True)
-    else:
-        raise ModelFileError(out_dir, "no model.safetensors or model.pt")
-    net.load_state_dict(state, strict=True)
+            wfile = out_dir / "model.safetensors"
+            state = load_file(str(wfile))
+        elif (out_dir / "model.pt").exists():
+            wfile = out_dir / "model.pt"
+            state = torch.load(wfile, weights_only=True)
+        else:
+            raise ModelFileError(out_dir, "no model.safetensors or model.pt")
+        net.load_state_dict(state, strict=True)
+    except ModelFileError:
+        raise
+    except Exception as e:  # truncated, damaged or foreign weights: the user's input, not a kconv bug
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelFileError(wfile, f"cannot be loaded into model.py's Model ({type(e).__name__}: {msg[:300]}); "
+                                    "convert again") from None
     return net.eval().to(device)

@@ -169,6 +169,19 @@ def _compare_statistics(keras_stats: dict, net, converted, atol, rtol) -> list:
     return out
 
 
+def _check_source(model, converted, man: dict):
+    """The manifest records the sha256 of the file it was converted from: a directory converted from
+    another model would give a meaningless comparison (or a confusing crash)."""
+    from ..emit import _sha256
+
+    recorded = man.get("source_sha256")
+    actual = _sha256(Path(model))
+    if recorded and actual and recorded != actual:
+        raise VerifyInputError(
+            f"{converted} was converted from {man.get('source')!r} (sha256 {recorded[:12]}...), not from {model} "
+            f"(sha256 {actual[:12]}...); pass the directory converted from this file, or convert it again")
+
+
 def _ir_of_keras_model(keras_model, workdir: Path):
     """kconv's IR of a live Keras model: saved to a temporary .keras file, then read back by kconv.load."""
     from ..load import load
@@ -226,6 +239,8 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
             from ..emit import load_converted
 
             man = torch_side.manifest(converted)
+            if isinstance(model, (str, os.PathLike)):
+                _check_source(model, converted, man)
             channels_first = bool(man.get("channels_first", False))
             net = load_converted(converted, device=device)
             shipped_source = (Path(converted) / "model.py").read_text()

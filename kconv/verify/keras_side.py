@@ -93,8 +93,17 @@ def _call(model, inputs, training: bool = False):
 
 
 def run(model, inputs, training: bool = False) -> list:
-    """Outputs (inference mode unless ``training``), as numpy arrays in Keras output order."""
-    return [_to_numpy(t) for t in _call(model, inputs, training)]
+    """Outputs (inference mode unless ``training``), as numpy arrays in Keras output order.
+    Keras failing to run the model (e.g. a CPU kernel TensorFlow lacks) is exit 2, not a kconv bug."""
+    try:
+        return [_to_numpy(t) for t in _call(model, inputs, training)]
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        k = keras()
+        raise KerasUnavailableError(
+            f"Keras {k.__version__} ({k.backend.backend()}) could not compute the reference "
+            f"({type(e).__name__}: {msg[:300]}); compute it where Keras runs this model and pass "
+            "--reference FILE.npz (see README)") from None
 
 
 def batchnorm_statistics(model) -> dict:

@@ -21,9 +21,10 @@ def check_device(device: str) -> str:
         raise VerifyInputError(f"--device {device}: CUDA is not available to this torch "
                                f"({torch.__version__}); use --device cpu")
     try:
-        torch.device(device)
-    except RuntimeError as e:
-        raise VerifyInputError(f"--device {device}: {e}") from None
+        torch.empty(0, device=torch.device(device))
+    except (RuntimeError, AssertionError) as e:  # unknown type, or a device type this torch cannot use
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:160]
+        raise VerifyInputError(f"--device {device}: not usable here ({msg}); use --device cpu") from None
     return device
 
 

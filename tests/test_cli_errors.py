@@ -1,0 +1,76 @@
+"""Ordinary user errors are exit 2 with one line that says what to do, never 'internal error' (issue 10)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import FIXTURES
+from kconv.cli import main
+
+KCONV = [sys.executable, "-m", "kconv"]
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def cnn_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv") / "cnn"
+    assert cli("convert", FIXTURES / "cnn.h5", "-o", out).exit_code == 0
+    return out
+
+
+def _one_clean_line(r):
+    assert r.exit_code == 2, r.output
+    assert "internal error" not in r.output and "Traceback" not in r.output
+    return r.output
+
+
+def test_verify_against_another_models_conversion(cnn_dir):
+    out = _one_clean_line(cli("verify", FIXTURES / "multi_io.h5", cnn_dir))
+    assert "was converted from 'cnn.h5'" in out
+
+
+def test_verify_truncated_weights(cnn_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(cnn_dir, bad)
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 3])
+    out = _one_clean_line(cli("verify", FIXTURES / "cnn.h5", bad))
+    assert "model.safetensors" in out and "convert again" in out
+
+
+@pytest.mark.parametrize("device", ["mps", "nosuchdevice"])
+def test_verify_unavailable_device(cnn_dir, device):
+    out = _one_clean_line(cli("verify", FIXTURES / "cnn.h5", cnn_dir, "--device", device))
+    assert f"--device {device}" in out and len(out.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("opt", [("--seed", "-1"), ("--batch-size", "0")])
+def test_verify_bad_numbers(cnn_dir, opt):
+    _one_clean_line(cli("verify", FIXTURES / "cnn.h5", cnn_dir, *opt))
+
+
+@pytest.mark.keras
+def test_keras_failing_to_run_the_reference_is_exit_2(tmp_path):
+    """With oneDNN off, TensorFlow's CPU kernel refuses dilated transposed convolutions (the default on
+    AMD CPUs): verify must say Keras could not compute the reference, exit 2."""
+    import keras
+    import numpy as np
+
+    m = keras.Sequential([keras.Input((7, 3)), keras.layers.Conv1DTranspose(4, 3, dilation_rate=2)])
+    m.set_weights([np.random.default_rng(0).normal(size=w.shape).astype("float32") for w in m.get_weights()])
+    m.save(tmp_path / "dil.keras")
+    assert cli("convert", tmp_path / "dil.keras", "-o", tmp_path / "out").exit_code == 0
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")
+    p = subprocess.run([*KCONV, "verify", str(tmp_path / "dil.keras"), str(tmp_path / "out")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert "could not compute the reference" in p.stderr and "--reference" in p.stderr
+    assert "internal error" not in p.stderr
