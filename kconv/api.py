@@ -9,14 +9,15 @@ from .load import load
 
 
 def convert(src, out_dir, fmt: str = "safetensors", channels_first: bool = False, config=None,
-            force: bool = False) -> Path:
+            force: bool = False, backend_of_writer=None) -> Path:
     """Convert a Keras model file (or a loaded :class:`kconv.ir.Model`) into ``out_dir``.
 
     An existing ``out_dir`` must be empty or a previous kconv output; ``force`` lets kconv replace its
-    own files next to files it did not write (those are never touched)."""
+    own files next to files it did not write (those are never touched). ``backend_of_writer``
+    ('theano' or 'tensorflow') is required for Keras 1 files with convolutions (see README *Old files*)."""
     from .emit import convert as _convert
 
-    model = src if isinstance(src, Model) else load(src, config=config)
+    model = src if isinstance(src, Model) else load(src, config=config, backend_of_writer=backend_of_writer)
     try:
         return _convert(model, out_dir, fmt=fmt, channels_first=channels_first, force=force)
     except KconvError as e:  # one line naming the file and the problem (issue 6)

@@ -109,6 +109,9 @@ class Model:
     keras_version: str = ""
     backend: str = ""
     backend_note: str = ""  # how the writer's backend was decided when the file does not say (Keras 1)
+    # layers whose conversion depends on a *guessed* writer backend (Keras 1, no --backend-of-writer):
+    # convert refuses them rather than risk Theano/TensorFlow kernels being read the wrong way
+    backend_guess_affects: list = field(default_factory=list)
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

@@ -23,9 +23,9 @@ from kconv.cli import main
 LEGACY = FIXTURES / "legacy"
 
 # case id: (file, load options). k1_cnn_tf was written by Theano with dim_ordering 'tf': Keras 1 files
-# do not record the backend, so only the explicit option can say it.
+# do not record the backend, so only the explicit option can say it (convert refuses a guess, issue 10).
 CASES = {
-    "k1_cnn_th": ("k1_cnn_th.h5", {}),
+    "k1_cnn_th": ("k1_cnn_th.h5", {"backend_of_writer": "theano"}),
     "k1_cnn_tf": ("k1_cnn_tf.h5", {"backend_of_writer": "theano"}),
     "k1_text_rnn": ("k1_text_rnn.h5", {}),
     "k1_merge": ("k1_merge.h5", {}),
@@ -188,7 +188,7 @@ def _max_rel(case, tmp_path, **opts):
 
 def test_theano_kernels_unflipped_do_not_match(tmp_path):
     # written by Theano: without the flip (TF assumed, as for any Keras 1 'tf'-ordering file) it is wrong
-    assert _max_rel("k1_cnn_tf", tmp_path) > 1e-2
+    assert _max_rel("k1_cnn_tf", tmp_path, backend_of_writer="tensorflow") > 1e-2
     assert _max_rel("k1_cnn_th", tmp_path, backend_of_writer="tensorflow") > 1e-2
 
 
@@ -255,7 +255,8 @@ def test_cli_convert_backend_option_and_verify_reference(tmp_path):
     r = run.invoke(main, ["verify", str(LEGACY / "k1_cnn_tf.h5"), str(out), "--reference",
                           str(LEGACY / "k1_cnn_tf.io.npz"), "--atol", "1e-6", "--rtol", "1e-5"])
     assert r.exit_code == 0, r.output
-    r = run.invoke(main, ["convert", str(LEGACY / "k1_cnn_tf.h5"), "-o", str(tmp_path / "p")])
+    r = run.invoke(main, ["convert", str(LEGACY / "k1_cnn_tf.h5"), "--backend-of-writer", "tensorflow",
+                          "-o", str(tmp_path / "p")])
     r = run.invoke(main, ["verify", str(LEGACY / "k1_cnn_tf.h5"), str(tmp_path / "p"), "--reference",
                           str(LEGACY / "k1_cnn_tf.io.npz")])
     assert r.exit_code == 1  # the unflipped conversion disagrees with the writer
@@ -308,10 +309,22 @@ def test_bad_merge_mode_and_cos(tmp_path):
     assert r.exit_code == 3 and "Merge" in r.output and "cos" in r.output
 
 
+@pytest.mark.parametrize("name", ["k1_cnn_tf.h5", "k1_cnn_th.h5"])
+def test_guessed_writer_backend_is_refused_where_it_matters(tmp_path, name):
+    """Keras 1 files do not record their backend; a wrong guess flips every kernel (max rel err 30 on
+    k1_cnn_tf), so convert needs --backend-of-writer when a layer depends on it (issue 10)."""
+    r = CliRunner().invoke(main, ["convert", str(LEGACY / name), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--backend-of-writer" in r.output and "convolution2d_1" in r.output
+    assert not (tmp_path / "o").exists()
+    # where no layer depends on it (no convolution), a Keras 1 file converts as before
+    r = CliRunner().invoke(main, ["convert", str(LEGACY / "k1_text_rnn.h5"), "-o", str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+
+
 def test_theano_same_pooling_is_refused(tmp_path):
     def same_pool(c):
         c["config"][4]["config"]["border_mode"] = "same"
     path = _edited(tmp_path, "k1_cnn_th.h5", same_pool)
     assert kconv.load(path).layer("maxpooling2d_1").config["_theano_padding"]
-    r = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "o")])
+    r = CliRunner().invoke(main, ["convert", str(path), "--backend-of-writer", "theano", "-o", str(tmp_path / "o")])
     assert r.exit_code == 3 and "Theano" in r.output

@@ -59,12 +59,8 @@ def convert_cmd(models, out, fmt, channels_first, config, backend_of_writer, for
     unsupported: dict = {}
     for target, m in targets.items():
         try:
-            src = m
-            if backend_of_writer:
-                from ..load import load
-
-                src = load(m, config=config, backend_of_writer=backend_of_writer)
-            _convert(src, target, fmt=fmt, channels_first=channels_first, config=config, force=force)
+            _convert(m, target, fmt=fmt, channels_first=channels_first, config=config, force=force,
+                     backend_of_writer=backend_of_writer)
             click.echo(f"{m} -> {target}", err=True)
             if do_verify:
                 from ..verify import verify

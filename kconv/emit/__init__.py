@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, specs
-from ..errors import ModelFileError, OutputError, WeightMismatchError
+from ..errors import KconvError, ModelFileError, OutputError, WeightMismatchError
 from ..ir import Layer, Model
 from ..naming import module_names
 from .codegen import Generator
@@ -129,6 +129,13 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
 
     if fmt not in FORMATS:
         raise OutputError(f"unknown weights format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if model.backend_guess_affects:
+        names, guess = model.backend_guess_affects, model.backend
+        other = "theano" if guess == "tensorflow" else "tensorflow"
+        raise KconvError(
+            f"Keras {model.keras_version} files do not record the backend that wrote them, and it changes "
+            f"{', '.join(names[:6])}{' ...' if len(names) > 6 else ''} (Theano's kernels are flipped): pass "
+            f"--backend-of-writer {guess} (the likelier one, from its dim_ordering) or {other}")
     shown = str(out_dir)
     out_dir = Path(os.path.abspath(out_dir))
     plan = _plan_target(out_dir, shown, force)

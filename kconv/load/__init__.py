@@ -82,6 +82,8 @@ def load(path, config: str | os.PathLike | None = None, limits: Limits | None = 
         backend, how = writer.resolve(model, model.backend, backend_of_writer)
         model.backend = backend
         model.backend_note = how
+        if how and not backend_of_writer:  # a Keras 1 guess: name the layers it decides
+            model.backend_guess_affects = writer.guess_affects(model)
         writer.apply(model, backend)
         validate.check_model(model)
         _shapes.infer(model)

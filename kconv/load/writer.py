@@ -59,6 +59,30 @@ def resolve(model: Model, recorded: str, override: str | None) -> tuple[str, str
                           "with Theano, use --backend-of-writer theano (kernels are flipped)")
 
 
+def _as_list(v, n=1):
+    if isinstance(v, (list, tuple)):
+        return [int(x) for x in v]
+    return [int(v)] * n if v is not None else []
+
+
+def guess_affects(model: Model) -> list[str]:
+    """Layers whose result differs between a Theano and a TensorFlow writer: convolutions with a
+    kernel wider than 1 (Theano's kernels are flipped) and 'same' pooling whose Theano 'half' padding
+    differs from TensorFlow's (an even window or a stride > 1)."""
+    out = []
+    for layer in _walk(model):
+        cfg = layer.config
+        if _is_conv(layer.class_name):
+            if any(k > 1 for k in _as_list(cfg.get("kernel_size"))):
+                out.append(layer.name)
+        elif "Pooling" in layer.class_name and cfg.get("padding") == "same":
+            pool = _as_list(cfg.get("pool_size"))
+            strides = _as_list(cfg.get("strides")) or pool
+            if any(p % 2 == 0 for p in pool) or any(s > 1 for s in strides):
+                out.append(layer.name)
+    return out
+
+
 def apply(model: Model, backend: str):
     """Record a Theano writer in the configs of the layers it changes, with a note on each."""
     if backend != "theano":
