@@ -40,16 +40,18 @@ def _weight_decl_pairs(layer: Layer):
     return [(w, d) for w, d in specs.declared_weights(layer) if d is not None]
 
 
-def _lora_merged_kernel(layer: Layer):
-    """Keras 3 LoRA: effective kernel = kernel + lora_a @ lora_b * (lora_alpha / lora_rank)."""
-    ws = {w.key: w for w in layer.weights}
-    kernel = ws["kernel"].read()
-    a, b = ws.get("lora_kernel_a"), ws.get("lora_kernel_b")
-    if a is None or b is None or a.reader is None or b.reader is None:
-        return kernel  # .keras files store the merged kernel
+def _lora_merged(layer: Layer, w):
+    """Keras 3 LoRA: the effective weight ``w`` (kernel, embeddings) = w + lora_<key>_a @ lora_<key>_b *
+    (lora_alpha / lora_rank), a matmul over the last axis of a (conv kernels: (k.., in, rank) @ (rank,
+    out)). The factors are absent from .keras files, which store the merged weight."""
+    ws = {x.key: x for x in layer.weights}
+    value = w.read()
+    a, b = ws.get(f"lora_{w.key}_a"), ws.get(f"lora_{w.key}_b")
+    if not layer.config.get("lora_rank") or a is None or b is None or a.reader is None or b.reader is None:
+        return value
     rank = float(layer.config["lora_rank"])
     alpha = float(layer.config.get("lora_alpha") or rank)
-    return (kernel + a.read() @ b.read() * (alpha / rank)).astype(kernel.dtype)
+    return (value + np.matmul(a.read(), b.read()) * (alpha / rank)).astype(value.dtype)
 
 
 def tensors_for(model: Model):
@@ -62,7 +64,7 @@ def tensors_for(model: Model):
                 rows.append({"keras_layer": layer.name, "keras_weight": w.name, "role": w.role,
                              "keras_shape": list(w.shape), "torch_key": None, "note": d.why_no_torch})
                 continue
-            data = _lora_merged_kernel(layer) if (w.key == "kernel" and layer.config.get("lora_rank")) else w.read()
+            data = _lora_merged(layer, w)
             data = np.asarray(data)
             if data.shape != tuple(w.shape):
                 raise WeightMismatchError([f"layer {layer.name!r}: {w.name} read as {data.shape}, expected {w.shape}"])

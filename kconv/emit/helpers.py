@@ -499,6 +499,30 @@ HELPERS["KerasQuantizedDense"] = '''class KerasQuantizedDense(nn.Module):
         return y
 
 '''
+HELPERS["KerasQuantizedEmbedding"] = '''class KerasQuantizedEmbedding(nn.Module):
+    """Keras 3 int8/int4 quantized Embedding (keras/src/layers/core/embedding.py _int8_call, _int4_call):
+    the stored integer row of each id (int4 unpacked to int8 values in [-8, 7]), divided by the id's
+    embeddings_scale; int4 sub-channel: (row - zero[id, g_idx]) * scale[id, g_idx]."""
+
+    def __init__(self, input_dim, output_dim, groups=None):
+        super().__init__()
+        self.sub_channel = groups is not None
+        self.register_buffer("embeddings", torch.zeros(input_dim, output_dim, dtype=torch.int8))
+        self.register_buffer("embeddings_scale", torch.ones(input_dim if groups is None else (input_dim, groups)))
+        if groups is not None:
+            self.register_buffer("embeddings_zero", torch.zeros(input_dim, groups, dtype=torch.int8))
+            self.register_buffer("g_idx", torch.zeros(output_dim))
+
+    def forward(self, ids):
+        ids = ids.long()
+        rows = self.embeddings[ids].to(self.embeddings_scale.dtype)
+        if self.sub_channel:
+            g = self.g_idx.long()
+            zero = self.embeddings_zero[ids][..., g].to(rows.dtype)
+            return (rows - zero) * self.embeddings_scale[ids][..., g]
+        return rows / self.embeddings_scale[ids].unsqueeze(-1)
+
+'''
 HELPERS["KerasEinsumDense"] = '''class KerasEinsumDense(nn.Module):
     """keras.layers.EinsumDense: einsum(equation, x, kernel) + bias, kernel and bias in Keras's layout."""
 

@@ -45,8 +45,9 @@ def normalize_config(class_name: str, config: dict, notes: list | None = None) -
         cfg["batch_shape"] = cfg.pop("batch_input_shape")
         if notes is not None:
             notes.append("batch_input_shape -> batch_shape")
-    if isinstance(cfg.get("padding"), str):
-        cfg["padding"] = cfg["padding"].lower()
+    for key in ("padding", "data_format", "interpolation"):  # Keras lower-cases these when it reads them
+        if isinstance(cfg.get(key), str):
+            cfg[key] = cfg[key].lower()
     for key in ("layer", "backward_layer", "cell"):
         sub = cfg.get(key)
         if isinstance(sub, dict) and "class_name" in sub:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from .. import specs
 from ..errors import ConfigError
 from ..ir import Model
 
@@ -99,8 +100,9 @@ def check_layer(name: str, class_name: str, cfg: dict):
         v = cfg.get(key)
         if v is not None and not isinstance(v, (str, dict)):
             _bad(name, key, v, "an activation name")
-    if "data_format" in cfg and cfg["data_format"] not in (None, "channels_last", "channels_first"):
-        _bad(name, "data_format", cfg["data_format"], "'channels_last' or 'channels_first'")
+    for key, value, accepted in specs.check_choices(class_name, cfg):  # the declaration's enum-like keys
+        shown = ", ".join(repr(v) for v in accepted[:8]) + (f", ... ({len(accepted)} values)" if len(accepted) > 8 else "")
+        _bad(name, key, value, f"one of {shown}, as Keras accepts for {class_name}")
     for key in ("axis", "shared_axes", "dims"):
         if cfg.get(key) is not None:
             _axes(name, key, cfg[key])

@@ -155,20 +155,23 @@ def _weight(name, ds, decl, cfg, trainable_layer, ctx) -> Weight:
 
 
 def _synthesize(layer, decl, weights, decls, trainable_layer):
-    """LoRA factors are not stored in .keras files (merged into the kernel on save)."""
-    if decl.key not in ("lora_kernel_a", "lora_kernel_b"):
+    """LoRA factors are not stored in .keras files (merged into the kernel or embeddings on save):
+    lora_<base>_a has the base's shape with the last axis replaced by the rank, lora_<base>_b is
+    (rank, last axis of the base) (keras/src/layers/*: enable_lora)."""
+    m = re.fullmatch(r"lora_(\w+)_(a|b)", decl.key)
+    if m is None:
         return None
-    kernel = next((w for w in weights if w is not None and w.key == "kernel"), None)
-    if kernel is None:
+    base = next((w for w in weights if w is not None and w.key == m.group(1)), None)
+    if base is None or not base.shape:
         return None
     try:
         rank = int(layer.config["lora_rank"])
     except (TypeError, ValueError, OverflowError):
         return None
-    shape = (kernel.shape[0], rank) if decl.key == "lora_kernel_a" else (rank, kernel.shape[-1])
+    shape = (*base.shape[:-1], rank) if m.group(2) == "a" else (rank, base.shape[-1])
     return Weight(name=f"{layer.name}/{decl.key}", key=decl.key, role=decl.role_name, shape=shape,
-                  dtype=kernel.dtype, trainable=trainable_layer, reader=None,
-                  note="not stored: Keras merged LoRA into the kernel on save (recreated with lora_kernel_b = 0)")
+                  dtype="float32", trainable=trainable_layer and decl.trainable_for(layer.config), reader=None,
+                  note=f"not stored: Keras merged LoRA into the {m.group(1)} on save (recreated as zeros)")
 
 
 # --------------------------------------------------------------------------------------------------

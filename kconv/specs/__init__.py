@@ -77,6 +77,68 @@ class WeightDecl:
 WeightList = Union[Sequence[WeightDecl], Callable[[dict], Sequence[WeightDecl]]]
 
 
+# --- enum-like config values: the sets Keras accepts -----------------------------------------------
+# A value outside these sets is one Keras itself rejects when it builds the layer; kconv refuses it
+# (ConfigError, exit 2) instead of treating it as a default. Sources, keras-team/keras keras/src/:
+# utils/argument_validation.py standardize_padding, backend/config.py standardize_data_format,
+# activations/__init__.py ALL_OBJECTS_DICT, backend/common/dtypes.py ALLOWED_DTYPES,
+# dtype_policies/__init__.py get; tf-keras 2 utils/conv_utils.py normalize_padding and
+# utils/image_utils.py _TF_INTERPOLATION_METHODS for what older files may hold.
+PADDING = ("valid", "same")
+PADDING_CAUSAL = ("valid", "same", "causal")  # Conv1D only (base_conv.py: allow_causal=rank == 1)
+DATA_FORMAT = ("channels_last", "channels_first")
+# keras/src/activations/__init__.py ALL_OBJECTS (function names) + the aliases swish, hard_swish;
+# tf.keras 2 and Keras 1 names are all among them.
+ACTIVATIONS = (
+    "relu", "leaky_relu", "relu6", "softmax", "celu", "elu", "selu", "softplus", "softsign", "squareplus",
+    "soft_shrink", "sparse_plus", "silu", "gelu", "glu", "tanh", "tanh_shrink", "threshold", "sigmoid",
+    "sparse_sigmoid", "exponential", "hard_sigmoid", "hard_silu", "hard_tanh", "hard_shrink", "linear", "mish",
+    "log_softmax", "log_sigmoid", "sparsemax", "swish", "hard_swish",
+)
+# keras/src/backend/common/dtypes.py ALLOWED_DTYPES, the Python-type aliases standardize_dtype maps
+# ('int', 'float'), TensorFlow's aliases tf.keras 2 files may carry ('half', 'double'), and the
+# mixed-precision policies (dtype_policies.get): the compute/variable dtype of a layer.
+DTYPES = (
+    "float16", "float32", "float64", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+    "bfloat16", "bool", "string", "float8_e4m3fn", "float8_e5m2", "complex64", "complex128",
+    "int", "float", "half", "double", "mixed_float16", "mixed_bfloat16",
+)
+QUANTIZATION_MODES = ("int8", "int4", "float8", "gptq", "awq")  # keras/src/dtype_policies/dtype_policy.py
+
+
+def _activation_value(v):
+    """The built-in activation name a config value stands for, or None where it is not a name (a
+    custom object's serialization: Keras needs custom_objects for it; the converter reports it)."""
+    if isinstance(v, dict):  # Keras 3: {"class_name": "function", "config": "relu", ...}
+        return v.get("config") if v.get("class_name") == "function" and isinstance(v.get("config"), str) else None
+    return v
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The values Keras accepts for one config key. ``None`` in ``values`` allows a null; ``read``
+    picks the part of a value to check (None: nothing to check, e.g. a custom activation object)."""
+
+    values: tuple
+    read: Optional[Callable] = None
+
+    def bad(self, value) -> bool:
+        v = self.read(value) if self.read else value
+        if v is None and self.read is not None:
+            return False
+        return not isinstance(v, (str, type(None))) or v not in self.values
+
+
+#: Config keys whose meaning and accepted values are the same in every layer class that has them.
+COMMON_CHOICES = {
+    "data_format": Choice(DATA_FORMAT + (None,)),
+    "activation": Choice(ACTIVATIONS + (None,), read=_activation_value),
+    "recurrent_activation": Choice(ACTIVATIONS + (None,), read=_activation_value),
+    "dtype": Choice(DTYPES),  # after kconv.load.config normalised the dtype policy to its name
+    "quantization_mode": Choice(QUANTIZATION_MODES, read=lambda v: v.split("/")[0] if isinstance(v, str) else v),
+}
+
+
 @dataclass
 class LayerSpec:
     class_names: tuple
@@ -90,6 +152,12 @@ class LayerSpec:
     keras_subobjects: tuple = ()
     emit: Optional[Callable] = None  # converter hook, see kconv.emit
     notes: tuple = ()  # traps worth telling people (shown by `kconv layers` and verify hints)
+    # Enum-like config keys of this class and the values Keras accepts (COMMON_CHOICES apply to every
+    # class); anything else is refused when the file is loaded (kconv.load.validate).
+    choices: dict = field(default_factory=dict)
+
+    def all_choices(self) -> dict:
+        return {**COMMON_CHOICES, **self.choices}
 
     def weight_decls(self, cfg: dict) -> list[WeightDecl]:
         decls = self.weights(cfg) if callable(self.weights) else self.weights
@@ -123,6 +191,15 @@ def registry() -> dict[str, LayerSpec]:
 
 def get(class_name: str) -> Optional[LayerSpec]:
     return registry().get(class_name)
+
+
+def check_choices(class_name: str, cfg: dict):
+    """[(key, value, accepted values)] for every enum-like config value of a declared class that Keras
+    would reject; empty when all are fine (or the class is not declared)."""
+    spec = get(class_name)
+    if spec is None:
+        return []
+    return [(k, cfg[k], c.values) for k, c in spec.all_choices().items() if k in cfg and c.bad(cfg[k])]
 
 
 def declared_weights(layer) -> list:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from . import WeightDecl, declare
+from . import Choice, WeightDecl, declare
 
 
 def _has_bias(cfg):
@@ -46,6 +46,7 @@ declare(
              WeightDecl("concat_score_weight", when=lambda c: c.get("score_mode") == "concat",
                         torch="concat_score_weight")),
     output_shape=lambda cfg, shapes: shapes[0],
+    choices={"score_mode": Choice(("dot", "concat"))},  # keras/src/layers/attention/attention.py __init__
 )
 
 declare(

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..transforms import IDENTITY, Flip, Permute, Reshape, Transform
-from . import WeightDecl, declare
+from . import PADDING, PADDING_CAUSAL, Choice, WeightDecl, declare
 from . import _wshapes as _ws
 from ._shapes import assemble, conv_length, deconv_length, spatial, tup
+from .core import LORA_EXTRAS
 
 
 def _has_bias(cfg):
@@ -93,11 +94,14 @@ for n in (1, 2, 3):
         summary=f"{n}D convolution (cross-correlation) with strides, dilation, groups, padding valid/same"
         + ("/causal" if n == 1 else ""),
         weights=(
+            # LoRA (lora_rank; keras/src/layers/convolutional/base_conv.py enable_lora) freezes the kernel.
             WeightDecl("kernel", torch="weight", transform=_stored_kernel(n, kernel_to_torch(n)),
-                       shape=_ws.conv_kernel(n)),
+                       shape=_ws.conv_kernel(n), trainable=lambda c: not c.get("lora_rank")),
             WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.filters_bias),
+            *LORA_EXTRAS,
         ),
         output_shape=conv_shape(n),
+        choices={"padding": Choice(PADDING_CAUSAL if n == 1 else PADDING)},
         notes=("'same' with stride > 1 pads more on the right/bottom: torch needs explicit padding",
                "Theano-written kernels are true convolutions: flipped spatially (--backend-of-writer)"),
     )
@@ -112,6 +116,7 @@ for n in (1, 2, 3):
             WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.filters_bias),
         ),
         output_shape=deconv_shape(n),
+        choices={"padding": Choice(PADDING)},
         notes=("kernel is stored (k.., out, in): torch ConvTranspose wants (in, out, k..)",),
     )
 
@@ -127,6 +132,7 @@ for n in (1, 2):
             WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.depthwise_bias),
         ),
         output_shape=conv_shape(n, _depth_channels),
+        choices={"padding": Choice(PADDING)},
     )
     declare(
         f"SeparableConv{n}D",
@@ -141,6 +147,7 @@ for n in (1, 2):
             WeightDecl("bias", when=_has_bias, torch="pointwise.bias", shape=_ws.filters_bias),
         ),
         output_shape=conv_shape(n),
+        choices={"padding": Choice(PADDING)},
     )
 
 

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-from ..transforms import Permute, Transform
+from ..transforms import IDENTITY, Permute, Transform
 from . import WeightDecl, declare
 from . import _wshapes as _ws
 from ._shapes import axis_index
@@ -49,6 +49,13 @@ def _quantized(mode):
 
 def _lora(cfg):
     return bool(cfg.get("lora_rank"))
+
+
+def _frozen_base(cfg):
+    """Whether the kernel / embeddings variable is trainable: not when int8/int4 quantized (integer
+    variables, trainable=False) nor with LoRA enabled (enable_lora sets it untrainable); a float8
+    layer keeps its float kernel trainable (_float8_build does not touch it)."""
+    return not (_qmode(cfg) in ("int8", "int4", "gptq", "awq") or _lora(cfg))
 
 
 def _qconfig(cfg):
@@ -156,23 +163,29 @@ QUANTIZED_DENSE_EXTRAS = (
                torch="kernel_zero", transform=KeptQuantized("int8 zero point per input group")),
     WeightDecl("g_idx", when=_int4_sub_channel, trainable=False,
                torch="g_idx", transform=KeptQuantized("group index of each input row")),
-    WeightDecl("inputs_scale", when=_quantized("float8"), trainable=False, torch="inputs_scale",
+    # float8 scales and histories are trainable variables in Keras (_float8_build: trainable=True,
+    # overwrite_with_gradient: the "gradient" is the new value), so count as trainable parameters.
+    WeightDecl("inputs_scale", when=_quantized("float8"), torch="inputs_scale",
                transform=KeptQuantized("float32 float8 scale of the inputs")),
-    WeightDecl("inputs_amax_history", when=_quantized("float8"), trainable=False, why_no_torch="training state"),
-    WeightDecl("kernel_scale", when=_quantized("float8"), trainable=False, torch="kernel_scale",
+    WeightDecl("inputs_amax_history", when=_quantized("float8"), why_no_torch="training state"),
+    WeightDecl("kernel_scale", when=_quantized("float8"), torch="kernel_scale",
                transform=KeptQuantized("float32 float8 scale of the kernel")),
-    WeightDecl("kernel_amax_history", when=_quantized("float8"), trainable=False, why_no_torch="training state"),
-    WeightDecl("outputs_grad_scale", when=_quantized("float8"), trainable=False, why_no_torch="training state"),
-    WeightDecl("outputs_grad_amax_history", when=_quantized("float8"), trainable=False, why_no_torch="training state"),
+    WeightDecl("kernel_amax_history", when=_quantized("float8"), why_no_torch="training state"),
+    WeightDecl("outputs_grad_scale", when=_quantized("float8"), why_no_torch="training state"),
+    WeightDecl("outputs_grad_amax_history", when=_quantized("float8"), why_no_torch="training state"),
 )
 
 # Keras 3 LoRA (lora_rank): an h5 file stores both factors; a .keras file stores the kernel with
-# LoRA already merged and no factors (keras/src/layers/core/dense.py save_own_variables), and Keras
-# recreates the factors (lora_kernel_b zeros) on load. Either way the torch weight is the merged kernel.
-LORA_EXTRAS = (
-    WeightDecl("lora_kernel_a", when=_lora, why_no_torch="merged into weight: kernel + a @ b * alpha/rank"),
-    WeightDecl("lora_kernel_b", when=_lora, why_no_torch="merged into weight: kernel + a @ b * alpha/rank"),
-)
+# LoRA already merged and no factors (keras/src/layers/core/dense.py, einsum_dense.py, embedding.py,
+# convolutional/base_conv.py save_own_variables), and Keras recreates the factors (zeros) on load.
+# Either way the torch weight is the merged one: base + a @ b * (lora_alpha / lora_rank) (kconv.emit).
+def lora_extras(base: str) -> tuple:
+    why = f"merged into the {base}: {base} + lora_{base}_a @ lora_{base}_b * alpha/rank"
+    return (WeightDecl(f"lora_{base}_a", when=_lora, why_no_torch=why),
+            WeightDecl(f"lora_{base}_b", when=_lora, why_no_torch=why))
+
+
+LORA_EXTRAS = lora_extras("kernel")
 
 declare(
     "InputLayer",
@@ -188,8 +201,7 @@ declare(
     summary="y = activation(x @ kernel + bias) over the last axis (any input rank)",
     weights=(
         # A quantized kernel, or one with LoRA enabled, is not trained (Keras 3 freezes it).
-        WeightDecl("kernel", torch=_dense_kernel_targets,
-                   trainable=lambda c: not (_qmode(c) or c.get("lora_rank")),
+        WeightDecl("kernel", torch=_dense_kernel_targets, trainable=_frozen_base,
                    shape=_dense_kernel_shape),
         WeightDecl("bias", when=_has_bias, torch="bias", shape=_dense_bias_shape),
         *QUANTIZED_DENSE_EXTRAS,
@@ -205,9 +217,9 @@ declare(
     # Kernel and bias stay in Keras's layout: the emitted module runs torch.einsum with the same
     # equation. Quantized EinsumDense (int8/int4/float8) is refused by the converter.
     weights=(
-        WeightDecl("kernel", torch="kernel", trainable=lambda c: not (_qmode(c) or c.get("lora_rank"))),
+        WeightDecl("kernel", torch="kernel", trainable=_frozen_base),
         WeightDecl("bias", when=lambda c: bool(c.get("bias_axes")), torch="bias"),
-        *(WeightDecl(d.key, when=d.when, trainable=False, why_no_torch="quantized EinsumDense is not converted")
+        *(WeightDecl(d.key, when=d.when, trainable=d.trainable, why_no_torch="quantized EinsumDense is not converted")
           for d in QUANTIZED_DENSE_EXTRAS),  # same storage order (einsum_dense.py variable_serialization_spec)
         *LORA_EXTRAS,
     ),
@@ -238,11 +250,39 @@ def _einsum_shape(cfg, shapes):
     return (s[0], *partial)
 
 
+def _embeddings_targets(cfg):
+    mode = _qmode(cfg)
+    if mode == "int8":
+        return [("embeddings", KeptQuantized("int8 (quantized)"))]
+    if mode == "int4":
+        return [("embeddings", UnpackInt4(cfg["output_dim"], -1))]
+    return [("weight", IDENTITY)]
+
+
+def _int4_grouped(cfg):
+    return _qmode(cfg) == "int4" and int4_block_size(cfg) is not None
+
+
+# keras/src/layers/core/embedding.py: variable_serialization_spec (None: embeddings; int8: + scale;
+# int4: + scale, zero, g_idx, the last two only with sub-channel groups); float8 does not apply.
+EMBEDDING_WEIGHTS = (
+    WeightDecl("embeddings", torch=_embeddings_targets, trainable=_frozen_base, shape=_ws.embeddings),
+    WeightDecl("embeddings_scale", when=lambda c: _qmode(c) in ("int8", "int4"), trainable=False,
+               torch="embeddings_scale",
+               transform=lambda c: KeptQuantized("float32 per id and output group (multiplies)") if _int4_grouped(c)
+               else KeptQuantized("float32 per id (divides the row)")),
+    WeightDecl("embeddings_zero", when=_int4_grouped, trainable=False, torch="embeddings_zero",
+               transform=KeptQuantized("int8 zero point per id and output group")),
+    WeightDecl("g_idx", when=_int4_grouped, trainable=False, torch="g_idx",
+               transform=KeptQuantized("group index of each output feature")),
+    *lora_extras("embeddings"),
+)
+
 declare(
     "Embedding",
     family="core",
     summary="token id -> row of the embeddings table",
-    weights=(WeightDecl("embeddings", torch="weight", shape=_ws.embeddings),),
+    weights=EMBEDDING_WEIGHTS,
     output_shape=lambda cfg, shapes: (*shapes[0], cfg["output_dim"]),
     notes=("mask_zero=True masks downstream layers where the id is 0",),
 )
@@ -409,13 +449,34 @@ def _emit_quantized_dense(e, mode, x, n_in):
 
 @emits("Embedding")
 def _emit_embedding(e):
-    m = e.module(f"nn.Embedding({int(e.cfg['input_dim'])}, {int(e.cfg['output_dim'])})")
+    m = _embedding_module(e)
     mask = None
     if e.cfg.get("mask_zero"):
         # keras/src/layers/core/embedding.py compute_mask: ops.not_equal(inputs, 0)
         mask = e.temp("mask")
         e.line(f"{mask} = {e.input(0)} != 0")
     e.output(f"{m}({e.input(0)}.long())", mask=mask)
+
+
+def _embedding_module(e):
+    """nn.Embedding, or for a Keras 3 quantized Embedding the module computing as Keras does
+    (keras/src/layers/core/embedding.py _int8_call / _int4_call) with the stored tensors kept."""
+    n, d, mode = int(e.cfg["input_dim"]), int(e.cfg["output_dim"]), _qmode(e.cfg)
+    if not mode:
+        return e.module(f"nn.Embedding({n}, {d})")
+    if mode not in ("int8", "int4"):
+        e.unsupported(f"{mode} quantized Embedding is not converted (int8 and int4 are)")
+    if e.cfg.get("lora_rank"):
+        e.unsupported(f"LoRA on a {mode} quantized Embedding is not converted")
+    _float32_compute(e, "Embedding")
+    groups = -(-d // int4_block_size(e.cfg)) if _int4_grouped(e.cfg) else None
+    e.gen.helpers.add("KerasQuantizedEmbedding")
+    return e.module(f"KerasQuantizedEmbedding({n}, {d}" + (f", groups={groups})" if groups else ")"))
+
+
+def _float32_compute(e, what):
+    if e.cfg.get("dtype", "float32") != "float32":
+        e.unsupported(f"quantized {what} computing in {e.cfg.get('dtype')} (only float32 is converted)")
 
 
 @emits("Identity")

@@ -1,7 +1,7 @@
 """Pooling: Max/Average 1D/2D/3D and their global forms."""
 from __future__ import annotations
 
-from . import declare
+from . import PADDING, Choice, declare
 from ._shapes import assemble, channels_last, pool_length, spatial, tup
 
 
@@ -33,6 +33,8 @@ for n in (1, 2, 3):
             summary=f"{verb} over {n}D windows (padding valid/same)",
             output_shape=pool_shape(n),
             no_weights_reason="pooling, no parameters",
+            # keras/src/ops/operation_utils.py compute_pooling_output_shape: 'valid' or 'same'
+            choices={"padding": Choice(PADDING)},
             notes=("'same' average pooling excludes the padding from the divisor",) if kind == "Average" else (),
         )
         declare(

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..transforms import IDENTITY, Permute, ReorderBlocks, Take, Zeros
-from . import WeightDecl, declare, get
+from . import PADDING, Choice, WeightDecl, declare, get
 from . import _wshapes as _ws
 
 T = Permute((1, 0))
@@ -101,6 +101,7 @@ declare(
     weights=_bidirectional_weights,
     output_shape=_bidirectional_shape,
     keras_subobjects=("forward_layer", "backward_layer"),
+    choices={"merge_mode": Choice(("sum", "mul", "ave", "concat", None))},  # keras/src/layers/rnn/bidirectional.py
 )
 
 
@@ -215,6 +216,7 @@ for _rank in (1, 2, 3):
         ),
         output_shape=_convlstm_shape(_rank),
         keras_subobjects=("cell",),
+        choices={"padding": Choice(PADDING)},
         notes=("the recurrent convolution is always 'same' with stride 1 (padding applies to the input one)",),
     )
 

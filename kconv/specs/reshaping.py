@@ -1,7 +1,7 @@
 """Reshaping layers."""
 from __future__ import annotations
 
-from . import declare
+from . import Choice, declare
 from ._shapes import assemble, prod, spatial, tup
 
 NO_PARAMS = "reshapes data, no parameters"
@@ -79,6 +79,9 @@ for n in (1, 2, 3):
     declare(f"UpSampling{n}D", family="reshaping",
             summary=f"repeats {n}D positions by `size`" + (" (nearest or bilinear)" if n == 2 else ""),
             output_shape=_upsampling(n), no_weights_reason=NO_PARAMS,
+            # keras/src/ops/image.py resize (Keras 3) and tf-keras image_utils (2.x) interpolations
+            choices={"interpolation": Choice(("nearest", "bilinear", "bicubic", "area", "lanczos3", "lanczos5",
+                                              "gaussian", "mitchellcubic"))} if n == 2 else {},
             notes=("bilinear uses half-pixel centres: torch align_corners=False",) if n == 2 else ())
 
 

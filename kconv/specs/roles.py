@@ -26,6 +26,8 @@ ROLES = {
     "outputs_grad_amax_history": "float8 gradient scaling history (training only)",
     "lora_kernel_a": "LoRA down-projection: kernel += lora_a @ lora_b * (alpha / rank)",
     "lora_kernel_b": "LoRA up-projection: kernel += lora_a @ lora_b * (alpha / rank)",
+    "lora_embeddings_a": "LoRA down-projection: embeddings += lora_a @ lora_b * (alpha / rank)",
+    "lora_embeddings_b": "LoRA up-projection: embeddings += lora_a @ lora_b * (alpha / rank)",
     "query_kernel": "projects the query input to heads x key_dim",
     "query_bias": "bias of the query projection",
     "key_kernel": "projects the key input to heads x key_dim",

@@ -129,3 +129,67 @@ def test_quantized_dense_with_lora_is_refused_clearly(tmp_path):
     assert [name for name, _ in err.value.by_class["Dense"]] == ["q"]
     assert "LoRA" in err.value.by_class["Dense"][0][1]
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- LoRA on Conv*, Embedding
+
+def _counts(model):
+    return (sum(int(np.prod(w.shape)) for w in model.trainable_weights),
+            sum(int(np.prod(w.shape)) for w in model.non_trainable_weights))
+
+
+def _check_counts(model, tmp_path, formats=("keras", "h5")):
+    for fmt in formats:
+        path = tmp_path / f"counts.{fmt}"
+        model.save(path)
+        assert kconv.load(path).param_counts() == _counts(model), fmt
+
+
+@pytest.mark.parametrize("conv,shape", [("Conv1D", (9, 3)), ("Conv2D", (7, 6, 3)), ("Conv3D", (5, 5, 4, 2))])
+def test_lora_conv(conv, shape, tmp_path):
+    """.h5 keeps kernel and both factors (kconv merges them); .keras stores the merged kernel."""
+    k, L = keras(), layers()
+    model = k.Sequential([k.Input(shape), getattr(L, conv)(4, 3, activation="relu", lora_rank=2, lora_alpha=3.0),
+                          getattr(L, conv)(2, 2, strides=2, padding="same", lora_rank=1)])
+    randomize_weights(model)  # the factors too: lora_kernel_b is zeros at first
+    _check_counts(model, tmp_path)
+    check(model, rand(2, *shape, seed=4), tmp_path, randomize=False)
+
+
+@pytest.mark.parametrize("mask_zero", [False, True])
+def test_lora_embedding(mask_zero, tmp_path):
+    k, L = keras(), layers()
+    model = k.Sequential([k.Input((6,), dtype="int32"),
+                          L.Embedding(12, 5, mask_zero=mask_zero, lora_rank=3, lora_alpha=1.5),
+                          L.GlobalAveragePooling1D()])
+    randomize_weights(model)
+    _check_counts(model, tmp_path)
+    ids = np.random.default_rng(2).integers(0, 12, (3, 6)).astype("int32")
+    ids[0, 3:] = 0
+    check(model, ids, tmp_path, randomize=False)
+
+
+# ---------------------------------------------------------------------------- quantized Embedding
+
+@pytest.mark.parametrize("case", ["int8", "int4", "int4-block2", "int4-per-channel"])
+def test_quantized_embedding(case, tmp_path):
+    from keras.quantizers import Int4QuantizationConfig
+
+    k, L = keras(), layers()
+    model = k.Sequential([k.Input((6,), dtype="int32"), L.Embedding(12, 7, name="emb"), L.Dense(3)])
+    randomize_weights(model)
+    config = {"int4-block2": Int4QuantizationConfig(block_size=2),  # 7 features: 4 groups, the last short
+              "int4-per-channel": Int4QuantizationConfig(block_size=-1)}.get(case)
+    model.get_layer("emb").quantize(case.split("-")[0], config=config)
+    _check_counts(model, tmp_path)
+    ids = np.random.default_rng(3).integers(0, 12, (3, 6)).astype("int32")
+    check(model, ids, tmp_path, randomize=False)
+
+
+def test_float8_counts_equal_keras(tmp_path):
+    """float8 scales and amax histories are trainable variables in Keras (Dense and EinsumDense)."""
+    k, L = keras(), layers()
+    model = k.Sequential([k.Input((4, 10)), L.Dense(6, name="d"),
+                          L.EinsumDense("abc,cd->abd", (4, 5), bias_axes="d", name="e")])
+    model.quantize("float8")
+    _check_counts(model, tmp_path)
