@@ -29,10 +29,14 @@ declare(
                    shape=_ws.batchnorm_param),
         WeightDecl("moving_variance", trainable=False, torch="running_var", transform=_bn_flat,
                    shape=_ws.batchnorm_param),
-        # Batch renormalization (training-time technique) adds three more statistics.
-        WeightDecl("moving_stddev", when=_key("renorm", False), trainable=False, why_no_torch="training only"),
-        WeightDecl("renorm_mean", when=_key("renorm", False), trainable=False, why_no_torch="training only"),
-        WeightDecl("renorm_stddev", when=_key("renorm", False), trainable=False, why_no_torch="training only"),
+        # Batch renormalization (keras/src/layers/normalization/batch_normalization.py, renorm=True) adds
+        # three statistics used and updated in training mode only; inference uses the moving ones.
+        WeightDecl("moving_stddev", when=_key("renorm", False), trainable=False, torch="moving_stddev",
+                   transform=_bn_flat),
+        WeightDecl("renorm_mean", when=_key("renorm", False), trainable=False, torch="renorm_mean",
+                   transform=_bn_flat),
+        WeightDecl("renorm_stddev", when=_key("renorm", False), trainable=False, torch="renorm_stddev",
+                   transform=_bn_flat),
     ),
     output_shape=same_shape,
     notes=("epsilon defaults to 1e-3 (torch 1e-5); momentum 0.99 is torch momentum 0.01",
@@ -110,8 +114,6 @@ def _emit_bn(e):
     c = e.in_shapes[0][a]
     if c is None:
         e.unsupported("unknown number of channels")
-    if e.cfg.get("renorm"):
-        e.unsupported("renorm=True")
     dim = {2: 1, 3: 1, 4: 2, 5: 3}.get(rank)
     if dim is None:
         e.unsupported(f"rank-{rank} input")
@@ -124,6 +126,8 @@ def _emit_bn(e):
                                        and (e.cfg.get("scale", True) or e.cfg.get("center", True)))
     e.gen.helpers.add("KerasBatchNorm")
     extra = ", frozen=True" if frozen else ""
+    if e.cfg.get("renorm"):
+        extra += f", renorm={_renorm_args(e)!r}"
     m = e.module(f"KerasBatchNorm{dim}d({int(c)}, eps={eps!r}, momentum={momentum!r}{extra})")
     e.default_ok("num_batches_tracked")
     if not e.cfg.get("scale", True):
@@ -137,6 +141,24 @@ def _emit_bn(e):
             return
     x = e.input(0, "keras")
     e.output(f"{m}({x}.movedim({a}, 1)).movedim(1, {a})")
+
+
+def _renorm_args(e):
+    """(torch renorm momentum, rmin, rmax, dmax) of a renorm=True BatchNormalization; the clipping
+    values are None where Keras leaves them unset (renorm_clipping keys rmax, rmin, dmax)."""
+    clip = e.cfg.get("renorm_clipping") or {}
+    if not isinstance(clip, dict) or set(clip) - {"rmax", "rmin", "dmax"}:
+        e.unsupported(f"renorm_clipping {clip!r}")
+    vals = []
+    for k in ("rmin", "rmax", "dmax"):
+        v = clip.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            e.unsupported(f"renorm_clipping {k} {v!r} is not a number")
+        vals.append(None if v is None else float(v))
+    m = e.cfg.get("renorm_momentum", 0.99)
+    if isinstance(m, bool) or not isinstance(m, (int, float)):
+        e.unsupported(f"renorm_momentum {m!r} is not a number")
+    return (round(1.0 - float(m), 12), *vals)
 
 
 def _emit_bn_axes(e, axes, rank):
