@@ -42,6 +42,8 @@ def _weight_report(layer: Layer, w, decl, module_path: str, check_values: bool =
     }
     if w.note:
         out["note"] = w.note
+    if w.stored_shape is not None:
+        out["stored_shape"] = list(w.stored_shape)
     if decl is not None:
         try:
             for name, t in decl.targets(layer.config):

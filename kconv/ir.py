@@ -23,6 +23,9 @@ class Weight:
     trainable: bool
     reader: Optional[Callable[[], Any]] = field(default=None, repr=False, compare=False)
     note: str = ""  # e.g. "LoRA factor, not stored: merged into kernel by Keras on save"
+    # The shape in the file when Keras converts the weight on load (CuDNN RNN weights under an LSTM):
+    # ``shape`` is then the converted one, as the loaded Keras model holds it; None otherwise.
+    stored_shape: Optional[tuple] = None
 
     @property
     def size(self) -> int:

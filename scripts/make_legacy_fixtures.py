@@ -31,9 +31,9 @@ keras2     Python 3.7, keras==2.2.4, tensorflow==1.15.5,     k22_cnn, k22_text_r
            h5py==2.10.0, numpy==1.16.6, protobuf==3.20.3
 keras21    as keras2 but keras==2.1.6                        k21_seq_cf, k21_seq_text (Sequential)
 tfkeras2   Python 3.11, tensorflow-cpu==2.15.1 (Keras 2.15)  tf215_weights_only, tf215_savedmodel,
-                                                             tf215_grouped
+                                                             tf215_grouped, tf215_cudnn_weights
 tf24       Python 3.8, tensorflow-cpu==2.4.4, numpy==1.19.5, tf24_savedmodel (SavedModel without
-           protobuf==3.20.3, h5py==2.10.0                    keras_metadata.pb)
+           protobuf==3.20.3, h5py==2.10.0                    keras_metadata.pb), tf24_custom, tf24_tfop
 =========  ================================================  ===========================================
 
 For every model the worker writes (all values from the writer itself, never from kconv):
@@ -119,7 +119,7 @@ WRITERS = {
         "pythons": ["3.11.7", "3.10.13", "3.9.18"],
         "attempts": [["tensorflow-cpu==2.15.1"], ["tensorflow-cpu==2.13.1"]],
         "env": {"TF_USE_LEGACY_KERAS": "0"},
-        "models": ["tf215_weights_only", "tf215_savedmodel", "tf215_grouped"],
+        "models": ["tf215_weights_only", "tf215_savedmodel", "tf215_grouped", "tf215_cudnn_weights"],
     },
     "tf24": {
         "pythons": ["3.8.18"],
@@ -128,7 +128,7 @@ WRITERS = {
             ["tensorflow-cpu==2.3.4", "numpy==1.18.5", "protobuf==3.20.3", "h5py==2.10.0"],
         ],
         "env": {},
-        "models": ["tf24_savedmodel"],
+        "models": ["tf24_savedmodel", "tf24_custom", "tf24_tfop"],
     },
 }
 QUIET_ENV = {
@@ -616,6 +616,54 @@ def tfkeras2_worker(name, out):
         out_ = L.Dense(3)(x)
         model = keras.Model(inp, out_)
         inputs = [rng.standard_normal((2, 8, 8, 4)).astype("float32")]
+    elif name == "tf215_cudnn_weights":
+        # Trained on a GPU with CuDNN layers, shipped as weights-only HDF5 + the CPU architecture JSON
+        # (LSTM/GRU, same layer names). The CuDNN layers are the real tf.compat.v1 classes: build()
+        # creates their variables on a CPU too (only calling the CudnnRNN op needs a GPU).
+        cudnn = tf.compat.v1.keras.layers
+
+        def build(lstm, gru):
+            inp = L.Input((7, 5), name="x")
+            x = lstm(6, return_sequences=True, name="lstm")(inp)
+            x = L.Bidirectional(gru(4, return_sequences=True), merge_mode="concat", name="bidi_gru")(x)
+            x = gru(5, return_sequences=True, name="gru")(x)
+            x = L.Bidirectional(lstm(3), merge_mode="sum", name="bidi_lstm")(x)
+            return keras.Model(inp, L.Dense(3, name="head")(x))
+
+        gpu = build(cudnn.CuDNNLSTM, cudnn.CuDNNGRU)
+        randomise(gpu, name)
+        h5file = os.path.join(out, name + ".h5")
+        gpu.save_weights(h5file, save_format="h5")
+        # tf.keras 2 defaults: recurrent_activation sigmoid, GRU reset_after=True (CuDNN-compatible)
+        model = build(L.LSTM, L.GRU)
+        model.load_weights(h5file)  # Keras's converter: preprocess_weights_for_loading -> _convert_rnn_weights
+        with open(os.path.join(out, name + ".json"), "w") as fh:
+            fh.write(model.to_json(indent=1) + "\n")
+        # The reverse, which Keras converts too: LSTM/GRU weights (save_weights of the CPU model) under the
+        # CuDNN architecture; Keras's round trip must give back the CuDNN weights.
+        lstm_h5 = os.path.join(out, name + ".lstm.h5")
+        model.save_weights(lstm_h5, save_format="h5")
+        with open(os.path.join(out, name + ".cudnn.json"), "w") as fh:
+            fh.write(gpu.to_json(indent=1) + "\n")
+        before = gpu.get_weights()
+        gpu.load_weights(lstm_h5)
+        # (LSTM biases: Keras keeps only the sum of the two halves, then splits it evenly)
+        roundtrip = [_wname(w) for w, a, b in zip(gpu.weights, before, gpu.get_weights()) if not np.array_equal(a, b)]
+        inputs = [rng.standard_normal((2, 7, 5)).astype("float32")]
+        outputs = model(inputs[0], training=False)
+        write_io(out, name, inputs, [np.asarray(outputs)])
+        exp = expected_of(model, keras, info, [name + ".h5", name + ".json", name + ".lstm.h5",
+                                               name + ".cudnn.json"], h5file)
+        exp["cudnn_roundtrip_changed"] = roundtrip
+        exp["cudnn_model_count_params"] = int(gpu.count_params())
+        exp["reference_outputs"] = (
+            "The weights were written by CuDNNLSTM/CuDNNGRU layers (save_weights); the outputs are those of "
+            "the LSTM/GRU architecture in " + name + ".json after load_weights of that file, i.e. of Keras's "
+            "own conversion (tf.keras hdf5_format.preprocess_weights_for_loading -> _convert_rnn_weights).")
+        exp["stored_cudnn_weights"] = [[_wname(w), _shape(w.shape)] for w in gpu.weights]
+        with open(os.path.join(out, name + ".expected.json"), "w") as fh:
+            fh.write(dump_json(exp))
+        return
     else:
         raise KeyError(name)
 
@@ -674,6 +722,58 @@ def tf24_worker(name, out):
         out_ = L.Dense(5)(x)
         model = keras.Model(inp, out_)
         inputs = [rng.standard_normal((2, 8, 8, 3)).astype("float32")]
+    elif name == "tf24_custom":
+        # custom layers (one with its own weight, one owning a Dense) and tf.* calls on Keras tensors,
+        # which TF 2.4 records as TFOpLambda layers ('tf.nn.relu', 'tf.math.multiply')
+        class Scale(L.Layer):
+            def __init__(self, init=1.0, **kwargs):
+                super(Scale, self).__init__(**kwargs)
+                self.init = init
+
+            def build(self, input_shape):
+                self.scale = self.add_weight(name="scale", shape=(int(input_shape[-1]),),
+                                             initializer=keras.initializers.Constant(self.init))
+
+            def call(self, x):
+                return x * self.scale
+
+            def get_config(self):
+                cfg = super(Scale, self).get_config()
+                cfg["init"] = self.init
+                return cfg
+
+        class Residual(L.Layer):
+            def __init__(self, units, **kwargs):
+                super(Residual, self).__init__(**kwargs)
+                self.units = units
+                self.inner = L.Dense(units, name="inner")
+
+            def call(self, x):
+                return x + tf.nn.tanh(self.inner(x))
+
+            def get_config(self):
+                cfg = super(Residual, self).get_config()
+                cfg["units"] = self.units
+                return cfg
+
+        inp = L.Input((6,))
+        x = L.Dense(8)(inp)
+        x = Scale(0.5, name="scale")(x)
+        x = tf.nn.relu(x)
+        x = tf.math.multiply(x, 2.0)
+        x = Residual(8, name="residual")(x)
+        out_ = L.Dense(3)(x)
+        model = keras.Model(inp, out_)
+        inputs = [rng.standard_normal((2, 6)).astype("float32")]
+    elif name == "tf24_tfop":
+        # built-in layers and TFOpLambda only
+        inp = L.Input((6,))
+        x = L.Dense(8)(inp)
+        x = tf.nn.relu(x)
+        x = tf.math.multiply(x, 2.0)
+        out_ = L.Dense(3)(x)
+        model = keras.Model(inp, out_)
+        inputs = [rng.standard_normal((2, 6)).astype("float32")]
     else:
         raise KeyError(name)
 
@@ -747,7 +847,7 @@ def ensure_venv(writer, spec, venvs, pyenv, failures):
 def run_writer(writer, spec, args, manifest):
     failures = []
     got = ensure_venv(writer, spec, args.venvs, args.pyenv, failures)
-    entry = {"failures": failures, "models": {}}
+    entry = {"failures": failures, "models": dict(manifest["writers"].get(writer, {}).get("models", {}))}
     manifest["writers"][writer] = entry
     if got is None:
         _log("%s: no installable writer; skipped" % writer)

@@ -299,10 +299,17 @@ class Generator:
     def check(self) -> dict:
         """Layers that cannot be converted, known before emitting: {class: [(path, why)]}."""
         bad: dict[str, list] = {}
-        for path, layer in self.root.walk():
+
+        def walk(model, prefix):  # not Model.walk: its dotted paths mangle names with dots (tf.nn.relu)
+            for layer in model.layers:
+                yield prefix + layer.name, layer
+                if layer.model is not None:
+                    yield from walk(layer.model, prefix + layer.name + "/")
+
+        for path, layer in walk(self.root, ""):
             why = layer_problems(layer)
             if why:
-                bad.setdefault(layer.class_name, []).append((path.replace(".", "/"), why))
+                bad.setdefault(layer.class_name, []).append((path, why))
         return bad
 
     def _unsupported(self, e: "Emit", reason):

@@ -105,10 +105,18 @@ def _is_k2_ref(v) -> bool:
     return isinstance(v, list) and len(v) >= 3 and isinstance(v[0], str) and isinstance(v[1], int)
 
 
-def _parse_node_k2(node: list) -> Call:
+# tf.keras 2 (tf_keras/src/engine/node.py serialize) writes a first argument that is a constant, not a
+# Keras tensor, as [_CONSTANT_VALUE, -1, value, kwargs].
+_CONSTANT_VALUE = "_CONSTANT_VALUE"
+
+
+def _parse_node_k2(node: list, is_list: bool | None = None) -> Call:
     inputs, kwargs, tensors = [], {}, {}
     for entry in node:
-        inputs.append(_ref3(entry))
+        if entry[0] == _CONSTANT_VALUE and entry[1] == -1:
+            kwargs.setdefault("_constants", []).append(entry[2])
+        else:
+            inputs.append(_ref3(entry))
         extra = entry[3] if len(entry) > 3 and isinstance(entry[3], dict) else {}
         for k, v in extra.items():
             if _is_k2_ref(v):
@@ -117,7 +125,8 @@ def _parse_node_k2(node: list) -> Call:
                 tensors[k] = [_ref3(x) for x in v]
             else:
                 kwargs[k] = v
-    return Call(inputs=inputs, input_is_list=len(node) > 1, kwargs=kwargs, tensor_kwargs=tensors)
+    return Call(inputs=inputs, input_is_list=len(node) > 1 if is_list is None else is_list, kwargs=kwargs,
+                tensor_kwargs=tensors)
 
 
 def parse_nodes(layer_name: str, nodes) -> list[Call]:
@@ -125,6 +134,11 @@ def parse_nodes(layer_name: str, nodes) -> list[Call]:
     for node in nodes or []:
         if isinstance(node, dict):
             calls.append(_parse_node_k3(node))
+        elif _is_k2_ref(node) or (isinstance(node, list) and node[:2] == [_CONSTANT_VALUE, -1]):
+            # A layer that keeps its input structure in the config (tf.keras 2 TFOpLambda,
+            # _preserve_input_structure_in_config) called on one tensor: the node *is* the tensor
+            # reference, [name, node, index, kwargs], not a list of them.
+            calls.append(_parse_node_k2([node], is_list=False))
         elif isinstance(node, list):
             calls.append(_parse_node_k2(node))
         else:

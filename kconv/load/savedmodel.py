@@ -23,6 +23,9 @@ When no model config can be had (a subclassed model, or a SavedModel not written
 from __future__ import annotations
 
 import json
+import os
+import sys
+import tempfile
 
 import numpy as np
 from pathlib import Path
@@ -144,7 +147,73 @@ def _checkpoint_listing(var_shapes, var_dtypes) -> str:
     return "\n".join(lines)
 
 
+class _NativeStderr:
+    """Redirects file descriptor 2 while tensorflow is imported and used here.
+
+    TensorFlow's native code writes start-up lines straight to fd 2, whatever Python's sys.stderr is and
+    whatever TF_CPP_MIN_LOG_LEVEL says for some of them ("WARNING: All log messages before
+    absl::InitializeLog() ...", cudart_stub's "Could not find cuda drivers", cpu_feature_guard's "To enable
+    the following instructions: AVX2 FMA ..."): they must not reach kconv's user. What was written is
+    kept (``tail``) for error messages. Nothing is redirected once tensorflow is imported (a program that
+    uses tensorflow itself has seen those lines already)."""
+
+    def __init__(self):
+        self._saved = self._buf = None
+        self._text = ""
+
+    def __enter__(self):
+        if "tensorflow" in sys.modules:
+            return self
+        try:
+            _flush()
+            self._buf = tempfile.TemporaryFile()
+            self._saved = os.dup(2)
+            os.dup2(self._buf.fileno(), 2)
+        except OSError:  # no usable fd 2: nothing to protect
+            self._close()
+        return self
+
+    def tail(self, n: int = 400) -> str:
+        """The last ``n`` characters written to fd 2 while redirected (so far, or in all)."""
+        if self._buf is not None:
+            self._buf.seek(0)
+            self._text = self._buf.read().decode("utf8", "replace").strip()
+        return self._text[-n:]
+
+    def _close(self):
+        if self._saved is not None:
+            _flush()
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+            self._saved = None
+        if self._buf is not None:
+            self.tail()
+            self._buf.close()
+            self._buf = None
+
+    def __exit__(self, *exc):
+        self._close()
+        return False
+
+
+def _flush():
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def load_savedmodel(path: Path, ctx: Context) -> Model:
+    with _NativeStderr() as native:
+        try:
+            return _load_savedmodel(path, ctx)
+        except ModelFileError as e:
+            if e.__cause__ is None and isinstance(e.__context__, ImportError) and native.tail():
+                raise ModelFileError(path, f"{e.problem}\ntensorflow's own output: {native.tail()}") from None
+            raise
+
+
+def _load_savedmodel(path: Path, ctx: Context) -> Model:
     meta_file = path / "keras_metadata.pb"
     tf = _tf(path)
     sm = _read_saved_model(path, tf)
@@ -204,6 +273,8 @@ def load_savedmodel(path: Path, ctx: Context) -> Model:
             sub = nodes.get(".".join(parts[:i]))
             chain.append(sub.get("name") if isinstance(sub, dict) else None)
         chains[tuple(chain)] = p
+    graph = _ObjectGraph.of(reader, var_shapes)
+    layer_nodes = {chains[c] for c in _chains(model) if c in chains}
     for chain, layer in _leaves(model):
         node = chains.get(chain)
         stored = []
@@ -211,15 +282,16 @@ def load_savedmodel(path: Path, ctx: Context) -> Model:
             pre = node[len("root."):].replace(".", "/") + "/"
             spec = _spec(layer.class_name)
             order = spec.keras_subobjects if spec else ()
-            for key in var_shapes:
-                if not key.startswith(pre) or not key.endswith(SUFFIX):
-                    continue
-                rest = key[len(pre):-len(SUFFIX)]
-                if rest.startswith(("layer-", "layer_with_weights-")):
-                    continue  # a nested layer's own variable
-                stored.append((key[:-len(SUFFIX)], _CkptTensor(reader, key, var_shapes[key],
-                                                    np.dtype(var_dtypes[key].as_numpy_dtype))))
-            stored.sort(key=lambda kv: (_rank(kv[0][len(pre):], order), kv[0]))
+            if graph is not None:
+                found = graph.variables_of(node, layer_nodes - {node})
+            else:  # no object graph in the checkpoint: variables named after the layer's path
+                found = [(key[len(pre):-len(SUFFIX)], key) for key in sorted(var_shapes)
+                         if key.startswith(pre) and key.endswith(SUFFIX)
+                         and not key[len(pre):].startswith(("layer-", "layer_with_weights-"))]
+            for rest, key in found:
+                stored.append((pre + rest, _CkptTensor(reader, key, var_shapes[key],
+                                                       np.dtype(var_dtypes[key].as_numpy_dtype))))
+            stored.sort(key=lambda kv: _rank(kv[0][len(pre):], order))  # stable: creation order within
         elif layer.class_name != "InputLayer" and _expects(layer):
             ctx.problems.append(f"layer {layer.name!r}: not found in {source.split()[0]}")
             continue
@@ -227,6 +299,84 @@ def load_savedmodel(path: Path, ctx: Context) -> Model:
     model.keras_version = tf_version
     model.backend = "tensorflow"
     return model
+
+
+def _chains(model: Model, chain=()):
+    """Every layer's chain of names from the root, nested models included."""
+    for layer in model.layers:
+        yield chain + (layer.name,)
+        if layer.model is not None:
+            yield from _chains(layer.model, chain + (layer.name,))
+
+
+# Edges the SavedModel serialisation adds to every Keras object (tf.keras saving/saved_model: the
+# ``keras_api`` object and the variable/loss lists): they lead to variables that a layer's own
+# attributes also reach, or, from a model, to every layer's variables.
+SERIALIZATION_EDGES = frozenset({
+    "keras_api", "trainable_variables", "non_trainable_variables", "variables", "regularization_losses",
+    "layer_regularization_losses", "layers", "metrics", "layer_metrics", "signatures", "optimizer",
+    "_default_save_signature"})
+MAX_GRAPH_NODES = 1 << 20
+
+
+class _ObjectGraph:
+    """The checkpoint's own object graph (``_CHECKPOINTABLE_OBJECT_GRAPH``, a TrackableObjectGraph).
+
+    A variable's checkpoint key is its *shortest* path from the root, which is not always under its
+    layer: TensorFlow 2.4 names the variables of a custom layer's sub-layer (``self.inner = Dense(..)``)
+    ``trainable_variables/3`` (the root model's list, depth 2) rather than
+    ``layer_with_weights-2/inner/kernel`` (depth 3). The graph says which layer owns which variable.
+    """
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    @classmethod
+    def of(cls, reader, var_shapes):
+        if "_CHECKPOINTABLE_OBJECT_GRAPH" not in var_shapes:
+            return None
+        from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+        g = trackable_object_graph_pb2.TrackableObjectGraph()
+        try:
+            g.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+        except Exception:  # noqa: BLE001 - DecodeError: fall back to the checkpoint keys
+            return None
+        if not g.nodes or len(g.nodes) > MAX_GRAPH_NODES:
+            return None
+        return cls(g.nodes)
+
+    def _node(self, path: str):
+        """Node id of a metadata path ('root.layer-1.layer_with_weights-0'), or None."""
+        i = 0
+        for name in path.split(".")[1:]:
+            i = next((c.node_id for c in self.nodes[i].children if c.local_name == name), None)
+            if i is None or not 0 <= i < len(self.nodes):
+                return None
+        return i
+
+    def variables_of(self, path: str, other_layers) -> list[tuple[str, str]]:
+        """[(path below the layer, checkpoint key)] of the variables the layer at ``path`` owns: reached
+        through its attributes (sub-layers included), not through the serialisation lists, and not
+        through another layer of the model (``other_layers``: their metadata paths). Breadth-first, in
+        attribute order."""
+        start = self._node(path)
+        if start is None:
+            return []
+        stop = {self._node(p) for p in other_layers} - {None, start}
+        seen, out, queue = {start}, [], [(start, "")]
+        while queue:
+            i, rel = queue.pop(0)
+            for a in self.nodes[i].attributes:
+                if a.name == "VARIABLE_VALUE" and a.checkpoint_key.endswith(SUFFIX) and rel:
+                    out.append((rel, a.checkpoint_key))
+            for c in self.nodes[i].children:
+                j = c.node_id
+                if c.local_name in SERIALIZATION_EDGES or j in seen or j in stop or not 0 <= j < len(self.nodes):
+                    continue
+                seen.add(j)
+                queue.append((j, f"{rel}/{c.local_name}" if rel else c.local_name))
+        return out
 
 
 def _spec(cls):

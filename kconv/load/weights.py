@@ -14,7 +14,7 @@ import warnings
 from .. import specs
 from ..errors import KconvError, ModelFileError, NonFiniteWeightWarning, WeightMismatchError
 from ..ir import Layer, Model, Weight
-from . import h5safe, keras1
+from . import cudnn, h5safe, keras1
 from .limits import DEFAULT, Limits
 
 
@@ -151,7 +151,17 @@ def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, traina
 def _weight(name, ds, decl, cfg, trainable_layer, ctx) -> Weight:
     return Weight(name=name, key=decl.key, role=decl.role_name, shape=tuple(int(d) for d in ds.shape),
                   dtype=_dtype(ds), trainable=trainable_layer and decl.trainable_for(cfg),
-                  reader=_reader(ds, ctx.path, name))
+                  reader=_reader(ds, ctx.path, name), note=getattr(ds, "note", ""),
+                  stored_shape=getattr(ds, "stored_shape", None))
+
+
+def _converted_rnn(layer: Layer, stored, ctx: Context):
+    """CuDNN-layout RNN weights under an LSTM/GRU architecture (or the reverse): as Keras 2 loads them."""
+    if layer.class_name not in cudnn.N_GATES and layer.class_name != "Bidirectional":
+        return stored
+    for n, ds in stored:
+        h5safe.check_dataset(ds, ctx.limits, n)
+    return cudnn.convert(layer, stored, ctx.problems)
 
 
 def _synthesize(layer, decl, weights, decls, trainable_layer):
@@ -305,7 +315,8 @@ def attach_legacy(model: Model, wgroup, ctx: Context):
         elif layer.config.get("_keras1"):
             _assign_keras1(layer, stored, ctx)
         else:
-            assign(layer, stored, by_name=True, trainable_scope=True, where=path, ctx=ctx)
+            assign(layer, _converted_rnn(layer, stored, ctx), by_name=True, trainable_scope=True, where=path,
+                   ctx=ctx)
 
 
 def _assign_keras1(layer: Layer, stored, ctx: Context):
@@ -357,7 +368,8 @@ def _distribute(outer: Layer, stored, ctx: Context):
             continue
         per_layer[owner].append((n, ds))
     for layer, t in leaves:
-        assign(layer, per_layer[layer.name], by_name=True, trainable_scope=t, where=ctx.path, ctx=ctx)
+        assign(layer, _converted_rnn(layer, per_layer[layer.name], ctx), by_name=True, trainable_scope=t,
+               where=ctx.path, ctx=ctx)
 
 
 # --------------------------------------------------------------------------------------------------
