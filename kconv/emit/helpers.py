@@ -560,6 +560,82 @@ HELPERS["KerasQuantizedEmbedding"] = '''class KerasQuantizedEmbedding(nn.Module)
         return rows / self.embeddings_scale[ids].unsqueeze(-1)
 
 '''
+HELPERS["KerasReversibleEmbedding"] = '''class KerasReversibleEmbedding(nn.Module):
+    """keras.layers.ReversibleEmbedding (keras/src/layers/core/reversible_embedding.py).
+
+    forward(ids): the embeddings row of each id (quantized: as KerasQuantizedEmbedding);
+    forward(x, reverse=True): logits = x @ embeddings^T (tie_weights) or x @ reverse_embeddings,
+    optionally tanh(logits / cap) * cap. Quantized (int8/int4, _int8_call/_int4_call): x quantized per
+    row by AbsMaxQuantizer (x_scale = high / (max|x| + eps), round, clip) unless inputs_quantizer is
+    None; per-id scales: logits = (xq @ kernel) / (x_scale * scale), the integer product exact;
+    int4 groups: logits = (xq @ ((kernel - zero[g_idx]) * scale[g_idx])) / x_scale.
+    """
+
+    def __init__(self, input_dim, output_dim, tie_weights=True, logit_soft_cap=None, mode=None, groups=None,
+                 inputs_quantizer=None):
+        super().__init__()
+        self.tie_weights, self.logit_soft_cap, self.mode = tie_weights, logit_soft_cap, mode
+        self.groups, self.inputs_quantizer = groups, inputs_quantizer
+        n, d = input_dim, output_dim
+        if mode is None:
+            self.embeddings = nn.Parameter(torch.zeros(n, d))
+            if not tie_weights:
+                self.reverse_embeddings = nn.Parameter(torch.zeros(d, n))
+            return
+        self.register_buffer("embeddings", torch.zeros(n, d, dtype=torch.int8))
+        self.register_buffer("embeddings_scale", torch.ones(n if groups is None else (n, groups)))
+        if groups is not None:
+            self.register_buffer("embeddings_zero", torch.zeros(n, groups, dtype=torch.int8))
+            self.register_buffer("g_idx", torch.zeros(d))
+        if not tie_weights:
+            self.register_buffer("reverse_embeddings", torch.zeros(d, n, dtype=torch.int8))
+            self.register_buffer("reverse_embeddings_scale", torch.ones(n if groups is None else (groups, n)))
+            if groups is not None:
+                self.register_buffer("reverse_embeddings_zero", torch.zeros(groups, n))
+
+    def _lookup(self, ids):
+        ids = ids.long()
+        if self.mode is None:
+            return F.embedding(ids, self.embeddings)
+        rows = self.embeddings[ids].to(self.embeddings_scale.dtype)
+        if self.groups is not None:
+            g = self.g_idx.long()
+            return (rows - self.embeddings_zero[ids][..., g].to(rows.dtype)) * self.embeddings_scale[ids][..., g]
+        return rows / self.embeddings_scale[ids].unsqueeze(-1)
+
+    def _reverse(self, x):
+        if self.mode is None:
+            return torch.matmul(x, self.embeddings.t() if self.tie_weights else self.reverse_embeddings)
+        if self.tie_weights:
+            kernel, scale = self.embeddings.t(), self.embeddings_scale
+            zero = self.embeddings_zero if self.groups is not None else None
+            if self.groups is not None:
+                scale, zero = scale.t(), zero.t()  # (groups, input_dim)
+        else:
+            kernel, scale = self.reverse_embeddings, self.reverse_embeddings_scale
+            zero = self.reverse_embeddings_zero if self.groups is not None else None
+        x_scale = torch.ones((1,), dtype=x.dtype)
+        if self.inputs_quantizer is not None:
+            low, high, eps = self.inputs_quantizer
+            x_scale = high / (x.abs().amax(dim=-1, keepdim=True) + eps)
+            x = torch.clamp(torch.round(x * x_scale), low, high)
+        if self.groups is not None:
+            g = self.g_idx.long()
+            w = (kernel.to(x.dtype) - zero[g].to(x.dtype)) * scale[g].to(x.dtype)
+            return torch.matmul(x, w) / x_scale
+        # exact integer products and sums (Keras: int8 x int8 matmul)
+        y = torch.matmul(x.double(), kernel.double()).to(scale.dtype)
+        return y / (x_scale * scale)
+
+    def forward(self, x, reverse=False):
+        if not reverse:
+            return self._lookup(x)
+        y = self._reverse(x)
+        if self.logit_soft_cap is not None:
+            y = torch.tanh(y / self.logit_soft_cap) * self.logit_soft_cap
+        return y
+
+'''
 HELPERS["KerasEinsumDense"] = '''class KerasEinsumDense(nn.Module):
     """keras.layers.EinsumDense: einsum(equation, x, kernel) + bias, kernel and bias in Keras's layout."""
 

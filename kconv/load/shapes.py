@@ -78,7 +78,7 @@ def _call_shapes(layer: Layer, call, shapes, outer) -> list:
     if spec is None or spec.output_shape is None:
         return [None]
     cfg = dict(layer.config)
-    cfg.update({k: v for k, v in call.kwargs.items() if k in ("return_sequences", "return_state")})
+    cfg.update({k: v for k, v in call.kwargs.items() if k in ("return_sequences", "return_state", *spec.call_kwargs)})
     try:
         out = spec.output_shape(cfg, [tuple(s) for s in shapes])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):

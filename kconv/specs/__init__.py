@@ -155,6 +155,9 @@ class LayerSpec:
     # Enum-like config keys of this class and the values Keras accepts (COMMON_CHOICES apply to every
     # class); anything else is refused when the file is loaded (kconv.load.validate).
     choices: dict = field(default_factory=dict)
+    # Call arguments that change what a call computes (Bidirectional's return_state, ReversibleEmbedding's
+    # reverse): the shape rule and the emitter see them merged into the config of that call.
+    call_kwargs: tuple = ()
 
     def all_choices(self) -> dict:
         return {**COMMON_CHOICES, **self.choices}

@@ -250,13 +250,15 @@ def _einsum_shape(cfg, shapes):
     return (s[0], *partial)
 
 
-def _embeddings_targets(cfg):
-    mode = _qmode(cfg)
-    if mode == "int8":
-        return [("embeddings", KeptQuantized("int8 (quantized)"))]
-    if mode == "int4":
-        return [("embeddings", UnpackInt4(cfg["output_dim"], -1))]
-    return [("weight", IDENTITY)]
+def _embeddings_targets(float_name):
+    def targets(cfg):
+        mode = _qmode(cfg)
+        if mode == "int8":
+            return [("embeddings", KeptQuantized("int8 (quantized)"))]
+        if mode == "int4":
+            return [("embeddings", UnpackInt4(cfg["output_dim"], -1))]
+        return [(float_name, IDENTITY)]
+    return targets
 
 
 def _int4_grouped(cfg):
@@ -265,16 +267,47 @@ def _int4_grouped(cfg):
 
 # keras/src/layers/core/embedding.py: variable_serialization_spec (None: embeddings; int8: + scale;
 # int4: + scale, zero, g_idx, the last two only with sub-channel groups); float8 does not apply.
-EMBEDDING_WEIGHTS = (
-    WeightDecl("embeddings", torch=_embeddings_targets, trainable=_frozen_base, shape=_ws.embeddings),
-    WeightDecl("embeddings_scale", when=lambda c: _qmode(c) in ("int8", "int4"), trainable=False,
-               torch="embeddings_scale",
-               transform=lambda c: KeptQuantized("float32 per id and output group (multiplies)") if _int4_grouped(c)
-               else KeptQuantized("float32 per id (divides the row)")),
-    WeightDecl("embeddings_zero", when=_int4_grouped, trainable=False, torch="embeddings_zero",
-               transform=KeptQuantized("int8 zero point per id and output group")),
-    WeightDecl("g_idx", when=_int4_grouped, trainable=False, torch="g_idx",
-               transform=KeptQuantized("group index of each output feature")),
+def embedding_weights(float_name: str) -> tuple:
+    return (
+        WeightDecl("embeddings", torch=_embeddings_targets(float_name), trainable=_frozen_base, shape=_ws.embeddings),
+        WeightDecl("embeddings_scale", when=lambda c: _qmode(c) in ("int8", "int4"), trainable=False,
+                   torch="embeddings_scale",
+                   transform=lambda c: KeptQuantized("float32 per id and output group (multiplies)") if _int4_grouped(c)
+                   else KeptQuantized("float32 per id (divides the row)")),
+        WeightDecl("embeddings_zero", when=_int4_grouped, trainable=False, torch="embeddings_zero",
+                   transform=KeptQuantized("int8 zero point per id and output group")),
+        WeightDecl("g_idx", when=_int4_grouped, trainable=False, torch="g_idx",
+                   transform=KeptQuantized("group index of each output feature")),
+    )
+
+
+EMBEDDING_WEIGHTS = (*embedding_weights("weight"), *lora_extras("embeddings"))
+
+
+def _untied(cfg):
+    return not cfg.get("tie_weights", True)
+
+
+def _reverse_targets(cfg):
+    mode = _qmode(cfg)
+    if mode == "int8":
+        return [("reverse_embeddings", KeptQuantized("int8 (quantized), (output_dim, input_dim)"))]
+    if mode == "int4":
+        return [("reverse_embeddings", UnpackInt4(cfg["output_dim"], 0))]
+    return [("reverse_embeddings", IDENTITY)]
+
+
+# keras/src/layers/core/reversible_embedding.py: Embedding's variables, then (tie_weights=False) the
+# reverse projection (output_dim, input_dim) and, quantized, its scale (int4 groups: and zero point,
+# a float32 variable there). LoRA applies to the embeddings (Embedding.enable_lora).
+REVERSIBLE_EMBEDDING_WEIGHTS = (
+    *embedding_weights("embeddings"),
+    WeightDecl("reverse_embeddings", when=_untied, torch=_reverse_targets, trainable=lambda c: not _qmode(c)),
+    WeightDecl("reverse_embeddings_scale", when=lambda c: _untied(c) and _qmode(c) in ("int8", "int4"),
+               trainable=False, torch="reverse_embeddings_scale",
+               transform=KeptQuantized("float32 per id (and output group)")),
+    WeightDecl("reverse_embeddings_zero", when=lambda c: _untied(c) and _int4_grouped(c), trainable=False,
+               torch="reverse_embeddings_zero", transform=KeptQuantized("float32 zero point per output group and id")),
     *lora_extras("embeddings"),
 )
 
@@ -285,6 +318,18 @@ declare(
     weights=EMBEDDING_WEIGHTS,
     output_shape=lambda cfg, shapes: (*shapes[0], cfg["output_dim"]),
     notes=("mask_zero=True masks downstream layers where the id is 0",),
+)
+
+declare(
+    "ReversibleEmbedding",
+    family="core",
+    summary="Embedding whose reverse=True call projects features back to logits over the ids",
+    weights=REVERSIBLE_EMBEDDING_WEIGHTS,
+    output_shape=lambda cfg, shapes: ((*shapes[0][:-1], cfg["input_dim"]) if cfg.get("reverse")
+                                      else (*shapes[0], cfg["output_dim"])),
+    call_kwargs=("reverse",),
+    notes=("reverse=True: x @ embeddings^T (tie_weights) or x @ reverse_embeddings, then "
+           "tanh(logits / logit_soft_cap) * logit_soft_cap",),
 )
 
 declare(
@@ -400,13 +445,15 @@ def _emit_einsum_dense(e):
     e.output(f"{m}({e.input(0, 'keras')})", activation=True)
 
 
-def _inputs_quantizer(e, mode):
-    """The (low, high, epsilon) of the AbsMaxQuantizer Keras applies to a quantized Dense's inputs, or
+def _inputs_quantizer(e, mode, default_on=None):
+    """The (low, high, epsilon) of the AbsMaxQuantizer Keras applies to a quantized layer's inputs, or
     None (keras/src/layers/core/dense.py _int8_build/_int4_build: QuantizationConfig's
-    activation_quantizer; with no quantization_config int8 defaults to AbsMaxQuantizer(), int4 to none)."""
+    activation_quantizer; with no quantization_config int8 defaults to AbsMaxQuantizer(), int4 to none;
+    ``default_on`` overrides that default, e.g. ReversibleEmbedding quantizes in both modes)."""
     qc = _qconfig(e.cfg)
     if qc is None:
-        return (-127, 127, 1e-7) if mode == "int8" else None
+        on = (mode == "int8") if default_on is None else default_on
+        return (-127, 127, 1e-7) if on else None
     q = qc.get("activation_quantizer")
     if q is None:
         return None
@@ -472,6 +519,43 @@ def _embedding_module(e):
     groups = -(-d // int4_block_size(e.cfg)) if _int4_grouped(e.cfg) else None
     e.gen.helpers.add("KerasQuantizedEmbedding")
     return e.module(f"KerasQuantizedEmbedding({n}, {d}" + (f", groups={groups})" if groups else ")"))
+
+
+@emits("ReversibleEmbedding")
+def _emit_reversible_embedding(e):
+    """keras/src/layers/core/reversible_embedding.py: a forward call is Embedding's (mask_zero masks
+    the output); a reverse=True call projects the last axis onto the ids (x @ embeddings^T, or the
+    untied reverse_embeddings), soft-capped by tanh(logits / cap) * cap. Quantized (int8/int4): the
+    _int8_call/_int4_call reverse paths, inputs quantized per row unless the config says otherwise."""
+    cfg = e.cfg
+    n, d, mode = int(cfg["input_dim"]), int(cfg["output_dim"]), _qmode(cfg)
+    tie = bool(cfg.get("tie_weights", True))
+    cap = cfg.get("logit_soft_cap")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float))):
+        e.unsupported(f"logit_soft_cap {cap!r} is not a number")
+    if cfg.get("reverse_dtype") not in (None, cfg.get("dtype", "float32")):
+        e.unsupported(f"reverse_dtype {cfg.get('reverse_dtype')!r} differs from the compute dtype")
+    args = f"{n}, {d}, tie_weights={tie}, logit_soft_cap={None if cap is None else float(cap)!r}"
+    if mode:
+        if mode not in ("int8", "int4"):
+            e.unsupported(f"{mode} quantized ReversibleEmbedding is not converted (int8 and int4 are)")
+        if cfg.get("lora_rank"):
+            e.unsupported(f"LoRA on a {mode} quantized ReversibleEmbedding is not converted")
+        _float32_compute(e, "ReversibleEmbedding")
+        groups = -(-d // int4_block_size(cfg)) if _int4_grouped(cfg) else None
+        # ReversibleEmbedding._int8_build/_int4_build: AbsMaxQuantizer(axis=-1) on the reverse inputs
+        # unless a quantization_config says otherwise.
+        args += f", mode={mode!r}, groups={groups!r}, inputs_quantizer={_inputs_quantizer(e, mode, True)!r}"
+    e.gen.helpers.add("KerasReversibleEmbedding")
+    m = e.module(f"KerasReversibleEmbedding({args})")
+    if e.call.kwargs.get("reverse"):
+        e.output(f"{m}({e.input(0)}, reverse=True)", mask=None)
+        return
+    mask = None
+    if cfg.get("mask_zero"):
+        mask = e.temp("mask")
+        e.line(f"{mask} = {e.input(0)} != 0")
+    e.output(f"{m}({e.input(0)})", mask=mask)
 
 
 def _float32_compute(e, what):
