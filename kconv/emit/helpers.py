@@ -636,6 +636,92 @@ HELPERS["KerasReversibleEmbedding"] = '''class KerasReversibleEmbedding(nn.Modul
         return y
 
 '''
+HELPERS["KerasQuantizedEinsumDense"] = '''class KerasQuantizedEinsumDense(nn.Module):
+    """Keras 3 quantized EinsumDense (keras/src/layers/core/einsum_dense.py), pre-activation.
+
+    int8: with an inputs quantizer, xq = AbsMax(x) over the input's reduced axes (x_scale = high /
+      (max|x| + eps), round half to even, clip); y = einsum(xq, kernel) (exact integer sums) /
+      (x_scale laid out as the output (transpose, expand, squeeze as Keras) * kernel_scale); without,
+      y = einsum(x, kernel) / kernel_scale.
+    int4: kernel stored as (rows, ceil(columns/2)) signed nibbles (low first); unpacked to (rows,
+      columns), dequantized (/ scale per column, or (k - zero[g_idx]) * scale[g_idx] per row group) and
+      reshaped to the kernel shape; y = einsum(xq, w) / x_scale with an inputs quantizer (per column),
+      else einsum(x, w).
+    float8: y = einsum(qdq(x, inputs_scale), qdq(kernel, kernel_scale)); bias rounded to bfloat16.
+    """
+
+    def __init__(self, equation, mode, kernel_shape, stored, bias_shape=None, scale_shape=None, groups=None,
+                 inputs_quantizer=None, input_axes=None, kernel_reduced_axes=None):
+        super().__init__()
+        self.equation, self.mode, self.kernel_shape = equation, mode, tuple(kernel_shape)
+        self.groups, self.inputs_quantizer, self.input_axes = groups, inputs_quantizer, input_axes
+        if mode == "float8":
+            self.kernel = nn.Parameter(torch.zeros(stored))
+            self.register_buffer("inputs_scale", torch.ones(()))
+            self.register_buffer("kernel_scale", torch.ones(()))
+        else:
+            self.register_buffer("kernel", torch.zeros(stored, dtype=torch.int8))
+            self.register_buffer("kernel_scale", torch.ones(scale_shape))
+            if groups is not None:
+                self.register_buffer("kernel_zero", torch.zeros(scale_shape, dtype=torch.int8))
+                self.register_buffer("g_idx", torch.zeros(stored[0]))
+            red = set(kernel_reduced_axes)
+            self.columns = 1
+            for i, n in enumerate(self.kernel_shape):
+                self.columns *= 1 if i in red else n
+        self.bias = nn.Parameter(torch.zeros(bias_shape)) if bias_shape is not None else None
+
+    @staticmethod
+    def _qdq(t, scale):
+        scale = scale.to(t.dtype)
+        q = torch.clamp(t / scale, -448.0, 448.0).to(torch.float8_e4m3fn)
+        return q.to(t.dtype) * scale
+
+    def _quantize_inputs(self, x):
+        low, high, eps = self.inputs_quantizer
+        reduced, transpose, expand, squeeze = self.input_axes
+        x_scale = high / (x.abs().amax(dim=reduced, keepdim=True) + eps)
+        xq = torch.clamp(torch.round(x * x_scale), low, high)
+        if transpose:
+            x_scale = x_scale.permute(*transpose)
+        for a in sorted(expand):
+            x_scale = x_scale.unsqueeze(a)
+        if squeeze:
+            x_scale = x_scale.squeeze(tuple(squeeze))
+        return xq, x_scale
+
+    def _unpacked(self):
+        u = self.kernel.to(torch.int16) & 0xFF
+        lo, hi = ((u & 0x0F) ^ 8) - 8, (((u >> 4) & 0x0F) ^ 8) - 8
+        return torch.stack([lo, hi], dim=-1).reshape(u.shape[0], -1)[:, : self.columns]
+
+    def forward(self, x):
+        if self.mode == "float8":
+            y = torch.einsum(self.equation, self._qdq(x, self.inputs_scale), self._qdq(self.kernel, self.kernel_scale))
+            return y if self.bias is None else y + self.bias.to(torch.bfloat16).to(y.dtype)
+        if self.mode == "int8":
+            if self.inputs_quantizer is not None:
+                xq, x_scale = self._quantize_inputs(x)
+                y = torch.einsum(self.equation, xq.double(), self.kernel.double()).to(x.dtype)
+                y = y / (x_scale * self.kernel_scale)
+            else:
+                y = torch.einsum(self.equation, x, self.kernel.to(x.dtype)) / self.kernel_scale
+        else:
+            k = self._unpacked().to(x.dtype)
+            if self.groups is not None:
+                g = self.g_idx.long()
+                w = (k - self.kernel_zero[g].to(x.dtype)) * self.kernel_scale[g]
+                y = torch.einsum(self.equation, x, w.reshape(self.kernel_shape))
+            else:
+                w = (k / self.kernel_scale).reshape(self.kernel_shape)
+                if self.inputs_quantizer is not None:
+                    xq, x_scale = self._quantize_inputs(x)
+                    y = torch.einsum(self.equation, xq, w) / x_scale
+                else:
+                    y = torch.einsum(self.equation, x, w)
+        return y if self.bias is None else y + self.bias
+
+'''
 HELPERS["KerasEinsumDense"] = '''class KerasEinsumDense(nn.Module):
     """keras.layers.EinsumDense: einsum(equation, x, kernel) + bias, kernel and bias in Keras's layout."""
 

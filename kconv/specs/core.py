@@ -210,17 +210,23 @@ declare(
     output_shape=_dense_shape,
 )
 
+def _einsum_kernel_transform(cfg):
+    return {"int8": KeptQuantized("int8 (quantized), Keras layout"),
+            "int4": KeptQuantized("int4 packed two per int8 as (rows, ceil(columns/2)), unpacked at run time"),
+            "float8": KeptQuantized("float32, Keras layout; float8 quantize-dequantize at run time")}.get(
+        _qmode(cfg), IDENTITY)
+
+
 declare(
     "EinsumDense",
     family="core",
     summary="y = einsum(equation, x, kernel) + bias",
     # Kernel and bias stay in Keras's layout: the emitted module runs torch.einsum with the same
-    # equation. Quantized EinsumDense (int8/int4/float8) is refused by the converter.
+    # equation; quantized (int8/int4/float8), it computes as Keras does with the stored tensors.
     weights=(
-        WeightDecl("kernel", torch="kernel", trainable=_frozen_base),
+        WeightDecl("kernel", torch="kernel", trainable=_frozen_base, transform=_einsum_kernel_transform),
         WeightDecl("bias", when=lambda c: bool(c.get("bias_axes")), torch="bias"),
-        *(WeightDecl(d.key, when=d.when, trainable=d.trainable, why_no_torch="quantized EinsumDense is not converted")
-          for d in QUANTIZED_DENSE_EXTRAS),  # same storage order (einsum_dense.py variable_serialization_spec)
+        *QUANTIZED_DENSE_EXTRAS,  # same storage order (einsum_dense.py variable_serialization_spec)
         *LORA_EXTRAS,
     ),
     output_shape=lambda cfg, shapes: _einsum_shape(cfg, shapes),
@@ -435,13 +441,96 @@ def _emit_einsum_dense(e):
     if not isinstance(eq, str) or not _EINSUM_EQUATION.match(eq.replace(" ", "")):
         e.unsupported(f"einsum equation {eq!r} is not of the form 'ab,bc->ac' (with optional '...')")
     eq = eq.replace(" ", "")
-    if _qmode(cfg):
-        e.unsupported(f"{_qmode(cfg)} quantized EinsumDense is not converted")
     shapes = {w.key: tuple(int(d) for d in w.shape) for w in e.layer.weights}
     if "kernel" not in shapes or (cfg.get("bias_axes") and "bias" not in shapes):
         e.unsupported("EinsumDense weights not found in the file")
+    if _qmode(cfg):
+        _emit_quantized_einsum_dense(e, _qmode(cfg), eq, shapes)
+        return
     e.gen.helpers.add("KerasEinsumDense")
     m = e.module(f"KerasEinsumDense({eq!r}, {shapes['kernel']!r}, {shapes.get('bias') if cfg.get('bias_axes') else None!r})")
+    e.output(f"{m}({e.input(0, 'keras')})", activation=True)
+
+
+def einsum_quantization_info(equation: str, input_rank: int):
+    """keras/src/layers/core/einsum_dense.py _analyze_quantization_info, line for line (its quirks
+    included: an axis that cannot take an expand slot is inserted at the previous slot's index):
+    (input_spec, weight_spec, output_spec, input_reduced_axes, weight_reduced_axes,
+    input_transpose_axes, input_expand_axes, input_squeeze_axes)."""
+    import string
+
+    labels = string.ascii_letters
+    dots = re.sub(r"\.\.\.", "0", equation)
+    m = re.match("([a-zA-Z]+),([a-zA-Z]+)->([a-zA-Z]+)", dots)
+    left = right = None
+    if m is None:
+        left = re.match("0([a-zA-Z]+),([a-zA-Z]+)->0([a-zA-Z]+)", dots)
+        if left is None:
+            right = re.match("([a-zA-Z]{2,})0,([a-zA-Z]+)->([a-zA-Z]+)0", dots)
+        m = left or right
+    if m is None:
+        raise ValueError(f"einsum equation {equation!r}")
+    i_spec, w_spec, o_spec = m.group(1), m.group(2), m.group(3)
+    if left or right:
+        elided = input_rank - len(i_spec)
+        free = sorted(set(labels) - set(i_spec) - set(w_spec) - set(o_spec))
+        for i in range(elided):
+            if left:
+                i_spec, o_spec = free[i] + i_spec, free[i] + o_spec
+            else:
+                i_spec, o_spec = i_spec + free[i], o_spec + free[i]
+    i_red = [i for i, c in enumerate(i_spec) if o_spec.find(c) == -1]
+    w_red = [i for i, c in enumerate(w_spec) if o_spec.find(c) == -1]
+    i_exp = [i for i, c in enumerate(o_spec) if i_spec.find(c) == -1]
+    i_tr = [i_spec.find(c) for c in o_spec if i_spec.find(c) != -1]
+    i_sq = []
+    index = None
+    for ori in i_red:
+        try:
+            index = i_exp.pop(0)
+        except IndexError:
+            i_sq.append(ori)
+        i_tr.insert(index, ori)
+    return i_spec, w_spec, o_spec, i_red, w_red, i_tr, i_exp, i_sq
+
+
+def _emit_quantized_einsum_dense(e, mode, eq, shapes):
+    """Keras 3 quantized EinsumDense (keras/src/layers/core/einsum_dense.py _int8_call, _int4_call,
+    _float8_call), the stored tensors kept: int8 with inputs quantized over the input's reduced axes
+    (exact integer einsum, divided by the input scale laid out as Keras lays it out times the stored
+    kernel scale); int4 kernels unpacked from (rows, ceil(columns/2)) and dequantized (per column, or
+    per group of rows with zero points) then reshaped to the kernel shape; float8 as Dense's."""
+    cfg = e.cfg
+    if mode not in ("int8", "int4", "float8"):
+        e.unsupported(f"{mode} quantized EinsumDense is not converted (int8, int4 and float8 are)")
+    if cfg.get("lora_rank"):
+        e.unsupported(f"LoRA on a {mode} quantized EinsumDense is not converted")
+    _float32_compute(e, "EinsumDense")
+    in_shape, out_shape = e.in_shapes[0], e.out_shapes[0] if e.out_shapes else None
+    try:
+        i_spec, w_spec, o_spec, i_red, w_red, i_tr, i_exp, i_sq = einsum_quantization_info(eq, len(in_shape))
+    except ValueError:
+        e.unsupported(f"einsum equation {eq!r}")
+    dims = {}
+    for spec, shape in ((i_spec, in_shape), (o_spec, out_shape)):
+        for c, n in zip(spec, shape or ()):
+            dims.setdefault(c, n)
+    kshape = tuple(dims.get(c) for c in w_spec)
+    if any(n is None for n in kshape):
+        e.unsupported("kernel shape unknown (input or output size unknown)")
+    args = [repr(eq), repr(mode), f"kernel_shape={tuple(int(n) for n in kshape)!r}",
+            f"stored={shapes['kernel']!r}", f"bias_shape={shapes.get('bias') if cfg.get('bias_axes') else None!r}"]
+    if mode in ("int8", "int4"):
+        args.append(f"scale_shape={shapes['kernel_scale']!r}")
+        if mode == "int4" and _qconfig(cfg) is None:
+            e.unsupported("int4 EinsumDense saved without a quantization_config (older Keras layout) is not converted")
+        groups = shapes["kernel_zero"][0] if "kernel_zero" in shapes else None
+        q = None if groups is not None else _inputs_quantizer(e, mode)
+        args += [f"groups={groups!r}", f"inputs_quantizer={q!r}",
+                 f"input_axes={(tuple(i_red), tuple(i_tr), tuple(i_exp), tuple(i_sq))!r}",
+                 f"kernel_reduced_axes={tuple(w_red)!r}"]
+    e.gen.helpers.add("KerasQuantizedEinsumDense")
+    m = e.module(f"KerasQuantizedEinsumDense({', '.join(args)})")
     e.output(f"{m}({e.input(0, 'keras')})", activation=True)
 
 

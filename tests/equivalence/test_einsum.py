@@ -58,11 +58,13 @@ def test_einsum_dense_lora(tmp_path):
     check(model, rand(2, 3, 5), tmp_path, randomize=False)
 
 
-def test_quantized_einsum_dense_is_refused_clearly(tmp_path):
+def test_lora_on_quantized_einsum_dense_is_refused_clearly(tmp_path):
+    """Quantized EinsumDense converts (test_einsum_quantized.py); with LoRA on top it is refused."""
     L = layers()
     k = keras()
     model = k.Sequential([k.Input((3, 5)), L.EinsumDense("abc,cd->abd", output_shape=(3, 4), name="eq")])
     model.quantize("int8")
+    model.get_layer("eq").enable_lora(2)
     model.save(tmp_path / "q.keras")
     with pytest.raises(UnsupportedError) as err:
         kconv.convert(tmp_path / "q.keras", tmp_path / "out")
