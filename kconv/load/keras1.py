@@ -12,6 +12,8 @@ Every change is recorded in the layer's notes (``kconv inspect`` shows them as "
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..errors import ConfigError
@@ -227,10 +229,28 @@ GATES = {"LSTM": ("i", "f", "c", "o"), "GRU": ("z", "r", "h")}  # Keras 2 order 
 _GATE_STORAGE = {"LSTM": ("i", "c", "f", "o"), "GRU": ("z", "r", "h")}  # Keras 1 order in the file
 
 
+# Every weight name suffix Keras 1.2.2 gives (``name='{}_W'.format(self.name)`` in keras/layers/*.py),
+# longest first so that 'W_i' wins over 'W'.
+_SUFFIXES = sorted({"W", "b", "U", "gamma", "beta", "running_mean", "running_std", "alphas", "betas",
+                    "depthwise_kernel", "pointwise_kernel", "W_carry", "b_carry", "t_left", "a_left", "t_right",
+                    "a_right", *(f"{w}_{g}" for w in "WUb" for g in "icfozrh")}, key=len, reverse=True)
+
+
 def param_of(layer_name: str, stored: str) -> str:
-    """'convolution2d_1_W' -> 'W' (the part after the layer name)."""
+    """'convolution2d_1_W' -> 'W': the Keras 1 parameter a stored name ends with.
+
+    The name was made from the layer's name *when the weight was created*: a layer renamed later (or
+    a TensorFlow-backend name uniquified to 'dense_1_W_1') still ends with the parameter, so the
+    known suffixes are matched rather than the current layer name.
+    """
     base = stored.split("/")[-1].split(":")[0]
     prefix = layer_name + "_"
+    if base.startswith(prefix) and base[len(prefix):] in _SUFFIXES:
+        return base[len(prefix):]
+    for candidate in (base, re.sub(r"_\d+$", "", base)):
+        for suffix in _SUFFIXES:
+            if candidate == suffix or candidate.endswith("_" + suffix):
+                return suffix
     return base[len(prefix):] if base.startswith(prefix) else base
 
 

@@ -131,6 +131,18 @@ def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, traina
                 problems.append(f"unexpected weight {n!r} {tuple(ds.shape)}")
                 continue
             weights[slot] = _weight(n, ds, decls[slot], cfg, trainable_layer, ctx)
+        if problems and len(stored) == len(decls):
+            # Keras's HDF5 loader never reads these names: it pairs a layer's stored weights with its
+            # variables by position (legacy order: trainable ones, then the others). Names that do not
+            # name the attribute (ConvNeXt LayerScale's 'variable', a renamed Keras 1 layer's
+            # 'dense_1_W', TensorFlow's uniquified 'conv_W_1') are read that way too.
+            order = _legacy_order(decls, cfg, trainable_layer)
+            weights = [None] * len(decls)
+            for (n, ds), i in zip(stored, order):
+                weights[i] = _weight(n, ds, decls[i], cfg, trainable_layer, ctx)
+            problems = []
+            layer.notes.append("weights paired by position, as Keras's HDF5 loader does (the stored names "
+                               f"{', '.join(repr(n) for n, _ in stored)} do not all name the attributes)")
     else:
         if len(stored) > len(decls):
             for n, ds in stored[len(decls):]:
@@ -146,6 +158,15 @@ def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, traina
                 problems.append(f"missing weight {d.key!r}")
     ctx.problems.extend(f"layer {layer.name!r} ({layer.class_name}): {p}" for p in problems)
     layer.weights = [w for w in weights if w is not None]
+
+
+def _legacy_order(decls, cfg, trainable_layer: bool) -> list[int]:
+    """Declaration indices in the order Keras writes a layer's weights to HDF5 (``_legacy_weights``:
+    ``trainable_weights + non_trainable_weights``; all of a frozen layer's are non-trainable)."""
+    idx = range(len(decls))
+    if not trainable_layer:
+        return list(idx)
+    return [i for i in idx if decls[i].trainable_for(cfg)] + [i for i in idx if not decls[i].trainable_for(cfg)]
 
 
 def _weight(name, ds, decl, cfg, trainable_layer, ctx) -> Weight:
