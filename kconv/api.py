@@ -9,7 +9,8 @@ from .load import load
 
 
 def convert(src, out_dir, fmt: str = "safetensors", channels_first: bool = False, config=None,
-            force: bool = False, backend_of_writer=None) -> Path:
+            force: bool = False, backend_of_writer=None,
+            by_name: bool = False) -> Path:
     """Convert a Keras model file (or a loaded :class:`kconv.ir.Model`) into ``out_dir``.
 
     An existing ``out_dir`` must be empty or a previous kconv output; ``force`` lets kconv replace its
@@ -17,7 +18,8 @@ def convert(src, out_dir, fmt: str = "safetensors", channels_first: bool = False
     ('theano' or 'tensorflow') is required for Keras 1 files with convolutions (see README *Old files*)."""
     from .emit import convert as _convert
 
-    model = src if isinstance(src, Model) else load(src, config=config, backend_of_writer=backend_of_writer)
+    model = src if isinstance(src, Model) else load(src, config=config, backend_of_writer=backend_of_writer,
+                                                    by_name=by_name)
     try:
         return _convert(model, out_dir, fmt=fmt, channels_first=channels_first, force=force)
     except KconvError as e:  # one line naming the file and the problem (issue 6)

@@ -87,6 +87,8 @@ def layer_report(layer: Layer, module_path: str, check_values: bool = False) -> 
         rep["note"] = spec.no_weights_reason
     if layer.notes:
         rep["config_notes"] = list(layer.notes)
+    if layer.stored_as is not None:
+        rep["stored_as"] = layer.stored_as
     if layer.model is not None:
         rep["model_class"] = layer.model.class_name
         rep["layers"] = model_layers(layer.model, module_path + ".", check_values)
@@ -123,5 +125,6 @@ def report(model: Model, check_values: bool = False) -> dict:
         "total_params": t + n,
         "trainable_params": t,
         "non_trainable_params": n,
+        "optimizer_state": model.optimizer_state,
         "layers": model_layers(model, "", check_values),
     }

@@ -80,6 +80,9 @@ class Layer:
     model: Optional["Model"] = None
     trainable: bool = True
     notes: list[str] = field(default_factory=list)  # e.g. dialect normalisations applied
+    # The file's layer group the weights came from, when paired by order (weights-only HDF5 read with an
+    # architecture whose names may differ, as Keras's load_weights does); None otherwise.
+    stored_as: Optional[str] = None
 
     @property
     def is_model(self) -> bool:
@@ -115,6 +118,9 @@ class Model:
     # layers whose conversion depends on a *guessed* writer backend (Keras 1, no --backend-of-writer):
     # convert refuses them rather than risk Theano/TensorFlow kernels being read the wrong way
     backend_guess_affects: list = field(default_factory=list)
+    # Optimizer state the file also carries (a compiled, trained model): not model parameters, not
+    # counted (Keras's count_params does not either), not converted. None when there is none.
+    optimizer_state: Optional[dict] = None  # {"where", "variables", "values"}
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

@@ -26,12 +26,14 @@ Writers and models (see fixtures/legacy/README.md for the traps each one exercis
 writer     packages                                          models
 =========  ================================================  ===========================================
 keras1     Python 3.7, keras==1.2.2, theano==1.0.5,          k1_cnn_th, k1_cnn_tf, k1_text_rnn,
-           numpy==1.16.6, scipy==1.2.3, h5py==2.10.0         k1_merge
-keras2     Python 3.7, keras==2.2.4, tensorflow==1.15.5,     k22_cnn, k22_text_rnn, k22_cudnn
-           h5py==2.10.0, numpy==1.16.6, protobuf==3.20.3
+           numpy==1.16.6, scipy==1.2.3, h5py==2.10.0         k1_merge, k1_renamed_cnn, k1_renamed_text
+keras2     Python 3.7, keras==2.2.4, tensorflow==1.15.5,     k22_cnn, k22_text_rnn, k22_cudnn,
+           h5py==2.10.0, numpy==1.16.6, protobuf==3.20.3     k22_by_order (+ k22_by_order_arch: its JSON)
 keras21    as keras2 but keras==2.1.6                        k21_seq_cf, k21_seq_text (Sequential)
+keras20    as keras2 but keras==2.0.8 (+ scipy==1.2.3)       k20_gru (GRU config without reset_after)
 tfkeras2   Python 3.11, tensorflow-cpu==2.15.1 (Keras 2.15)  tf215_weights_only, tf215_savedmodel,
-                                                             tf215_grouped, tf215_cudnn_weights
+                                                             tf215_grouped, tf215_cudnn_weights, tf215_by_order
+                                                             (+ _arch), tf215_optimizer_savedmodel
 tf24       Python 3.8, tensorflow-cpu==2.4.4, numpy==1.19.5, tf24_savedmodel (SavedModel without
            protobuf==3.20.3, h5py==2.10.0                    keras_metadata.pb), tf24_custom, tf24_tfop
 =========  ================================================  ===========================================
@@ -40,6 +42,9 @@ For every model the worker writes (all values from the writer itself, never from
 
 - the model file(s): ``<name>.h5`` (full model), or ``<name>.weights.h5`` + ``<name>.json``
   (``save_weights`` + ``to_json``), or ``<name>.savedmodel/`` (TF SavedModel directory);
+- ``*_by_order_arch`` writes only ``<name>.json``: ``to_json()`` of the same architecture, built in a
+  fresh process after a few other layers, so that every auto-generated name differs from the
+  weights file's (read by order, as Keras's ``load_weights`` does);
 - ``<name>.io.npz``: a seeded input batch of 2 (``input_0``...) and the writer's own inference
   outputs (``output_0``...);
 - ``<name>.expected.json``: the writer's versions, backend, image ordering, param counts
@@ -93,7 +98,7 @@ WRITERS = {
             ["numpy==1.16.6", "scipy==1.2.3", "h5py==2.10.0", "theano==0.9.0", "keras==1.2.2"],
         ],
         "env": {"KERAS_BACKEND": "theano"},
-        "models": ["k1_cnn_th", "k1_cnn_tf", "k1_text_rnn", "k1_merge"],
+        "models": ["k1_cnn_th", "k1_cnn_tf", "k1_text_rnn", "k1_merge", "k1_renamed_cnn", "k1_renamed_text"],
     },
     "keras2": {
         "pythons": ["3.7.16", "3.6.15"],
@@ -103,7 +108,7 @@ WRITERS = {
             ["tensorflow==1.15.5", "keras==2.3.1", "h5py==2.10.0", "numpy==1.16.6", "protobuf==3.20.3"],
         ],
         "env": {"KERAS_BACKEND": "tensorflow"},
-        "models": ["k22_cnn", "k22_text_rnn", "k22_cudnn"],
+        "models": ["k22_cnn", "k22_text_rnn", "k22_cudnn", "k22_by_order", "k22_by_order_arch"],
     },
     "keras21": {
         "pythons": ["3.7.16", "3.6.15"],
@@ -115,11 +120,24 @@ WRITERS = {
         "worker": "keras2",
         "models": ["k21_seq_cf", "k21_seq_text"],
     },
+    "keras20": {
+        "pythons": ["3.7.16", "3.6.15"],
+        "attempts": [
+            ["tensorflow==1.15.5", "keras==2.0.8", "h5py==2.10.0", "numpy==1.16.6", "scipy==1.2.3",
+             "protobuf==3.20.3"],
+            ["tensorflow==1.4.0", "keras==2.0.8", "h5py==2.10.0", "numpy==1.16.6", "scipy==1.2.3",
+             "protobuf==3.20.3"],
+        ],
+        "env": {"KERAS_BACKEND": "tensorflow"},
+        "worker": "keras2",
+        "models": ["k20_gru"],
+    },
     "tfkeras2": {
         "pythons": ["3.11.7", "3.10.13", "3.9.18"],
         "attempts": [["tensorflow-cpu==2.15.1"], ["tensorflow-cpu==2.13.1"]],
         "env": {"TF_USE_LEGACY_KERAS": "0"},
-        "models": ["tf215_weights_only", "tf215_savedmodel", "tf215_grouped", "tf215_cudnn_weights"],
+        "models": ["tf215_weights_only", "tf215_savedmodel", "tf215_grouped", "tf215_cudnn_weights", "tf215_by_order",
+                   "tf215_by_order_arch", "tf215_optimizer_savedmodel"],
     },
     "tf24": {
         "pythons": ["3.8.18"],
@@ -425,10 +443,43 @@ def keras1_worker(name, out):
         model = Model(input=[a, b], output=[out1, out2])
         model.compile(optimizer="sgd", loss="mse")  # files in the wild carry a training_config
         inputs = [rng.standard_normal((2, 6)).astype("float32") for _ in range(2)]
+    elif name == "k1_renamed_cnn":
+        from keras.layers import PReLU
+
+        model = Sequential([
+            Convolution2D(6, 3, 3, border_mode="same", dim_ordering="th", input_shape=(3, 10, 10)),
+            BatchNormalization(axis=1),
+            PReLU(),
+            Convolution2D(4, 3, 3, border_mode="valid", subsample=(2, 2), dim_ordering="th"),
+            Flatten(),
+            Dense(8, activation="relu"),
+            Dense(3),
+        ])
+        inputs = [rng.standard_normal((2, 3, 10, 10)).astype("float32")]
+    elif name == "k1_renamed_text":
+        from keras.layers import Convolution1D, SimpleRNN
+
+        model = Sequential([
+            Embedding(50, 8, input_length=7),
+            Convolution1D(6, 3, border_mode="same"),
+            SimpleRNN(5, return_sequences=True),
+            LSTM(4, return_sequences=True),                       # 12 per-gate arrays
+            GRU(3),                                               # 9 per-gate arrays
+            Dense(2),
+        ])
+        inputs = [text_inputs(rng)]
     else:
         raise KeyError(name)
 
     randomise(model, name)
+    if name.startswith("k1_renamed"):
+        # Weight names are made from the layer's name when the weight is created ('dense_1_W'); a layer
+        # renamed afterwards (as fine-tuning scripts do to avoid clashes) is saved under its new name
+        # with the old weight names. Keras's loader pairs weights by position, so Keras reads the file.
+        for i, layer in enumerate(model.layers):
+            layer.name = "%s_%d" % (("conv", "bn", "act", "conv", "flat", "fc", "out")[i]
+                                    if name == "k1_renamed_cnn" else
+                                    ("emb", "conv", "rnn", "lstm", "gru", "out")[i], i)
     path = os.path.join(out, name + ".h5")
     model.save(path)
     outputs = model.predict(inputs if len(inputs) > 1 else inputs[0], batch_size=2)
@@ -458,6 +509,24 @@ def _stub_cudnn(keras):
         saved[cls] = cls._process_batch
         cls._process_batch = fake_process_batch
     return saved
+
+
+def by_order_model(L, Model, Sequential, rng):
+    """For weights-only files read by order: weightless layers between weighted ones, a nested
+    Sequential holding BatchNormalization (its group stores the trainable weights of all its layers
+    first, then the moving statistics), and a frozen layer."""
+    inp = L.Input((6,))
+    x = L.Dense(8, activation="relu")(inp)
+    x = L.Dropout(0.3)(x)
+    x = L.BatchNormalization()(x)
+    inner = Sequential([L.Dense(5, input_shape=(8,)), L.BatchNormalization(), L.Activation("tanh"), L.Dense(4)])
+    x = inner(x)
+    frozen = L.Dense(4)
+    frozen.trainable = False
+    x = frozen(x)
+    x = L.Activation("relu")(x)
+    out_ = L.Dense(3)(x)
+    return Model(inp, out_), [rng.standard_normal((2, 6)).astype("float32")]
 
 
 def keras2_worker(name, out):
@@ -531,11 +600,40 @@ def keras2_worker(name, out):
         out_ = L.Dense(3)(x)
         model = Model(inp, out_)
         inputs = [rng.standard_normal((2, 7, 5)).astype("float32")]
+    elif name == "k20_gru":
+        inp = L.Input((None,), dtype="int32")
+        x = L.Embedding(50, 8, mask_zero=True)(inp)
+        x = L.GRU(5, return_sequences=True, implementation=1)(x)  # no reset_after key before 2.1.3
+        x = L.Bidirectional(L.GRU(4, return_sequences=True, implementation=2))(x)
+        x = L.LSTM(3, implementation=2)(x)
+        out_ = L.Dense(3)(x)
+        model = Model(inp, out_)
+        inputs = [text_inputs(rng)]
+    elif name in ("k22_by_order", "k22_by_order_arch"):
+        from keras.models import Sequential
+
+        if name == "k22_by_order_arch":
+            # a fresh process that first makes a few layers: every auto-generated name differs
+            for _ in range(2):
+                L.Dense(1), L.BatchNormalization(), Sequential(), Model
+        model, inputs = by_order_model(L, Model, Sequential, rng)
+        if name == "k22_by_order_arch":
+            with open(os.path.join(out, "k22_by_order.json"), "w") as fh:
+                fh.write(model.to_json(indent=1) + "\n")
+            return
     else:
         raise KeyError(name)
 
     randomise(model, name)
     path = os.path.join(out, name + ".h5")
+    if name == "k22_by_order":
+        model.save_weights(path)  # weights only: layer_names / weight_names at the root
+        outputs = model.predict(inputs[0], batch_size=2)
+        write_io(out, name, inputs, outputs)
+        exp = expected_of(model, keras, info, [name + ".h5"], path)
+        with open(os.path.join(out, name + ".expected.json"), "w") as fh:
+            fh.write(dump_json(exp))
+        return
     model.save(path)
     exp = expected_of(model, keras, info, [name + ".h5"], path)
 
@@ -664,12 +762,43 @@ def tfkeras2_worker(name, out):
         with open(os.path.join(out, name + ".expected.json"), "w") as fh:
             fh.write(dump_json(exp))
         return
+    elif name in ("tf215_by_order", "tf215_by_order_arch"):
+        if name == "tf215_by_order_arch":
+            for _ in range(2):  # a fresh process that first makes a few layers: every auto-name differs
+                L.Dense(1), L.BatchNormalization(), keras.Sequential()
+        model, inputs = by_order_model(L, keras.Model, keras.Sequential, rng)
+        if name == "tf215_by_order_arch":
+            with open(os.path.join(out, "tf215_by_order.json"), "w") as fh:
+                fh.write(model.to_json(indent=1) + "\n")
+            return
+    elif name == "tf215_optimizer_savedmodel":
+        inp = L.Input((6,))
+        x = L.Dense(5, activation="relu")(inp)
+        x = L.BatchNormalization()(x)
+        out_ = L.Dense(3)(x)
+        model = keras.Model(inp, out_)
+        inputs = [rng.standard_normal((2, 6)).astype("float32")]
     else:
         raise KeyError(name)
 
     randomise(model, name)
     h5file = None
-    if name == "tf215_weights_only":
+    if name == "tf215_optimizer_savedmodel":
+        # a file from the wild: compiled and trained, so the checkpoint holds the Adam slot variables
+        # (m, v per weight: '<weight>/.OPTIMIZER_SLOT/optimizer/m') and the optimizer's own variables
+        # ('optimizer/iter', ...). The legacy optimizer is what tf.keras <= 2.10 compiled with by
+        # default; the 2.11+ one keeps its slots under 'optimizer/_variables/<i>' instead.
+        model.compile(optimizer=keras.optimizers.legacy.Adam(), loss="mse")
+        model.fit(inputs[0], np.ones((2, 3), "float32"), epochs=1, verbose=0)
+        randomise(model, name)  # BN statistics moved by training: non-trivial again
+    if name == "tf215_by_order":
+        h5file = os.path.join(out, name + ".h5")
+        model.save_weights(h5file, save_format="h5")
+        files = [name + ".h5"]
+    elif name == "tf215_optimizer_savedmodel":
+        model.save(os.path.join(out, name + ".savedmodel"), save_format="tf")
+        files = [name + ".savedmodel"]
+    elif name == "tf215_weights_only":
         # legacy HDF5 weights layout (root attrs layer_names / backend / keras_version)
         h5file = os.path.join(out, name + ".h5")
         model.save_weights(h5file, save_format="h5")

@@ -37,7 +37,14 @@ CASES = {
     "tf215_grouped": ("tf215_grouped.h5", {}),
     "tf215_weights_only": ("tf215_weights_only.h5", {"config": LEGACY / "tf215_weights_only.json"}),
     "tf215_weights_only.weights": ("tf215_weights_only.weights.h5", {"config": LEGACY / "tf215_weights_only.json"}),
+    # issue #12: Keras 1 layers renamed after their weights were made; Keras 2.0.8 GRUs (no reset_after)
+    "k1_renamed_cnn": ("k1_renamed_cnn.h5", {"backend_of_writer": "theano"}),
+    "k1_renamed_text": ("k1_renamed_text.h5", {"backend_of_writer": "theano"}),  # Convolution1D: no dim_ordering
+    "k20_gru": ("k20_gru.h5", {}),
 }
+# Weights-only files whose architecture JSON was written by a fresh process (other auto-names):
+# read in order, as Keras's load_weights does (issue #12.1).
+BY_ORDER = {"k22_by_order": "Keras 2.2.4", "tf215_by_order": "tf.keras 2.15"}
 SAVEDMODEL = ("tf215_savedmodel.savedmodel", {})
 # float32 on both sides; the writers computed in float32 (Theano, TF) too.
 RTOL, ATOL = 1e-5, 1e-6
@@ -328,3 +335,161 @@ def test_theano_same_pooling_is_refused(tmp_path):
     assert kconv.load(path).layer("maxpooling2d_1").config["_theano_padding"]
     r = CliRunner().invoke(main, ["convert", str(path), "--backend-of-writer", "theano", "-o", str(tmp_path / "o")])
     assert r.exit_code == 3 and "Theano" in r.output
+
+
+# --- issue #12: files Keras reads that kconv did not ----------------------------------------------
+
+def _weighted_top_layers(expected):
+    """The writer's top-level layers with weights, in its order, and their parameter sizes."""
+    sizes = {}
+    for w in expected["weights"]:
+        top = w["layer"].split(".")[0]
+        sizes[top] = sizes.get(top, 0) + int(np.prod(w["shape"]))
+    return sizes
+
+
+@pytest.mark.parametrize("stem", list(BY_ORDER))
+def test_weights_only_paired_by_order_as_keras(stem, tmp_path):
+    h5, arch = LEGACY / f"{stem}.h5", LEGACY / f"{stem}.json"
+    expected = _expected(stem)
+    with h5py.File(h5) as f:
+        stored = [n.decode() if isinstance(n, bytes) else str(n) for n in f.attrs["layer_names"]]
+        stored = [n for n in stored if len(f[n].attrs["weight_names"])]
+    model = kconv.load(h5, config=arch)
+    ours = [ly for ly in model.layers if ly.stored_as is not None]
+    # the architecture names its layers differently; some of its names are other layers' in the file
+    assert not set(ly.name for ly in ours) & set(stored)
+    assert {ly.name for _, ly in model.walk()} & set(stored)
+    assert [ly.stored_as for ly in ours] == stored
+    sizes = _weighted_top_layers(expected)
+    assert [sum(ly.param_counts()) for ly in ours] == [sizes[n] for n in stored]
+    assert model.param_counts() == (expected["trainable_params"], expected["non_trainable_params"])
+    kconv.convert(model, tmp_path / "out")
+    io = np.load(LEGACY / f"{stem}.io.npz")
+    np.testing.assert_allclose(_run(tmp_path / "out", io)[0], _outputs(io)[0], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("stem", list(BY_ORDER))
+def test_weights_only_by_order_cli_shows_pairing_and_by_name_refuses(stem, tmp_path):
+    run = CliRunner()
+    h5, arch = str(LEGACY / f"{stem}.h5"), str(LEGACY / f"{stem}.json")
+    r = run.invoke(main, ["inspect", h5, "--config", arch, "--brief"])
+    assert r.exit_code == 0, r.output
+    assert "(weights: the file's layer 'sequential" in r.output
+    rep = json.loads(run.invoke(main, ["inspect", h5, "--config", arch, "--json"]).output)
+    first = "dense" if stem.startswith("tf215") else "dense_1"  # the writer's first Dense
+    assert [ly["stored_as"] for ly in rep["layers"] if "stored_as" in ly][0] == first
+    # Keras's other mode: by name. The names differ, so the layers are not found (Keras would leave
+    # them at their initial values): refused, never converted with wrong weights.
+    r = run.invoke(main, ["convert", h5, "--config", arch, "--by-name", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "not in the file's layer_names" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_by_name_with_matching_names_and_default_agree(tmp_path):
+    name, opts = CASES["tf215_weights_only"]
+    a = kconv.load(LEGACY / name, by_name=True, **opts)
+    b = kconv.load(LEGACY / name, **opts)
+    assert [(w.name, w.shape) for _, ly in a.walk() for w in ly.weights] == \
+        [(w.name, w.shape) for _, ly in b.walk() for w in ly.weights]
+    r = CliRunner().invoke(main, ["inspect", str(LEGACY / "k22_cnn.h5"), "--by-name"])
+    assert r.exit_code == 2 and "--by-name applies to legacy HDF5 weights files read with --config" in r.output
+
+
+def _edited_json(tmp_path, stem, edit):
+    cfg = json.loads((LEGACY / f"{stem}.json").read_text())
+    edit(cfg["config"]["layers"])
+    p = tmp_path / "arch.json"
+    p.write_text(json.dumps(cfg))
+    return p
+
+
+def test_by_order_layer_count_mismatch_as_keras(tmp_path):
+    def drop_last_dense(layers):  # the final Dense becomes a weightless Activation
+        layers[-1]["class_name"] = "Activation"
+        layers[-1]["config"] = {"name": layers[-1]["config"]["name"], "activation": "linear"}
+    arch = _edited_json(tmp_path, "k22_by_order", drop_last_dense)
+    r = CliRunner().invoke(main, ["inspect", str(LEGACY / "k22_by_order.h5"), "--config", str(arch)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "Layer count mismatch" in r.output and "the model has 4 layers with weights" in r.output
+    assert "the file 5 saved layers with weights" in r.output
+
+
+def test_by_order_weight_count_mismatch_as_keras(tmp_path):
+    def no_center(layers):
+        bn = next(ly for ly in layers if ly["class_name"] == "BatchNormalization")
+        bn["config"]["center"] = False
+    arch = _edited_json(tmp_path, "k22_by_order", no_center)
+    r = CliRunner().invoke(main, ["inspect", str(LEGACY / "k22_by_order.h5"), "--config", str(arch)])
+    assert r.exit_code == 2
+    assert "Weight count mismatch for layer #1 (named 'batch_normalization_3' in the model, " \
+           "'batch_normalization_1' in the file): the layer expects 3 weight(s), the file has 4" in r.output
+
+
+def test_keras1_renamed_layers_read_by_weight_name_suffix():
+    m = kconv.load(LEGACY / "k1_renamed_cnn.h5")
+    fc = m.layer("fc_5")
+    assert {w.key: w.name for w in fc.weights} == {"kernel": "dense_1_W", "bias": "dense_1_b"}
+    bn = m.layer("bn_1")
+    assert {w.key: w.name for w in bn.weights}["moving_variance"] == "batchnormalization_1_running_std"
+    t = kconv.load(LEGACY / "k1_renamed_text.h5")
+    lstm = t.layer("lstm_3")
+    assert {w.key: w.name for w in lstm.weights}["kernel"] == "lstm_1_W_i+lstm_1_W_f+lstm_1_W_c+lstm_1_W_o"
+
+
+def test_pre_213_gru_reads_as_reset_before():
+    m = kconv.load(LEGACY / "k20_gru.h5")
+    assert m.keras_version == "2.0.8"
+    gru = m.layer("gru_1")
+    assert gru.config["reset_after"] is False and gru.config["implementation"] == 1
+    assert any("no reset_after" in n for n in gru.notes)
+    inner = m.layer("bidirectional_1").config["layer"]["config"]
+    assert inner["reset_after"] is False
+    assert {w.key: w.shape for w in gru.weights}["bias"] == (15,)
+
+
+def test_keras3_h5_weight_without_attribute_name_paired_by_position(tmp_path):
+    """ConvNeXt's LayerScale makes its weight without a name: Keras 3 stores it as '<layer>/variable'."""
+    path = tmp_path / "ls.h5"
+    with h5py.File(LEGACY / "k22_cnn.h5") as src, h5py.File(path, "w") as f:
+        for k, v in src.attrs.items():
+            f.attrs[k] = v
+        src.copy("model_weights", f)
+        g = f["model_weights/dense_1"]
+        g.attrs["weight_names"] = [b"dense_1/variable", b"dense_1/variable_1"]
+        g.move("dense_1/kernel:0", "dense_1/variable")
+        g.move("dense_1/bias:0", "dense_1/variable_1")
+    m = kconv.load(path)
+    d = m.layer("dense_1")
+    assert [(w.key, w.name) for w in d.weights] == [("kernel", "dense_1/variable"), ("bias", "dense_1/variable_1")]
+    assert any("paired by position" in n for n in d.notes)
+
+
+@pytest.mark.keras
+def test_savedmodel_with_optimizer_slots(tmp_path):
+    """A compiled, trained tf.keras model: Adam's m and v under every weight ('.OPTIMIZER_SLOT') and
+    'optimizer/...' variables in the checkpoint; ignored for conversion, mentioned by inspect."""
+    pytest.importorskip("tensorflow")
+    stem = "tf215_optimizer_savedmodel"
+    src = LEGACY / f"{stem}.savedmodel"
+    model = kconv.load(src)
+    expected = _expected(stem)
+    _check_counts(model, expected)
+    # Adam: m and v for each of the 8 weights (6 trainable, BN's 2 moving statistics have none): 12 slots
+    # of the 6 trainable weights' sizes, plus iterations, beta_1, beta_2, decay, learning_rate
+    assert model.optimizer_state["variables"] == 12 + 5
+    assert model.optimizer_state["values"] == 2 * expected["trainable_params"] + 5
+    kconv.convert(model, tmp_path / "out")
+    io = np.load(LEGACY / f"{stem}.io.npz")
+    np.testing.assert_allclose(_run(tmp_path / "out", io)[0], _outputs(io)[0], rtol=RTOL, atol=ATOL)
+    r = CliRunner().invoke(main, ["inspect", str(src)])
+    assert r.exit_code == 0, r.output
+    assert "optimizer state: 17 variables" in r.output and "not parameters (not counted, as in Keras)" in r.output
+    assert f"Total params: {expected['total_params']:,}" in r.output
+
+
+def test_h5_optimizer_weights_mentioned_not_counted():
+    m = kconv.load(LEGACY / "k22_cnn.h5")
+    names = _expected("k22_cnn")["h5"]["optimizer_weight_names"]
+    assert m.optimizer_state["variables"] == len(names) and m.optimizer_state["where"] == "optimizer_weights group"
+    assert kconv.load(LEGACY / "k21_seq_text.h5").optimizer_state is None

@@ -22,6 +22,9 @@ from .verify import emit_result, tolerance_options
               help="Inputs and outputs of rank >= 3 are NCHW-style (channels first) instead of Keras's layout.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False),
               help="Architecture JSON for a weights-only file (legacy HDF5 or Keras 3 layout .weights.h5).")
+@click.option("--by-name", "by_name", is_flag=True,
+              help="With --config and a legacy HDF5 weights file: pair the file's layers with the model's by name "
+                   "(Keras's load_weights(by_name=True)) instead of in order (its default).")
 @click.option("--backend-of-writer", "backend_of_writer", type=click.Choice(["theano", "tensorflow"]),
               help="The Keras backend that wrote the file, when it is not recorded (Keras 1) or recorded wrongly: "
                    "'theano' flips convolution kernels and uses Theano's 'same' padding.")
@@ -32,7 +35,7 @@ from .verify import emit_result, tolerance_options
               help="After converting, run `kconv verify` on each result (needs Keras; exit 1 on a mismatch).")
 @click.option("--per-layer", is_flag=True, help="With --verify: compare every layer output.")
 @tolerance_options
-def convert_cmd(models, out, fmt, channels_first, config, backend_of_writer, force, do_verify, per_layer, atol, rtol, seed, batch_size, dims,
+def convert_cmd(models, out, fmt, channels_first, config, by_name, backend_of_writer, force, do_verify, per_layer, atol, rtol, seed, batch_size, dims,
                 device):
     """Convert Keras model files to standalone PyTorch modules.
 
@@ -60,7 +63,7 @@ def convert_cmd(models, out, fmt, channels_first, config, backend_of_writer, for
     for target, m in targets.items():
         try:
             _convert(m, target, fmt=fmt, channels_first=channels_first, config=config, force=force,
-                     backend_of_writer=backend_of_writer)
+                     backend_of_writer=backend_of_writer, by_name=by_name)
             click.echo(f"{m} -> {target}", err=True)
             if do_verify:
                 from ..verify import verify

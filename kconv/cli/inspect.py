@@ -35,6 +35,10 @@ def render(rep: dict, torch_side: bool = True, meanings: bool = True) -> str:
     ins = ", ".join(f"{i['layer']} {_fmt_shape(i['shape'])}" for i in rep["inputs"])
     outs = ", ".join(f"{o['layer']} {_fmt_shape(o['shape'])}" for o in rep["outputs"])
     lines.append(f"model {m['name']!r} ({m['class_name']}): inputs {ins}; outputs {outs}")
+    opt = rep.get("optimizer_state")
+    if opt:
+        lines.append(f"optimizer state: {opt['variables']} variables ({_num(opt['values'])} values) in the "
+                     f"{opt['where']}; not parameters (not counted, as in Keras), not converted")
     lines.append("")
     _layers(rep["layers"], lines, 0, torch_side, meanings)
     lines.append("")
@@ -59,6 +63,8 @@ def _layers(layers, lines, depth, torch_side, meanings):
             extras.append(ly["note"])
         if ly.get("config_notes"):
             extras.append("normalised: " + "; ".join(ly["config_notes"]))
+        if ly.get("stored_as") is not None:
+            extras.append(f"weights: the file's layer {ly['stored_as']!r} (paired by order, as Keras's load_weights)")
         for e in extras:
             lines.append(f"{pad}    ({e})")
         if ly.get("lambda"):
@@ -112,6 +118,9 @@ def _lambda_line(info: dict) -> str:
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
               help="Architecture JSON (model.to_json() or a Keras 3 config.json) for a weights-only file: "
                    "legacy save_weights HDF5 or a Keras 3 layout .weights.h5.")
+@click.option("--by-name", "by_name", is_flag=True,
+              help="With --config and a legacy HDF5 weights file: pair the file's layers with the model's by name "
+                   "(Keras's load_weights(by_name=True)) instead of in order (its default).")
 @click.option("--backend-of-writer", "backend_of_writer", type=click.Choice(["theano", "tensorflow"]),
               help="The Keras backend that wrote the file, when it is not recorded (Keras 1) or recorded wrongly: "
                    "'theano' flips convolution kernels and uses Theano's 'same' padding.")
@@ -119,13 +128,13 @@ def _lambda_line(info: dict) -> str:
 @click.option("--brief", is_flag=True, help="Leave out the one-line meaning of each weight role.")
 @click.option("--check-values", is_flag=True,
               help="Also read every weight and report NaN/Inf values (inspect otherwise reads no tensor data).")
-def inspect_cmd(model, as_json, config, backend_of_writer, no_torch, brief, check_values):
+def inspect_cmd(model, as_json, config, by_name, backend_of_writer, no_torch, brief, check_values):
     """Show every layer and weight of a Keras model file, without running Keras.
 
     For each layer: class, inputs, output shape, parameter count; for each weight: role, shape,
     dtype, trainable, and the PyTorch tensor it becomes. Nested models are shown as a tree.
     """
-    m = load(model, config=config, backend_of_writer=backend_of_writer)
+    m = load(model, config=config, backend_of_writer=backend_of_writer, by_name=by_name)
     rep = _report.report(m, check_values=check_values)
     if as_json:
         click.echo(json.dumps(rep, indent=2))

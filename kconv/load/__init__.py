@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import stat
 import zipfile
@@ -16,7 +17,7 @@ from . import shapes as _shapes
 from . import validate, writer
 from .config import build_model
 from .limits import DEFAULT as DEFAULT_LIMITS, Limits
-from .weights import Context, attach_keras3, attach_legacy, check_shapes
+from .weights import Context, attach_keras3, attach_legacy, attach_legacy_by_order, check_shapes
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -51,7 +52,7 @@ def sniff(path: Path) -> str:
 
 
 def load(path, config: str | os.PathLike | None = None, limits: Limits | None = None,
-         backend_of_writer: str | None = None) -> Model:
+         backend_of_writer: str | None = None, by_name: bool = False) -> Model:
     """Load a Keras model file (``.keras``, ``.h5``/``.hdf5``, TF SavedModel directory) into a
     :class:`kconv.ir.Model`.
 
@@ -62,6 +63,8 @@ def load(path, config: str | os.PathLike | None = None, limits: Limits | None = 
     the ``KCONV_MAX_*`` environment variables (README "Limits and safety").
     ``backend_of_writer``: 'theano' or 'tensorflow', overriding what the file records (Keras 2) or
     what kconv assumes (Keras 1 files do not record it; see :mod:`kconv.load.writer`).
+    ``by_name``: for a legacy HDF5 weights file read with ``config``, pair the file's layers with the
+    model's by name (Keras's ``load_weights(by_name=True)``) instead of in order (its default).
     """
     path = Path(path)
     if limits is None:
@@ -69,8 +72,10 @@ def load(path, config: str | os.PathLike | None = None, limits: Limits | None = 
     kind = sniff(path)
     ctx = Context(path, limits)
     try:
+        if by_name and (kind != "h5" or config is None):
+            raise ModelFileError(path, "--by-name applies to legacy HDF5 weights files read with --config")
         if kind == "h5":
-            model = _load_h5(path, config, ctx)
+            model = _load_h5(path, config, ctx, by_name)
         elif kind == "keras":
             model = _load_keras(path, ctx)
         else:
@@ -130,7 +135,7 @@ def _read_config_file(config_path, limits: Limits):
         raise ModelFileError(p, e.strerror or str(e)) from None
 
 
-def _load_h5(path: Path, config_path, ctx: Context) -> Model:
+def _load_h5(path: Path, config_path, ctx: Context, by_name: bool = False) -> Model:
     import h5py
 
     limits = ctx.limits
@@ -171,8 +176,16 @@ def _load_h5(path: Path, config_path, ctx: Context) -> Model:
                 raise ModelFileError(path, "a Keras 3 layout weights file (.weights.h5) without architecture; "
                                            "pass it with --config config.json (or model.to_json() output)")
             attach_keras3(model, f, ctx)
+        elif config_path is not None and not by_name:
+            # an architecture from elsewhere: Keras's load_weights pairs layers in order (by_name=False)
+            attach_legacy_by_order(model, wgroup, ctx)
         else:
             attach_legacy(model, wgroup, ctx)
+        opt = h5safe.child(f, "optimizer_weights", missing_ok=True)
+        if isinstance(opt, h5py.Group):  # model.save() of a compiled, trained model
+            shapes = _dataset_shapes(opt)
+            model.optimizer_state = {"where": "optimizer_weights group", "variables": len(shapes),
+                                     "values": int(sum(math.prod(s) for s in shapes))}
         model.keras_version = _attr(f, wgroup, "keras_version")
         model.backend = _attr(f, wgroup, "backend")
         if config_path is not None and isinstance(cfg, dict):
@@ -184,6 +197,20 @@ def _load_h5(path: Path, config_path, ctx: Context) -> Model:
         raise
     model._file = f  # keeps the file open for lazy reads
     return model
+
+
+def _dataset_shapes(group, depth: int = 0) -> list:
+    """Shapes of the datasets below ``group``, reached through hard links only (h5safe)."""
+    import h5py
+
+    out = []
+    for k in h5safe.keys(group):
+        obj = h5safe.child(group, k)
+        if isinstance(obj, h5py.Dataset):
+            out.append(obj.shape)
+        elif isinstance(obj, h5py.Group) and depth < 16:
+            out.extend(_dataset_shapes(obj, depth + 1))
+    return out
 
 
 def _attr(f, g, key):

@@ -48,6 +48,13 @@ def normalize_config(class_name: str, config: dict, notes: list | None = None) -
     for key in ("padding", "data_format", "interpolation"):  # Keras lower-cases these when it reads them
         if isinstance(cfg.get(key), str):
             cfg[key] = cfg[key].lower()
+    if class_name in ("GRU", "GRUCell") and "reset_after" not in cfg:
+        # Keras 2.0-2.1.2 wrote no reset_after (added in 2.1.3): their GRU applies the reset gate
+        # before the recurrent kernel and has one (3 * units,) bias, i.e. reset_after=False, which
+        # stayed the standalone-Keras default until 2.3 (tf.keras 2 and Keras 3 always write the key).
+        cfg["reset_after"] = False
+        if notes is not None:
+            notes.append("no reset_after in the config (Keras 2.0-2.1.2): reset_after=False")
     for key in ("layer", "backward_layer", "cell"):
         sub = cfg.get(key)
         if isinstance(sub, dict) and "class_name" in sub:
@@ -240,7 +247,7 @@ def _keras2_node_offsets(layers: list[Layer], cfg: dict):
     and ``get_network_config``'s ``node_conversion_map``). Keras 3 does not do this.
     """
     skip = {ly.name for ly in layers if ly.model is not None and ly.class_name not in WRAPPERS_OF_MODELS and
-            (ly.model.class_name != "Sequential" or not ly.model.layers[0].config.get("synthetic"))}
+            _built_on_input(ly.model)}
     if not skip:
         return
 
@@ -254,6 +261,16 @@ def _keras2_node_offsets(layers: list[Layer], cfg: dict):
                                   for k, v in call.tensor_kwargs.items()}
     cfg["output_layers"] = [[r[0], r[1] - 1 if r[0] in skip and r[1] > 0 else r[1], *r[2:]]
                             for r in _as_list3(cfg.get("output_layers"))]
+
+
+def _built_on_input(model: Model) -> bool:
+    """Whether Keras 2 built the nested model on an Input of its own (its node 0): a functional model,
+    a Sequential with an InputLayer, or one whose first layer has a batch_input_shape (standalone
+    Keras 2.2 writes no InputLayer then, and still numbers the outer call 1). A Sequential built
+    later (``build_input_shape`` only) gets node 0 from its first call."""
+    if model.class_name != "Sequential" or not model.layers[0].config.get("synthetic"):
+        return True
+    return len(model.layers) > 1 and bool(model.layers[1].config.get("batch_shape"))
 
 
 def _as_list3(value):

@@ -273,6 +273,13 @@ def _load_savedmodel(path: Path, ctx: Context) -> Model:
             sub = nodes.get(".".join(parts[:i]))
             chain.append(sub.get("name") if isinstance(sub, dict) else None)
         chains[tuple(chain)] = p
+    # A compiled, trained model's checkpoint also holds the optimizer: slot variables under each weight
+    # ('<weight>/.OPTIMIZER_SLOT/optimizer/m') and its own ('optimizer/iter', 'optimizer/learning_rate').
+    opt = [k for k in var_shapes if "/.OPTIMIZER_SLOT/" in k or k.startswith("optimizer/")]
+    if opt:
+        model.optimizer_state = {"where": "variables/ checkpoint (.OPTIMIZER_SLOT/..., optimizer/...)",
+                                 "variables": len(opt),
+                                 "values": int(sum(int(np.prod(var_shapes[k])) for k in opt))}
     graph = _ObjectGraph.of(reader, var_shapes)
     layer_nodes = {chains[c] for c in _chains(model) if c in chains}
     for chain, layer in _leaves(model):
@@ -289,6 +296,8 @@ def _load_savedmodel(path: Path, ctx: Context) -> Model:
                          if key.startswith(pre) and key.endswith(SUFFIX)
                          and not key[len(pre):].startswith(("layer-", "layer_with_weights-"))]
             for rest, key in found:
+                if "/.OPTIMIZER_SLOT/" in key:  # the optimizer's, not the layer's
+                    continue
                 stored.append((pre + rest, _CkptTensor(reader, key, var_shapes[key],
                                                        np.dtype(var_dtypes[key].as_numpy_dtype))))
             stored.sort(key=lambda kv: _rank(kv[0][len(pre):], order))  # stable: creation order within

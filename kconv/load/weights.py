@@ -136,7 +136,7 @@ def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, traina
             # variables by position (legacy order: trainable ones, then the others). Names that do not
             # name the attribute (ConvNeXt LayerScale's 'variable', a renamed Keras 1 layer's
             # 'dense_1_W', TensorFlow's uniquified 'conv_W_1') are read that way too.
-            order = _legacy_order(decls, cfg, trainable_layer)
+            order = _legacy_order(decls, cfg)
             weights = [None] * len(decls)
             for (n, ds), i in zip(stored, order):
                 weights[i] = _weight(n, ds, decls[i], cfg, trainable_layer, ctx)
@@ -160,12 +160,12 @@ def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, traina
     layer.weights = [w for w in weights if w is not None]
 
 
-def _legacy_order(decls, cfg, trainable_layer: bool) -> list[int]:
+def _legacy_order(decls, cfg) -> list[int]:
     """Declaration indices in the order Keras writes a layer's weights to HDF5 (``_legacy_weights``:
-    ``trainable_weights + non_trainable_weights``; all of a frozen layer's are non-trainable)."""
+    ``trainable_weights + non_trainable_weights``). A frozen layer lists the same order (its
+    non_trainable_weights are ``_trainable_weights + _non_trainable_weights`` in Keras 2, tf.keras 2
+    and Keras 3 alike)."""
     idx = range(len(decls))
-    if not trainable_layer:
-        return list(idx)
     return [i for i in idx if decls[i].trainable_for(cfg)] + [i for i in idx if not decls[i].trainable_for(cfg)]
 
 
@@ -338,6 +338,104 @@ def attach_legacy(model: Model, wgroup, ctx: Context):
         else:
             assign(layer, _converted_rnn(layer, stored, ctx), by_name=True, trainable_scope=True, where=path,
                    ctx=ctx)
+
+
+def attach_legacy_by_order(model: Model, wgroup, ctx: Context):
+    """Keras's ``model.load_weights(h5)`` with ``by_name=False`` (its default), for a weights-only file
+    read with an architecture that may name its layers differently (rebuilt from code: fresh
+    auto-names). As ``load_weights_from_hdf5_group`` (tf_keras ``saving/legacy/hdf5_format.py``,
+    Keras 3 ``legacy/saving/legacy_h5_format.py``, Keras 2.2 ``engine/saving.py``): the model's
+    top-level layers that have weights are paired, in order, with the file's ``layer_names`` whose
+    ``weight_names`` are not empty; a nested model is one layer there (its group holds all its
+    weights, trainable ones first); a count mismatch is an error, as in Keras."""
+    import h5py
+
+    path = ctx.path
+    if "layer_names" not in wgroup.attrs:
+        raise ModelFileError(path, f"{wgroup.name}: no 'layer_names' attribute (not a Keras weights group)")
+    saved = []
+    for name in _names_attr(wgroup, "layer_names", ctx):
+        g = h5safe.child(wgroup, name, missing_ok=True)
+        if g is None:
+            ctx.problems.append(f"layer_names lists {name!r} but its group is missing")
+            continue
+        if not isinstance(g, h5py.Group):
+            raise ModelFileError(path, f"{g.name}: a dataset where the layer's group was expected")
+        names = _names_attr(g, "weight_names", ctx)
+        if names:
+            saved.append((name, g, names))
+    layers = [ly for ly in model.layers if ly.class_name != "InputLayer" and _has_weights(ly)]
+    if len(saved) != len(layers):
+        raise WeightMismatchError([
+            f"Layer count mismatch when loading weights from file (as Keras reports it): the model has "
+            f"{len(layers)} layers with weights ({', '.join(ly.name for ly in layers) or 'none'}), the file "
+            f"{len(saved)} saved layers with weights ({', '.join(n for n, _, _ in saved) or 'none'}); Keras "
+            "pairs them in order (load_weights by_name=False). With --by-name they are paired by name "
+            "instead"], path=path)
+    for k, ((name, g, names), layer) in enumerate(zip(saved, layers)):
+        stored = []
+        for n in names:
+            ds = h5safe.child(g, n, missing_ok=True)
+            if ds is None:
+                ctx.problems.append(f"layer {name!r}: weight {n!r} listed but missing")
+                continue
+            stored.append((n, ds))
+        layer.stored_as = name
+        expected = _count_expected(layer)
+        if expected is not None and expected != len(stored):
+            ctx.problems.append(
+                f"Weight count mismatch for layer #{k} (named {layer.name!r} in the model, {name!r} in the "
+                f"file): the layer expects {expected} weight(s), the file has {len(stored)}")
+            continue
+        if layer.model is not None:
+            _distribute_by_order(layer, stored, ctx)
+        elif layer.config.get("_keras1"):
+            _assign_keras1(layer, stored, ctx)
+        else:
+            assign(layer, _converted_rnn(layer, stored, ctx), by_name=True, trainable_scope=True, where=path,
+                   ctx=ctx)
+
+
+def _has_weights(layer: Layer) -> bool:
+    if layer.model is not None:
+        return any(_has_weights(inner) for inner in layer.model.layers)
+    return _expects_weights(layer)
+
+
+def _count_expected(layer: Layer):
+    """How many arrays Keras stores for the layer (None: not known, e.g. Keras 1 per-gate arrays)."""
+    if layer.model is not None:
+        counts = [_count_expected(inner) for inner in layer.model.layers if _has_weights(inner)]
+        return None if any(c is None for c in counts) else sum(counts)
+    if layer.config.get("_keras1_gates"):
+        return None
+    spec = specs.get(layer.class_name)
+    return None if spec is None else len(spec.weight_decls(layer.config))
+
+
+def _distribute_by_order(outer: Layer, stored, ctx: Context):
+    """A nested model's group, paired in Keras's legacy order: the trainable weights of every inner
+    layer in order, then the non-trainable ones (a frozen inner layer's all go there; a frozen
+    nested model lists each inner layer's weights in turn, as tf.keras 2 and Keras 3 do)."""
+    slots = []  # (leaf, decl index, trainable)
+    leaves = list(_leaves(outer.model, outer.trainable))
+    for leaf, t in leaves:
+        spec = specs.get(leaf.class_name)
+        if spec is None:
+            ctx.problems.append(f"nested model {outer.name!r}: layer {leaf.name!r} of unknown class "
+                                f"{leaf.class_name!r}: its weights cannot be paired by order")
+            return
+        decls = spec.weight_decls(leaf.config)
+        for i in _legacy_order(decls, leaf.config):
+            slots.append((leaf, i, t and leaf.trainable and decls[i].trainable_for(leaf.config)))
+    if outer.trainable:
+        slots = [s for s in slots if s[2]] + [s for s in slots if not s[2]]
+    per_leaf: dict[str, list] = {leaf.name: [] for leaf, _ in leaves}
+    for (leaf, i, _), item in zip(slots, stored):
+        per_leaf[leaf.name].append((i, item))
+    for leaf, t in leaves:
+        ordered = [item for _, item in sorted(per_leaf[leaf.name], key=lambda p: p[0])]
+        assign(leaf, _converted_rnn(leaf, ordered, ctx), by_name=False, trainable_scope=t, where=ctx.path, ctx=ctx)
 
 
 def _assign_keras1(layer: Layer, stored, ctx: Context):
