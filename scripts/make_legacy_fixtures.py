@@ -895,11 +895,13 @@ def tf24_worker(name, out):
         model = keras.Model(inp, out_)
         inputs = [rng.standard_normal((2, 6)).astype("float32")]
     elif name == "tf24_tfop":
-        # built-in layers and TFOpLambda only
+        # built-in layers and TFOpLambda only: a constant operand, a tensor operand (x + d is recorded as
+        # tf.__operators__.add), a unary function
         inp = L.Input((6,))
-        x = L.Dense(8)(inp)
-        x = tf.nn.relu(x)
+        d = L.Dense(8)(inp)
+        x = tf.nn.relu(d)
         x = tf.math.multiply(x, 2.0)
+        x = tf.math.sigmoid(x + d)
         out_ = L.Dense(3)(x)
         model = keras.Model(inp, out_)
         inputs = [rng.standard_normal((2, 6)).astype("float32")]

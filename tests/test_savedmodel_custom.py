@@ -2,18 +2,21 @@
 
 fixtures/legacy/tf24_custom.savedmodel (written by TensorFlow 2.4.4, scripts/make_legacy_fixtures.py):
 Dense -> Scale (custom, own weight) -> tf.nn.relu -> tf.math.multiply(x, 2.0) -> Residual (custom, owns a
-Dense) -> Dense. tf24_tfop.savedmodel: Dense -> tf.nn.relu -> tf.math.multiply -> Dense.
+Dense) -> Dense. tf24_tfop.savedmodel: d = Dense -> tf.nn.relu -> tf.math.multiply -> + d -> tf.math.sigmoid
+-> Dense.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import FIXTURES
 
@@ -72,8 +75,9 @@ def test_tf24_custom_layers_are_refused_by_name(tmp_path):
     pytest.importorskip("tensorflow")
     with pytest.raises(UnsupportedError) as e:
         kconv.convert(kconv.load(LEGACY / "tf24_custom.savedmodel"), tmp_path / "out")
+    # the TFOpLambda calls (tf.nn.relu, tf.math.multiply) convert; the custom classes cannot
     assert {c: sorted(n for n, _ in v) for c, v in e.value.by_class.items()} == {
-        "Scale": ["scale"], "Residual": ["residual"], "TFOpLambda": ["tf.math.multiply", "tf.nn.relu"]}
+        "Scale": ["scale"], "Residual": ["residual"]}
     r = CliRunner().invoke(main, ["convert", str(LEGACY / "tf24_custom.savedmodel"), "-o", str(tmp_path / "o")])
     assert r.exit_code == 3, r.output
     assert "Residual: residual (unknown layer class)" in r.output and "Scale: scale (unknown layer class)" in r.output
@@ -82,9 +86,9 @@ def test_tf24_custom_layers_are_refused_by_name(tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["total_params"] == _expected("tf24_custom")["total_params"]
-    unknown = {ly["name"]: ly["known_class"] for ly in rep["layers"]}
-    assert unknown == {"input_1": True, "dense": True, "scale": False, "tf.nn.relu": False,
-                       "tf.math.multiply": False, "residual": False, "dense_1": True}
+    known = {ly["name"]: ly["known_class"] for ly in rep["layers"]}
+    assert known == {"input_1": True, "dense": True, "scale": False, "tf.nn.relu": True,
+                     "tf.math.multiply": True, "residual": False, "dense_1": True}
 
 
 def _clean_env():
@@ -123,10 +127,79 @@ def test_native_stderr_is_captured(capfd, monkeypatch):
 
 
 @pytest.mark.keras
-def test_tf24_tfop_inspects(tmp_path):
+def test_tf24_tfoplambda_converts_and_matches_tensorflow(tmp_path):
+    # tf.nn.relu, tf.math.multiply(x, 2.0), x + d (tf.__operators__.add with a tensor y), tf.math.sigmoid
     pytest.importorskip("tensorflow")
     m = kconv.load(LEGACY / "tf24_tfop.savedmodel")
     exp = _expected("tf24_tfop")
     assert m.param_counts() == (exp["trainable_params"], exp["non_trainable_params"])
     assert [ly.class_name for ly in m.layers] == [x["class_name"] for x in exp["layers"]]
-    assert np.load(LEGACY / "tf24_tfop.io.npz")["output_0"].shape == (2, 3)
+    assert [c.output_shapes for ly in m.layers for c in ly.calls] == [
+        [tuple(s) for s in exp["output_shapes"][ly.name][0]] for ly in m.layers]
+    kconv.convert(m, tmp_path / "out")
+    io = np.load(LEGACY / "tf24_tfop.io.npz")
+    net = kconv.load_converted(tmp_path / "out")
+    with torch.no_grad():
+        y = net(torch.from_numpy(io["input_0"])).numpy()
+    np.testing.assert_allclose(y, io["output_0"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_tfoplambda_of_other_functions_is_refused_by_name(tmp_path):
+    pytest.importorskip("tensorflow")
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    d = tmp_path / "m.savedmodel"
+    shutil.copytree(LEGACY / "tf24_tfop.savedmodel", d)
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((d / "saved_model.pb").read_bytes())
+    root = sm.meta_graphs[0].object_graph_def.nodes[0].user_object
+    meta = json.loads(root.metadata)
+    layer = next(x for x in meta["config"]["layers"] if x["name"] == "tf.math.sigmoid")
+    layer["config"]["function"] = "math.cumsum"
+    root.metadata = json.dumps(meta)
+    (d / "saved_model.pb").write_bytes(sm.SerializeToString())
+    r = CliRunner().invoke(main, ["convert", str(d), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 3, r.output
+    assert "TFOpLambda: tf.math.sigmoid (tf.math.cumsum is not converted)" in r.output
+
+
+_TF_KERAS_SCRIPT = """
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np, tensorflow as tf, tf_keras as keras
+L = keras.layers
+inp = keras.Input((5, 6))
+d = L.Dense(4)(inp)
+v = L.Reshape((1, 4))(L.Dense(4)(L.Flatten()(inp)))
+x = tf.nn.relu(d) * 0.5                      # tf.nn.relu, tf.math.multiply
+x = tf.math.maximum(x, d) - 1.0              # tensor y, tf.math.subtract with a number
+x = tf.math.add(tf.math.tanh(x) / 3.0, v)    # tf.math.truediv, a y that broadcasts over time
+x = tf.math.sigmoid(tf.math.square(x)) - L.Dense(4)(inp)
+model = keras.Model(inp, L.Dense(2)(tf.math.abs(x)))
+rng = np.random.default_rng(0)
+for w in model.weights:
+    w.assign(rng.normal(0, 0.5, size=w.shape).astype("float32"))
+model.save(os.path.join(sys.argv[1], "tfop.h5"))
+xs = rng.standard_normal((2, 5, 6)).astype("float32")
+np.savez(os.path.join(sys.argv[1], "tfop.npz"), x=xs, y=np.asarray(model(xs, training=False)))
+"""
+
+
+@pytest.mark.keras
+def test_tfoplambda_in_a_tf_keras_h5_matches_keras(tmp_path):
+    pytest.importorskip("tf_keras")
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", _TF_KERAS_SCRIPT, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    m = kconv.load(tmp_path / "tfop.h5")
+    fns = sorted(ly.config["function"] for ly in m.layers if ly.class_name == "TFOpLambda")
+    assert fns == sorted(["nn.relu", "math.multiply", "math.maximum", "math.subtract", "math.tanh", "math.truediv",
+                          "math.add", "math.square", "math.sigmoid", "math.subtract", "math.abs"])
+    kconv.convert(m, tmp_path / "out")
+    io = np.load(tmp_path / "tfop.npz")
+    net = kconv.load_converted(tmp_path / "out")
+    with torch.no_grad():
+        y = net(torch.from_numpy(io["x"])).numpy()
+    np.testing.assert_allclose(y, io["y"], rtol=1e-5, atol=1e-6)

@@ -104,3 +104,63 @@ def _emit_any(e):
         e.unsupported("any with these arguments")
     x = e.input(0)
     e.output(f"{x}.any()" if axis is None else f"{x}.any(dim={int(axis)}, keepdim={keep})")
+
+
+# tf.keras 2 (TF 2.4+) records a tf.* function called on a Keras tensor as a TFOpLambda layer: config
+# "function" is the TF API name ('nn.relu', 'math.multiply', '__operators__.add' for x + y), the first
+# argument is the inbound tensor, the others are keyword arguments of the node ({"y": 2.0} or a tensor
+# reference). Converted for element-wise functions, with the keras.ops expressions above.
+TF_FUNCTIONS = {
+    "__operators__.add": "ops.Add", "math.add": "ops.Add", "math.subtract": "ops.Subtract",
+    "math.multiply": "ops.Multiply", "math.truediv": "ops.TrueDivide", "math.divide": "ops.Divide",
+    "math.maximum": "ops.Maximum", "math.minimum": "ops.Minimum", "math.pow": "ops.Power",
+    "nn.relu": "ops.Relu", "math.sigmoid": "ops.Sigmoid", "math.tanh": "ops.Tanh", "math.exp": "ops.Exp",
+    "math.log": "ops.Log", "math.sqrt": "ops.Sqrt", "math.square": "ops.Square", "math.abs": "ops.Absolute",
+    "math.negative": "ops.Negative",
+}
+
+
+def _tfop_shape(cfg, shapes):
+    # element-wise on the first argument (a tensor second operand that broadcasts it is refused below)
+    return tuple(shapes[0]) if cfg.get("function") in TF_FUNCTIONS and len(shapes) == 1 else None
+
+
+declare("TFOpLambda", family="ops",
+        summary="tf.keras 2: a tf.* function called on a Keras tensor (config 'function'); element-wise "
+                "tf.math / tf.nn functions are converted: " + ", ".join(sorted(TF_FUNCTIONS)),
+        output_shape=_tfop_shape, no_weights_reason="a TensorFlow function call recorded in the graph, not a layer")
+
+
+@emits("TFOpLambda")
+def _emit_tfop(e):
+    fn = str(e.cfg.get("function"))
+    target = TF_FUNCTIONS.get(fn)
+    if target is None:
+        e.unsupported(f"tf.{fn[:60]} is not converted")
+    if e.n_inputs != 1:
+        e.unsupported(f"tf.{fn} called with {e.n_inputs} tensors in its first argument")
+    kw = {k: v for k, v in e.call.kwargs.items() if k != "name" or v is not None}
+    unknown = (set(kw) | set(e.call.tensor_kwargs)) - {"y"}
+    if target in UNARY:
+        if unknown | ({"y"} & (set(kw) | set(e.call.tensor_kwargs))):
+            e.unsupported(f"tf.{fn} with arguments {sorted(set(kw) | set(e.call.tensor_kwargs))}")
+        layout = e.layout(0)
+        e.output(UNARY[target].format(a=e.input(0, layout)), layout=layout)
+        return
+    if unknown:
+        e.unsupported(f"tf.{fn} with arguments {sorted(unknown)}")
+    ref = e.call.tensor_kwargs.get("y")
+    if ref is not None:
+        if isinstance(ref, list):
+            e.unsupported(f"tf.{fn} with a list as y")
+        x_shape, y_shape = e.in_shapes[0], e._v(ref).shape
+        if x_shape is None or y_shape is None or broadcast({}, [x_shape, y_shape]) != tuple(x_shape):
+            e.unsupported(f"tf.{fn} whose operand y {y_shape} broadcasts x {x_shape}")
+        a, b, layout = e.input(0), e.kw_input("y"), "keras"
+    else:
+        y = kw.get("y")
+        if isinstance(y, bool) or not isinstance(y, (int, float)):
+            e.unsupported(f"tf.{fn} with y {str(y)[:30]!r}")
+        layout = e.layout(0)
+        a, b = e.input(0, layout), _num(y)
+    e.output(BINARY[target].format(a=a, b=b), layout=layout)
