@@ -74,3 +74,29 @@ def test_keras_failing_to_run_the_reference_is_exit_2(tmp_path):
     assert p.returncode == 2, p.stderr
     assert "could not compute the reference" in p.stderr and "--reference" in p.stderr
     assert "internal error" not in p.stderr
+
+
+def test_convert_verify_points_to_verify_reference(tmp_path):
+    """convert has no --reference option: its hint names the verify command that has one."""
+    r = cli("convert", FIXTURES / "multi_io_k2.h5", "-o", tmp_path / "o", "--verify")
+    assert r.exit_code == 2, r.output
+    assert "kconv verify" in r.output and "--reference FILE.npz" in r.output
+    assert (tmp_path / "o" / "model.py").exists()  # the conversion is kept
+
+
+def test_version_lists_libraries():
+    p = subprocess.run([*KCONV, "--version"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0
+    names = [line.split()[0] for line in p.stdout.splitlines()]
+    assert names[0] == "kconv" and {"torch", "numpy", "h5py", "python"} <= set(names)
+
+
+@pytest.mark.parametrize("args", [["--traceback", "inspect", "MISSING"], ["inspect", "MISSING", "--traceback"]])
+def test_traceback_anywhere_and_usage_errors_on_one_line(tmp_path, args):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an hdf5 file at all")
+    args = [str(bad) if a == "MISSING" else a for a in args]
+    p = subprocess.run([*KCONV, *args], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "Traceback (most recent call last)" in p.stderr  # --traceback took effect
+    p = subprocess.run([*KCONV, "inspect", str(bad), "--no-such-option"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and p.stderr.startswith("kconv: error:")

@@ -10,13 +10,38 @@ from ..errors import ExitCode, KconvError, cli_warnings
 
 
 class KconvGroup(click.Group):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's standalone mode, except that usage errors are one ``kconv: error:`` line (exit 2)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "kconv"
+            click.echo(f"kconv: error: {e.format_message()} (see '{where} --help')", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            click.echo("kconv: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+    def parse_args(self, ctx, args):
+        # --traceback is accepted anywhere before a "--", also after the subcommand
+        args = list(args)
+        end = args.index("--") if "--" in args else len(args)
+        if "--traceback" in args[:end]:
+            args = ["--traceback"] + [a for i, a in enumerate(args) if not (a == "--traceback" and i < end)]
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
         try:
             with cli_warnings():  # KconvWarning (NaN/Inf weights...) as one 'kconv: warning:' line
                 return super().invoke(ctx)
         except KconvError as e:
-            if ctx.obj and ctx.obj.get("traceback"):
-                raise
+            _maybe_traceback(ctx)
             click.echo(f"kconv: error: {e}", err=True)
             ctx.exit(int(e.exit_code))
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -28,15 +53,41 @@ class KconvGroup(click.Group):
             click.echo("kconv: interrupted", err=True)
             ctx.exit(130)
         except Exception as e:  # one handler for the unexpected: a bug in kconv
-            if ctx.obj and ctx.obj.get("traceback"):
-                raise
+            _maybe_traceback(ctx)
             click.echo(f"kconv: internal error: {type(e).__name__}: {e} (rerun with --traceback and report it)",
                        err=True)
             ctx.exit(int(ExitCode.INTERNAL))
 
 
+def _maybe_traceback(ctx):
+    """With --traceback the full traceback goes to stderr; the exit code stays the documented one."""
+    if ctx.obj and ctx.obj.get("traceback"):
+        import traceback
+
+        traceback.print_exc()
+
+
+def _print_versions(ctx, _param, value):
+    """kconv's version and its dependencies', read from the installed metadata (nothing is imported)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib import metadata
+
+    click.echo(f"kconv {__version__}")
+    for dist in ("torch", "numpy", "h5py", "safetensors", "click", "rich", "keras", "tensorflow-cpu", "tensorflow",
+                 "tf-keras"):
+        try:
+            click.echo(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            if dist in ("torch", "numpy", "h5py", "keras"):
+                click.echo(f"{dist} not installed")
+    click.echo(f"python {sys.version.split()[0]}")
+    ctx.exit(0)
+
+
 @click.group(cls=KconvGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="kconv")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_versions,
+              help="Print the versions of kconv and of the libraries it uses, then exit.")
 @click.option("--traceback", is_flag=True, help="Show the full Python traceback on errors.")
 @click.pass_context
 def main(ctx, traceback):

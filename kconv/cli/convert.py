@@ -8,7 +8,7 @@ import click
 from ..api import convert as _convert
 from ..errors import KconvError, OutputError, UnsupportedError
 from . import main
-from ..verify.errors import MismatchError
+from ..verify.errors import KerasUnavailableError, MismatchError
 from .verify import emit_result, tolerance_options
 
 
@@ -68,8 +68,13 @@ def convert_cmd(models, out, fmt, channels_first, config, by_name, backend_of_wr
             if do_verify:
                 from ..verify import verify
 
-                result = verify(m, target, seed=seed, batch_size=batch_size, dims=dims, atol=atol, rtol=rtol,
-                                per_layer=per_layer, device=device, config=config)
+                try:
+                    result = verify(m, target, seed=seed, batch_size=batch_size, dims=dims, atol=atol, rtol=rtol,
+                                    per_layer=per_layer, device=device, config=config)
+                except KerasUnavailableError as e:  # convert has no --reference: point to verify's
+                    raise KerasUnavailableError(str(e).replace(
+                        "pass --reference FILE.npz",
+                        f"run `kconv verify {m} {target} --reference FILE.npz` (the conversion is kept)")) from None
                 emit_result(result)
                 if not result.passed:
                     raise MismatchError(f"{target} does not match {m}")

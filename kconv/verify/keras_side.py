@@ -27,7 +27,8 @@ def keras():
             import keras as _keras
     except ImportError as e:
         raise KerasUnavailableError(
-            f"verify needs Keras to compute the reference ({e}); install it with pip install 'kconv[keras]', "
+            f"verify needs Keras to compute the reference ({e}); install it with pip install tensorflow-cpu "
+            "(from a kconv clone: pip install -e '.[keras]'), "
             "or compute the reference elsewhere and pass --reference FILE.npz") from None
     return _keras
 
