@@ -100,3 +100,19 @@ def test_traceback_anywhere_and_usage_errors_on_one_line(tmp_path, args):
     assert p.returncode == 2 and "Traceback (most recent call last)" in p.stderr  # --traceback took effect
     p = subprocess.run([*KCONV, "inspect", str(bad), "--no-such-option"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and p.stderr.startswith("kconv: error:")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.keras")) + ["cnn.h5", "legacy/k22_cnn.h5"])
+def test_inspect_summary_fits_80_columns_and_counts_every_layer(name):
+    import kconv
+    from kconv.inspect import report
+
+    r = cli("inspect", FIXTURES / name, "--summary")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert all(len(line) <= 80 for line in lines[1:]), [line for line in lines if len(line) > 80]
+    m = kconv.load(FIXTURES / name)
+    rep = report(m)
+    assert f"Total params: {rep['total_params']:,}" in lines
+    n_layers = sum(1 for _ in m.walk())
+    assert len(lines) == 1 + 3 + n_layers + 1 + 3  # header, rules and title, one line per layer, totals

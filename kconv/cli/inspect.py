@@ -22,15 +22,18 @@ def _num(n: int) -> str:
     return f"{n:,}"
 
 
-def render(rep: dict, torch_side: bool = True, meanings: bool = True) -> str:
-    lines = []
+def _header(rep: dict) -> str:
     fmt = {"h5": "legacy HDF5", "keras": "Keras 3 .keras archive", "savedmodel": "TF SavedModel directory"}.get(rep["format"], rep["format"])
     writer = f"Keras {rep['keras_version']}" if rep["keras_version"] else "Keras version not recorded"
     if rep.get("backend"):
         writer += f", backend {rep['backend']}"
     if rep.get("backend_note"):
         writer += f" ({rep['backend_note']})"
-    lines.append(f"{rep['source']}: {fmt}, written by {writer}")
+    return f"{rep['source']}: {fmt}, written by {writer}"
+
+
+def render(rep: dict, torch_side: bool = True, meanings: bool = True) -> str:
+    lines = [_header(rep)]
     m = rep["model"]
     ins = ", ".join(f"{i['layer']} {_fmt_shape(i['shape'])}" for i in rep["inputs"])
     outs = ", ".join(f"{o['layer']} {_fmt_shape(o['shape'])}" for o in rep["outputs"])
@@ -87,6 +90,38 @@ def _layers(layers, lines, depth, torch_side, meanings):
             _layers(ly["layers"], lines, depth + 1, torch_side, meanings)
 
 
+SUMMARY_WIDTH = 80
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def render_summary(rep: dict) -> str:
+    """One line per layer, as Keras's ``model.summary()``: name (class), output shape, params, and
+    'frozen' for non-trainable layers; nested models indented; totals at the foot. 80 columns."""
+    name_w, shape_w, params_w = 38, 20, 11
+    rule = "-" * SUMMARY_WIDTH
+    lines = [_header(rep), rule,
+             f"{'Layer (type)':<{name_w}} {'Output Shape':<{shape_w}} {'Param #':>{params_w}}", rule]
+
+    def walk(layers, depth):
+        for ly in layers:
+            params = ly["trainable_params"] + ly["non_trainable_params"]
+            who = _fit("  " * depth + f"{ly['name']} ({ly['class_name']})", name_w)
+            shape = _fit(_fmt_shape(ly["output_shape"]), shape_w)
+            frozen = " frozen" if not ly["trainable"] and params else ""
+            lines.append(f"{who:<{name_w}} {shape:<{shape_w}} {_num(params):>{params_w}}{frozen}".rstrip())
+            if ly.get("layers"):
+                walk(ly["layers"], depth + 1)
+
+    walk(rep["layers"], 0)
+    lines += [rule, f"Total params: {_num(rep['total_params'])}",
+              f"Trainable params: {_num(rep['trainable_params'])}",
+              f"Non-trainable params: {_num(rep['non_trainable_params'])}"]
+    return "\n".join(lines)
+
+
 def _code_text(info: dict) -> str:
     if info.get("problem"):
         return f"bytecode ({info['problem']})"
@@ -126,9 +161,11 @@ def _lambda_line(info: dict) -> str:
                    "'theano' flips convolution kernels and uses Theano's 'same' padding.")
 @click.option("--no-torch", is_flag=True, help="Leave out the PyTorch side (torch key, shape, transform).")
 @click.option("--brief", is_flag=True, help="Leave out the one-line meaning of each weight role.")
+@click.option("--summary", is_flag=True,
+              help="One line per layer (name, class, output shape, params), as Keras's model.summary(); 80 columns.")
 @click.option("--check-values", is_flag=True,
               help="Also read every weight and report NaN/Inf values (inspect otherwise reads no tensor data).")
-def inspect_cmd(model, as_json, config, by_name, backend_of_writer, no_torch, brief, check_values):
+def inspect_cmd(model, as_json, config, by_name, backend_of_writer, no_torch, brief, summary, check_values):
     """Show every layer and weight of a Keras model file, without running Keras.
 
     For each layer: class, inputs, output shape, parameter count; for each weight: role, shape,
@@ -138,5 +175,7 @@ def inspect_cmd(model, as_json, config, by_name, backend_of_writer, no_torch, br
     rep = _report.report(m, check_values=check_values)
     if as_json:
         click.echo(json.dumps(rep, indent=2))
+    elif summary:
+        click.echo(render_summary(rep))
     else:
         click.echo(render(rep, torch_side=not no_torch, meanings=not brief))
