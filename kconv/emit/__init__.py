@@ -19,6 +19,7 @@ import numpy as np
 from .. import __version__, specs
 from ..errors import KconvError, ModelFileError, OutputError, WeightMismatchError
 from ..ir import Layer, Model
+from ..transforms import Zeros
 from ..naming import module_names
 from .codegen import Generator
 
@@ -73,7 +74,7 @@ def tensors_for(model: Model):
                 out[key] = t.apply(data)
                 rows.append({"keras_layer": layer.name, "keras_weight": w.name, "role": w.role,
                              "keras_shape": list(w.shape), "torch_key": key, "torch_shape": list(out[key].shape),
-                             "transform": t.describe()})
+                             "transform": t.describe(), "trainable": bool(w.trainable) and not isinstance(t, Zeros)})
     return out, rows
 
 

@@ -60,3 +60,16 @@ def expr(value, x: str, dim: int = -1, keras_major: int = 3, where: str = "") ->
     if name == "hard_sigmoid":
         return hard_sigmoid(x, keras_major)
     raise ConfigError(where, f"activation {name!r} is not supported")
+
+
+def function_source(names, keras_major: int = 3) -> str:
+    """``keras_activation(name, x)``: the activations ``names`` as one module-level function of model.py.
+
+    Recurrent modules take their activations by name (not as lambdas): the module pickles, deep-copies
+    and scripts."""
+    lines = ["def keras_activation(name: str, x: torch.Tensor) -> torch.Tensor:",
+             '    """Keras activations by name (as keras/src/activations/activations.py)."""']
+    for name in sorted(names):
+        lines += [f"    if name == {name!r}:", f"        return {expr(name, 'x', keras_major=keras_major)}"]
+    lines += ['    raise ValueError("unknown activation " + name)', "", ""]
+    return "\n".join(lines)

@@ -167,11 +167,12 @@ class Emit:
         return f"self.{self.attr}"
 
     def buffer(self, suffix: str, expr: str) -> str:
-        """A parameter-free constant attribute (e.g. a pad spec); not in the state dict."""
+        """A constant tensor of the module (a registered, non-persistent buffer: it follows .to() and
+        .double() but is not in the state dict)."""
         name = f"{self.attr}_{suffix}"
         if name not in self.cls.registered:
             self.cls.registered.add(name)
-            self.cls.init.append(f"self.{name} = {expr}")
+            self.cls.init.append(f"self.register_buffer({name!r}, {expr}, persistent=False)")
         return f"self.{name}"
 
     def default_ok(self, *torch_names: str):
@@ -288,6 +289,7 @@ class Generator:
         self.helpers: set[str] = set()
         self.class_names: set[str] = set()
         self.defaults: set[str] = set()
+        self.activation_fns: set[str] = set()  # names passed to keras_activation (recurrent layers)
 
     def convert_layout(self, v: Value, layout: str | None) -> str:
         if layout is None or layout == v.layout or v.shape is None or len(v.shape) < 3:
@@ -337,6 +339,8 @@ class Generator:
                 "from torch import nn",
                 ""]
         helpers = [HELPERS[h] for h in sorted(self.helpers)]
+        if self.activation_fns:
+            helpers.insert(0, activations.function_source(self.activation_fns, self.keras_major))
         if self.trace:
             helpers.insert(0, "TRACE = {}  # kconv trace mode: every layer output, in Keras layout\n\n")
         return "\n".join(head + helpers + body).rstrip() + "\n"
@@ -413,6 +417,7 @@ class Generator:
             try:
                 spec.emit(e)
                 self._propagate_mask(e)
+                self._freeze(e)
             except _Unsupported as exc:
                 self._unsupported(e, str(exc))
             except (KeyError, TypeError, ValueError, IndexError, ConfigError) as exc:
@@ -427,6 +432,29 @@ class Generator:
             outs.append(self.convert_layout(v, CF if cf_io else KERAS))
         cls.forward.append("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
         return name
+
+    def _freeze(self, e: "Emit"):
+        """Torch tensors that fine-tuning must not change get requires_grad=False in the constructor:
+        those of Keras weights that are not trainable (trainable=False layers, statistics, quantized
+        kernels) and the zero slots Keras has no term for (an LSTM's bias_hh: trained, it would add
+        a second bias that Keras does not have)."""
+        if (e.attr, "frozen") in e.cls.registered:
+            return
+        e.cls.registered.add((e.attr, "frozen"))
+        from ..transforms import Zeros
+
+        names = []
+        for w, d in specs.declared_weights(e.layer):
+            if d is None:
+                continue
+            for name, t in d.targets(e.layer.config):
+                if not w.trainable or isinstance(t, Zeros):
+                    names.append(name)
+        if not names:
+            return
+        refs = ", ".join("self." + _attr_path(f"{e.attr}.{n}") for n in names)
+        e.cls.init.append(f"for p in ({refs},):  # not trained in Keras")
+        e.cls.init.append("    p.requires_grad_(False)")
 
     def _time_distributed_model(self, e: "Emit", mod: str):
         """TimeDistributed(model): the model's module on (batch * time, ...), reshaped back."""
@@ -494,6 +522,14 @@ class Generator:
                 raise ConfigError(model.name, "cannot order the layer calls (cycle?)")
             calls = rest
         return out
+
+
+def _attr_path(dotted: str) -> str:
+    """'a.cells.0.w' -> 'a.cells[0].w' (attribute access to a state-dict key)."""
+    out = ""
+    for part in dotted.split("."):
+        out += f"[{part}]" if part.isdigit() else (("." if out else "") + part)
+    return out
 
 
 def _is_model_input(model, ref):

@@ -138,20 +138,26 @@ HELPERS = {
             self.moving_stddev.lerp_(std, self.momentum)
             self.running_var.copy_(torch.relu(self.moving_stddev * self.moving_stddev - self.eps))
             self.num_batches_tracked += 1
-        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+        # written out (not F.batch_norm with the batch statistics as running ones): differentiable
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        y = (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
+        return y * weight.reshape(shape) + bias.reshape(shape)
 
     def forward(self, x):
         if not self.training or self.frozen:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        dims = [0] + list(range(2, x.dim()))
-        var, mean = torch.var_mean(x, dim=dims, unbiased=False)
         if self.renorm is not None:
+            dims = [0] + list(range(2, x.dim()))
+            var, mean = torch.var_mean(x, dim=dims, unbiased=False)
             return self._renorm_forward(x, mean, var)
         with torch.no_grad():
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(var, self.momentum)
+            dims = [0] + list(range(2, x.dim()))
+            var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_(var.to(self.running_var.dtype), self.momentum)
             self.num_batches_tracked += 1
-        return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+        # batch statistics (biased variance), differentiable: no running tensors passed
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
 
 class KerasBatchNorm1d(_KerasBatchNorm, nn.BatchNorm1d):
@@ -209,8 +215,10 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
     As keras/src/backend/tensorflow/rnn.py: a masked step leaves the states unchanged and outputs the
     previous step's output (zeros before the first unmasked step), or zeros with zero_output_for_mask;
     go_backwards runs over the reversed sequence and returns the outputs in that (reversed) order.
-    Fast path: torch's fused kernel when the activations are torch's and the mask (if any) keeps one
-    contiguous block of steps per sequence (right or left padding); otherwise an explicit step loop.
+    Which path runs depends on the module and the call's structure, never on the data: torch's fused
+    kernel when the activations are torch's and no mask is given; otherwise an explicit step loop
+    (masked steps are handled with torch.where). So jit.trace / torch.export capture one function that
+    is right for every padding pattern; the loop is unrolled, so its sequence length is static there.
     forward(x, mask=None, initial_state=None) -> (output, [states]); states start from zeros.
 
     Train mode with dropout / recurrent_dropout (keras/src/layers/rnn/dropout_rnn_cell.py): one mask per
@@ -236,7 +244,7 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
 
     def forward(self, x, mask=None, initial_state=None):
         if initial_state is None:
-            states = [x.new_zeros(x.shape[0], self.hidden_size) for _ in range(self.n_states)]
+            states = [x.new_zeros((x.shape[0], self.hidden_size)) for _ in range(self.n_states)]
         else:
             states = [s.to(x.dtype) for s in initial_state]
         if self.go_backwards:
@@ -249,12 +257,8 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
             drop = (self._draw_masks(x, x.shape[2], self.dropout),
                     self._draw_masks(x, self.hidden_size, self.recurrent_dropout))
             self.last_dropout_masks = drop
-        if self.fast and drop is None:
-            if mask is None:
-                return self._fused(x, states)
-            out = self._fused_block(x, mask, states)
-            if out is not None:
-                return out
+        if self.fast and drop is None and mask is None:
+            return self._fused(x, states)
         return self._loop(x, mask, states, drop)
 
     def _draw_masks(self, x, n, rate):
@@ -288,32 +292,11 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
         y, hn = self._torch_forward(x, self._hx(states))
         return (y if self.return_sequences else y[:, -1]), self._unhx(hn)
 
-    def _fused_block(self, x, mask, states):
-        """Masks with one contiguous block of valid steps per row: pack the blocks, run fused, put back."""
-        T = x.shape[1]
-        idx = torch.arange(T, device=x.device)
-        lengths = mask.sum(1)
-        start = mask.int().argmax(1)
-        block = (idx >= start[:, None]) & (idx < (start + lengths)[:, None])
-        if T == 0 or bool((lengths == 0).any()) or not bool((block == mask).all()):
-            return None
-        src = (idx[None, :] + start[:, None]) % T
-        xs = x.gather(1, src[:, :, None].expand(-1, -1, x.shape[2]))
-        packed = nn.utils.rnn.pack_padded_sequence(xs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        yp, hn = self._torch_forward(packed, self._hx(states))
-        y, _ = nn.utils.rnn.pad_packed_sequence(yp, batch_first=True, total_length=T)
-        y = y.gather(1, ((idx[None, :] - start[:, None]) % T)[:, :, None].expand(-1, -1, y.shape[2]))
-        new = self._unhx(hn)
-        if not self.zero_output_for_mask:  # after the block: the last valid output (= h)
-            after = idx[None, :] >= (start + lengths)[:, None]
-            y = torch.where(after[:, :, None], new[0][:, None, :], y)
-        return (y if self.return_sequences else y[:, -1]), new
-
     def _loop(self, x, mask, states, drop=None):
         dp, rec = drop or (None, None)
         dp = None if dp is None else [m[:, None] for m in dp]
         xw = self._gated(x, dp, self.weight_ih_l0, self.bias_ih_l0 if self.bias else None)
-        prev = x.new_zeros(x.shape[0], self.hidden_size)
+        prev = x.new_zeros((x.shape[0], self.hidden_size))
         outs = []
         for t in range(x.shape[1]):
             out, new = self._cell(xw[:, t], states, rec)
@@ -324,7 +307,7 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
             states, prev = new, out
             outs.append(out)
         if self.return_sequences:
-            y = torch.stack(outs, 1) if outs else x.new_zeros(x.shape[0], 0, self.hidden_size)
+            y = torch.stack(outs, 1) if outs else x.new_zeros((x.shape[0], 0, self.hidden_size))
         else:
             y = outs[-1] if outs else prev
         return y, states
@@ -346,7 +329,7 @@ class KerasSimpleRNN(KerasRNNMixin, nn.RNN):
     _keras_gate = (0,)
 
     def _cell(self, xw, states, rec=None):
-        h = self.act(xw + self._hh(states[0], rec))
+        h = keras_activation(self.act, xw + self._hh(states[0], rec))
         return h, [h]
 
 
@@ -365,8 +348,9 @@ class KerasLSTM(KerasRNNMixin, nn.LSTM):
     def _cell(self, xw, states, rec=None):
         h, c = states
         i, f, g, o = (xw + self._hh(h, rec)).chunk(4, 1)
-        c = self.rec_act(f) * c + self.rec_act(i) * self.act(g)
-        h = self.rec_act(o) * self.act(c)
+        c = keras_activation(self.rec_act, f) * c + (keras_activation(self.rec_act, i)
+                                                     * keras_activation(self.act, g))
+        h = keras_activation(self.rec_act, o) * keras_activation(self.act, c)
         return h, [h, c]
 
 
@@ -389,18 +373,18 @@ class KerasGRU(KerasRNNMixin, nn.GRU):
         x_r, x_z, x_n = xw.chunk(3, 1)
         if self.reset_after:
             h_r, h_z, h_n = self._hh(h, rec).chunk(3, 1)
-            r = self.rec_act(x_r + h_r)
-            z = self.rec_act(x_z + h_z)
-            n = self.act(x_n + r * h_n)
+            r = keras_activation(self.rec_act, x_r + h_r)
+            z = keras_activation(self.rec_act, x_z + h_z)
+            n = keras_activation(self.act, x_n + r * h_n)
         else:
             w, b = self.weight_hh_l0, (self.bias_hh_l0 if self.bias else None)
             # recurrent dropout masks (Keras order z, r, h) on h before each gate's matmul
             hz, hr, hh = (h, h, h) if rec is None else [h * rec[min(k, len(rec) - 1)] for k in range(3)]
             h_rz = torch.cat([F.linear(hr, w[:u], None if b is None else b[:u]),
                               F.linear(hz, w[u:2 * u], None if b is None else b[u:2 * u])], 1)
-            r = self.rec_act(x_r + h_rz[:, :u])
-            z = self.rec_act(x_z + h_rz[:, u:])
-            n = self.act(x_n + F.linear(r * hh, w[2 * u:], None if b is None else b[2 * u:]))
+            r = keras_activation(self.rec_act, x_r + h_rz[:, :u])
+            z = keras_activation(self.rec_act, x_z + h_rz[:, u:])
+            n = keras_activation(self.act, x_n + F.linear(r * hh, w[2 * u:], None if b is None else b[2 * u:]))
         h = z * h + (1 - z) * n
         return h, [h]
 
@@ -466,10 +450,10 @@ HELPERS["KerasMultiHeadAttention"] = '''class KerasMultiHeadAttention(nn.Module)
         v = self._proj(value, self.value_kernel, self.value_bias)
         scores = torch.einsum("aecd,abcd->acbe", k, q)
         if mask is not None:
-            scores = torch.where(mask.unsqueeze(1), scores, torch.tensor(-1e9, dtype=scores.dtype))
+            scores = scores.masked_fill(~mask.unsqueeze(1), -1e9)
         scores = torch.softmax(scores, dim=-1)
         if mask is not None and zero_masked_rows:  # keras Softmax zeroes masked positions
-            scores = torch.where(mask.unsqueeze(1), scores, torch.zeros((), dtype=scores.dtype))
+            scores = scores.masked_fill(~mask.unsqueeze(1), 0.0)
         out = torch.einsum("acbe,aecd->abcd", scores, v)
         out = torch.einsum("abcd,cde->abe", out, self.output_kernel)
         if self.output_bias is not None:
@@ -802,9 +786,9 @@ HELPERS["KerasConvLSTM"] = '''class KerasConvLSTM(nn.Module):
             hw = self.conv(same_pad(h, self.kernel_size, ones, ones), rw)
             xi, xf, xc, xo = xw.chunk(4, 1)
             hi, hf, hc, ho = hw.chunk(4, 1)
-            i, f, o = self.rec_act(xi + hi), self.rec_act(xf + hf), self.rec_act(xo + ho)
-            c_new = f * c + i * self.act(xc + hc)
-            h_new = o * self.act(c_new)
+            i, f, o = keras_activation(self.rec_act, xi + hi), keras_activation(self.rec_act, xf + hf), keras_activation(self.rec_act, xo + ho)
+            c_new = f * c + i * keras_activation(self.act, xc + hc)
+            h_new = o * keras_activation(self.act, c_new)
             out, new = h_new, [h_new, c_new]
             if mask is not None:
                 m = mask[:, t].to(torch.bool).reshape(-1, *([1] * (r + 1)))
@@ -852,13 +836,13 @@ HELPERS["KerasMultiHeadAttentionEinsum"] = '''class KerasMultiHeadAttentionEinsu
         v = self._proj(value, self.value_kernel, self.value_bias)
         scores = torch.einsum(self.dot_eq, k, q)
         if mask is not None:
-            scores = torch.where(mask, scores, torch.tensor(-1e9, dtype=scores.dtype))
+            scores = scores.masked_fill(~mask, -1e9)
         if len(self.norm_dims) == 1:
             scores = torch.softmax(scores, dim=self.norm_dims[0])
         else:
             scores = torch.exp(scores - torch.logsumexp(scores, dim=self.norm_dims, keepdim=True))
         if mask is not None:
-            scores = torch.where(mask, scores, torch.tensor(0.0, dtype=scores.dtype))
+            scores = scores.masked_fill(~mask, 0.0)
         out = torch.einsum(self.combine_eq, scores, v)
         out = torch.einsum(self.out_eq, out, self.output_kernel)
         if self.output_bias is not None:

@@ -178,7 +178,7 @@ def _emit_mha(e):
         ranks.append(3)
     if causal:
         # _compute_causal_mask: (1, T, S) with T, S the sizes of axis 1 of query and value.
-        parts.append(f"torch.ones({q}.shape[1], {v}.shape[1], dtype=torch.bool).tril()[None]")
+        parts.append(f"torch.ones({q}.shape[1], {v}.shape[1], dtype=torch.bool, device={q}.device).tril()[None]")
         ranks.append(3)
     if att is not None:
         parts.append(f"{e.values[(att.layer, att.node, att.index)].expr}.to(torch.bool)")
@@ -276,7 +276,7 @@ def _emit_attention(e):
     if v_mask is not None:
         parts.append(f"{v_mask}[:, None, :]")
     if causal:
-        parts.append(f"torch.ones({s}.shape[-2], {s}.shape[-1], dtype=torch.bool).tril()[None]")
+        parts.append(f"torch.ones({s}.shape[-2], {s}.shape[-1], dtype=torch.bool, device={s}.device).tril()[None]")
     if parts:
         e.line(f"{s} = torch.where(~({' & '.join(parts)}), {s} - 1e9, {s})")
     w = e.temp("weights")

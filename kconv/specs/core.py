@@ -666,7 +666,7 @@ def _emit_masking(e):
     x = e.input(0)
     mask = e.temp("mask")
     e.line(f"{mask} = ({x} != {_num(v)}).any(dim=-1)")
-    e.output(f"torch.where({mask}.unsqueeze(-1), {x}, torch.zeros((), dtype={x}.dtype))", mask=mask)
+    e.output(f"{x}.masked_fill(~{mask}.unsqueeze(-1), 0.0)", mask=mask)
 
 
 @emits("Rescaling")

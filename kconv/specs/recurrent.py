@@ -231,10 +231,12 @@ def _act_name(cfg, key, default):
     return _acts.activation_name(cfg.get(key, default))
 
 
-def _act_lambda(e, name):
+def _act_ref(e, name):
+    """The activation as a name for keras_activation() in model.py (a lambda would not pickle or script)."""
     if not _acts.supported(name) or name in _acts.AXIS:
         e.unsupported(f"recurrent activation {name!r} is not converted")
-    return "lambda x: " + _acts.expr(name, "x", keras_major=e.gen.keras_major, where=e.layer.name)
+    e.gen.activation_fns.add(name)
+    return repr(name)
 
 
 def _dropout_args(cls, cfg):
@@ -272,14 +274,14 @@ def _rnn_module(e, cls, cfg, input_size, zero_output_for_mask):
     if cls == "SimpleRNN":
         fast = act in ("tanh", "relu")
         nl = f", nonlinearity={act!r}" if act == "relu" else ""
-        return (f"KerasSimpleRNN({int(input_size)}, {units}, bias={bias}, activation={_act_lambda(e, act)}{nl}, "
+        return (f"KerasSimpleRNN({int(input_size)}, {units}, bias={bias}, activation={_act_ref(e, act)}{nl}, "
                 f"{keras}, fast={fast})")
     rec = _act_name(cfg, "recurrent_activation", "sigmoid")
     reset_after = bool(cfg.get("reset_after", True))
     fast = act == "tanh" and rec == "sigmoid" and (cls == "LSTM" or reset_after)
     extra = f", reset_after={reset_after}" if cls == "GRU" else ""
-    return (f"Keras{cls}({int(input_size)}, {units}, bias={bias}, activation={_act_lambda(e, act)}, "
-            f"recurrent_activation={_act_lambda(e, rec)}, {keras}, fast={fast}{extra})")
+    return (f"Keras{cls}({int(input_size)}, {units}, bias={bias}, activation={_act_ref(e, act)}, "
+            f"recurrent_activation={_act_ref(e, rec)}, {keras}, fast={fast}{extra})")
 
 
 def _initial_state(e):
@@ -453,8 +455,8 @@ def _emit_convlstm(e):
     n_in = e.in_shapes[0][-1]
     if n_in is None:
         e.unsupported("input channels unknown")
-    act = _act_lambda(e, _act_name(cfg, "activation", "tanh"))
-    rec = _act_lambda(e, _act_name(cfg, "recurrent_activation", "sigmoid"))
+    act = _act_ref(e, _act_name(cfg, "activation", "tanh"))
+    rec = _act_ref(e, _act_name(cfg, "recurrent_activation", "sigmoid"))
     k, st, d = _tuple(cfg["kernel_size"], rank), _tuple(cfg.get("strides", 1), rank), _tuple(cfg.get("dilation_rate", 1), rank)
     e.gen.helpers.add("KerasConvLSTM")
     e.gen.helpers.add("same_pad")

@@ -242,6 +242,7 @@ def check(
     channels_first: bool = False,
     reference: str = "tensorflow",
     weights_format: str = "safetensors",
+    tooling: bool = True,
 ):
     """Assert that kconv's conversion of the model computes what Keras computes.
 
@@ -250,6 +251,8 @@ def check(
     channels_first: convert with ``channels_first=True`` (NCHW inputs/outputs on the torch side).
     reference: "tensorflow" (this process) or "jax" (a subprocess; for data_format=channels_first
         models, see ``jax_forward``).
+    tooling: also run ``tooling_checks`` on the first format's conversion (meta device, .double(),
+        pickle/deepcopy, backward).
     Returns the Keras reference outputs (list of arrays).
     """
     model = model_or_builder if hasattr(model_or_builder, "save") else model_or_builder()
@@ -262,12 +265,32 @@ def check(
         expected = jax_forward(kfile, inputs, tmp_path)
     else:
         expected = keras_forward(model, inputs)
-    for fmt, path in saved.items():
+    for i, (fmt, path) in enumerate(saved.items()):
         out_dir = tmp_path / f"converted_{fmt}"
         module = convert_and_load(path, out_dir, weights_format, channels_first)
         got = torch_forward(module, inputs, channels_first=channels_first)
         compare(expected, got, rtol, atol, what=f"[{fmt}]")
+        if i == 0 and tooling:
+            tooling_checks(module, out_dir, inputs, expected, rtol, atol, channels_first, weights_format)
     return expected
+
+
+def tooling_checks(module, out_dir, inputs, expected, rtol, atol, channels_first=False,
+                   weights_format="safetensors"):
+    """Every equivalence case also goes where PyTorch users take a model (tests/equivalence/tooling.py):
+    the meta device (no tensor is built on the CPU), .double() against Keras, deepcopy and pickle,
+    backward() in train mode (frozen parameters get no gradient)."""
+    from . import tooling
+
+    arrays = [np.asarray(a) for a in _as_list(inputs)]
+    if channels_first:
+        arrays = [np.moveaxis(a, -1, 1) if a.ndim >= 3 else a for a in arrays]
+        expected = [np.moveaxis(np.asarray(e), -1, 1) if np.ndim(e) >= 3 else e for e in expected]
+    tooling.check_meta(module, arrays)
+    tooling.check_double(module, arrays, expected, rtol, atol)
+    if weights_format == "safetensors":
+        tooling.check_pickle(out_dir, arrays, expected, rtol, atol)
+    tooling.check_backward(module, arrays)
 
 
 def check_channels_first(model_or_builder, inputs, tmp_path, **kw):
