@@ -598,7 +598,7 @@ HELPERS["KerasReversibleEmbedding"] = '''class KerasReversibleEmbedding(nn.Modul
         else:
             kernel, scale = self.reverse_embeddings, self.reverse_embeddings_scale
             zero = self.reverse_embeddings_zero if self.groups is not None else None
-        x_scale = torch.ones((1,), dtype=x.dtype)
+        x_scale = torch.ones((1,), dtype=x.dtype, device=x.device)
         if self.inputs_quantizer is not None:
             low, high, eps = self.inputs_quantizer
             x_scale = high / (x.abs().amax(dim=-1, keepdim=True) + eps)
