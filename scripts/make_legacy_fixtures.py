@@ -650,6 +650,11 @@ def keras2_worker(name, out):
         ref = Model(inp, out_)
         ref.load_weights(path)  # Keras's converter: preprocess_weights_for_loading -> _convert_rnn_weights
         outputs = ref.predict(inputs[0], batch_size=2)
+        # that architecture (its auto-names lstm_1, ... differ from the file's cu_dnnlstm_1: load_weights
+        # pairs layers in order), to read the CuDNN file's weights with: k22_cudnn.h5 --config <this>
+        with open(os.path.join(out, name + ".lstm.json"), "w") as fh:
+            fh.write(ref.to_json(indent=1) + "\n")
+        exp["files"].append(name + ".lstm.json")
         exp["reference_outputs"] = (
             "Not from CuDNN (no GPU): an equivalent model LSTM(6, return_sequences=True, "
             "recurrent_activation='sigmoid') -> Bidirectional(GRU(4, recurrent_activation='sigmoid', "

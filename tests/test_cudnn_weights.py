@@ -113,3 +113,20 @@ def test_use_bias_false_and_own_layout_are_left_alone():
     with pytest.raises(ValueError, match="Invalid bias shape"):
         cudnn._plan("LSTM", {}, [k.shape, rk.shape, (30,)])
     assert cudnn._convert_one("LSTM", {}, [("k", k), ("r", rk)], [], [], "x") == [("k", k), ("r", rk)]
+
+
+def test_keras_224_cudnn_file_with_the_lstm_architecture_keras_loaded_it_into(tmp_path):
+    # k22_cudnn.h5: written by Keras 2.2.4's CuDNNLSTM / Bidirectional(CuDNNGRU); k22_cudnn.lstm.json: the
+    # LSTM/GRU model that Keras 2.2.4 loaded it into (load_weights, layers paired in order: cu_dnnlstm_1 ->
+    # lstm_1) to compute k22_cudnn.io.npz
+    exp = json.loads((LEGACY / "k22_cudnn.expected.json").read_text())
+    model = kconv.load(LEGACY / "k22_cudnn.h5", config=LEGACY / "k22_cudnn.lstm.json")
+    want = [(ly["layer"], [tuple(s) for _, s in ly["weights"]]) for ly in exp["reference_converted_weights"]]
+    assert [(ly.name, [w.shape for w in ly.weights]) for ly in model.layers if ly.weights] == want
+    assert sum(model.param_counts()) == sum(int(np.prod(s)) for _, shapes in want for s in shapes)
+    io = np.load(LEGACY / "k22_cudnn.io.npz")
+    kconv.convert(model, tmp_path / "out")
+    net = kconv.load_converted(tmp_path / "out")
+    with torch.no_grad():
+        got = net(torch.from_numpy(io["input_0"])).numpy()
+    np.testing.assert_allclose(got, io["output_0"], rtol=1e-5, atol=1e-6)

@@ -32,7 +32,7 @@ import numpy as np
 from ..transforms import Reshape, Transform
 
 N_GATES = {"LSTM": 4, "CuDNNLSTM": 4, "GRU": 3, "CuDNNGRU": 3}
-SOURCE = "tf.keras 2 _convert_rnn_weights"
+SOURCE = "Keras 2 _convert_rnn_weights"
 
 
 @dataclass(frozen=True)
