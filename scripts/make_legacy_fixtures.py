@@ -98,7 +98,8 @@ WRITERS = {
             ["numpy==1.16.6", "scipy==1.2.3", "h5py==2.10.0", "theano==0.9.0", "keras==1.2.2"],
         ],
         "env": {"KERAS_BACKEND": "theano"},
-        "models": ["k1_cnn_th", "k1_cnn_tf", "k1_text_rnn", "k1_merge", "k1_renamed_cnn", "k1_renamed_text"],
+        "models": ["k1_cnn_th", "k1_cnn_tf", "k1_text_rnn", "k1_merge", "k1_renamed_cnn", "k1_renamed_text",
+                   "k1_kinds"],
     },
     "keras2": {
         "pythons": ["3.7.16", "3.6.15"],
@@ -468,6 +469,20 @@ def keras1_worker(name, out):
             Dense(2),
         ])
         inputs = [text_inputs(rng)]
+    elif name == "k1_kinds":
+        from keras.layers import AtrousConvolution2D, Bidirectional, TimeDistributed
+
+        a = Input(shape=(5, 4), name="seq")
+        x = Bidirectional(LSTM(3, return_sequences=True), merge_mode="concat")(a)   # forward_/backward_ arrays
+        x = Bidirectional(GRU(2), merge_mode="sum")(x)
+        b = Input(shape=(3, 8, 8), name="img")
+        y = AtrousConvolution2D(4, 3, 3, atrous_rate=(2, 2), dim_ordering="th")(b)
+        y = Flatten()(y)
+        c = Input(shape=(4, 5), name="steps")
+        z = Flatten()(TimeDistributed(Dense(3))(c))
+        out_ = Dense(2)(merge([x, y, z], mode="concat"))
+        model = Model(input=[a, b, c], output=out_)
+        inputs = [rng.standard_normal((2,) + s).astype("float32") for s in ((5, 4), (3, 8, 8), (4, 5))]
     else:
         raise KeyError(name)
 
@@ -514,7 +529,7 @@ def _stub_cudnn(keras):
 def by_order_model(L, Model, Sequential, rng):
     """For weights-only files read by order: weightless layers between weighted ones, a nested
     Sequential holding BatchNormalization (its group stores the trainable weights of all its layers
-    first, then the moving statistics), and a frozen layer."""
+    first, then the moving statistics), a frozen layer and a frozen nested model."""
     inp = L.Input((6,))
     x = L.Dense(8, activation="relu")(inp)
     x = L.Dropout(0.3)(x)
@@ -524,6 +539,11 @@ def by_order_model(L, Model, Sequential, rng):
     frozen = L.Dense(4)
     frozen.trainable = False
     x = frozen(x)
+    # a frozen nested model whose first layer has non-trainable weights: Keras 2.2 stores the trainable
+    # weights of all its layers first, tf.keras 2 (and Keras 3) each layer's weights in turn
+    frozen_inner = Sequential([L.BatchNormalization(input_shape=(4,)), L.Dense(4)])
+    frozen_inner.trainable = False
+    x = frozen_inner(x)
     x = L.Activation("relu")(x)
     out_ = L.Dense(3)(x)
     return Model(inp, out_), [rng.standard_normal((2, 6)).astype("float32")]

@@ -333,7 +333,7 @@ def attach_legacy(model: Model, wgroup, ctx: Context):
             stored.append((n, ds))
         if layer.model is not None:
             _distribute(layer, stored, ctx)
-        elif layer.config.get("_keras1"):
+        elif _keras1_layer(layer):
             _assign_keras1(layer, stored, ctx)
         else:
             assign(layer, _converted_rnn(layer, stored, ctx), by_name=True, trainable_scope=True, where=path,
@@ -389,11 +389,12 @@ def attach_legacy_by_order(model: Model, wgroup, ctx: Context):
             continue
         if layer.model is not None:
             _distribute_by_order(layer, stored, ctx)
-        elif layer.config.get("_keras1"):
+        elif _keras1_layer(layer):
             _assign_keras1(layer, stored, ctx)
         else:
             assign(layer, _converted_rnn(layer, stored, ctx), by_name=True, trainable_scope=True, where=path,
                    ctx=ctx)
+
 
 
 def _has_weights(layer: Layer) -> bool:
@@ -415,8 +416,11 @@ def _count_expected(layer: Layer):
 
 def _distribute_by_order(outer: Layer, stored, ctx: Context):
     """A nested model's group, paired in Keras's legacy order: the trainable weights of every inner
-    layer in order, then the non-trainable ones (a frozen inner layer's all go there; a frozen
-    nested model lists each inner layer's weights in turn, as tf.keras 2 and Keras 3 do)."""
+    layer in order, then the non-trainable ones (a frozen inner layer's all go there). A frozen nested
+    model lists each inner layer's weights in turn in tf.keras 2 and Keras 3 (``non_trainable_weights``
+    of a frozen layer: its variables, sub-layer by sub-layer; freezing reaches the inner configs).
+    Standalone Keras 2 would still list the trainable ones first (keras/engine/network.py), but its
+    configs never record a frozen nested model (``Sequential.get_config`` has no 'trainable')."""
     slots = []  # (leaf, decl index, trainable)
     leaves = list(_leaves(outer.model, outer.trainable))
     for leaf, t in leaves:
@@ -438,9 +442,40 @@ def _distribute_by_order(outer: Layer, stored, ctx: Context):
         assign(leaf, _converted_rnn(leaf, ordered, ctx), by_name=False, trainable_scope=t, where=ctx.path, ctx=ctx)
 
 
+def _keras1_layer(layer: Layer) -> bool:
+    """A Keras 1 layer config, or a wrapper (Bidirectional, TimeDistributed) around one."""
+    inner = layer.config.get("layer")
+    return bool(layer.config.get("_keras1") or (isinstance(inner, dict) and isinstance(inner.get("config"), dict)
+                                                 and inner["config"].get("_keras1")))
+
+
 def _assign_keras1(layer: Layer, stored, ctx: Context):
     """Keras 1 names '<layer>_W', '<layer>_running_std' ...; LSTM/GRU per-gate arrays assembled first."""
     renamed = {}
+    inner = layer.config.get("layer")
+    if not layer.config.get("_keras1") and isinstance(inner, dict):
+        # A Keras 1 wrapper: its arrays are the wrapped layer's, the backward copy's after the forward's
+        # (Keras 2's preprocess_weights_for_loading splits them in halves the same way), each converted
+        # as the wrapped layer's own (per-gate arrays assembled), then paired by position.
+        import types
+
+        for n, ds in stored:
+            h5safe.check_dataset(ds, ctx.limits, n)
+        cls, icfg = inner.get("class_name"), inner["config"]
+        copies = 2 if layer.class_name == "Bidirectional" else 1
+        half = len(stored) // copies
+        out = []
+        for k in range(copies):
+            part = stored[k * half:(k + 1) * half]
+            if icfg.get("_keras1_gates") and cls in keras1.GATES:
+                part = keras1.gate_weights(types.SimpleNamespace(class_name=cls, name=str(icfg.get("name", ""))),
+                                           part, layer.notes if k == 0 else [])
+            out.extend(part)
+        assign(layer, out, by_name=False, trainable_scope=True, where=ctx.path, ctx=ctx)
+        for w in layer.weights:
+            if "+" in w.name:
+                w.note = "assembled from the Keras 1 per-gate arrays " + ", ".join(w.name.split("+"))
+        return
     if layer.config.get("_keras1_gates") and layer.class_name in keras1.GATES:
         for n, ds in stored:
             h5safe.check_dataset(ds, ctx.limits, n)
