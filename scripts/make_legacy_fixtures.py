@@ -140,6 +140,12 @@ WRITERS = {
         "models": ["tf215_weights_only", "tf215_savedmodel", "tf215_grouped", "tf215_cudnn_weights", "tf215_by_order",
                    "tf215_by_order_arch", "tf215_optimizer_savedmodel"],
     },
+    "keras3": {
+        "pythons": ["3.11.7"],
+        "attempts": [["tensorflow-cpu==2.21.0", "keras==3.15.1"]],
+        "env": {"KERAS_BACKEND": "tensorflow"},
+        "models": ["k3_by_path", "k3_by_path_arch"],
+    },
     "tf24": {
         "pythons": ["3.8.18"],
         "attempts": [
@@ -946,7 +952,54 @@ def tf24_worker(name, out):
         fh.write(dump_json(exp))
 
 
-WORKERS = {"keras1": keras1_worker, "keras2": keras2_worker, "tfkeras2": tfkeras2_worker, "tf24": tf24_worker}
+# ---------------------------------------------------------------- Keras 3.15 (.weights.h5)
+
+def keras3_worker(name, out):
+    """A Keras 3 ``.weights.h5`` and the architecture rebuilt by a fresh process (other auto-names, some
+    of them other layers' names in the file): Keras 3's load_weights finds each layer by its path
+    (``layers/dense_2``: the third Dense), not by the name it also records there. The reference
+    outputs come from the architecture process after Keras's own ``load_weights``."""
+    import numpy as np
+    import keras
+
+    L = keras.layers
+    info = dict(_versions(), keras_version=keras.__version__, backend=keras.backend.backend(),
+                image_data_format=keras.backend.image_data_format(), floatx=keras.backend.floatx())
+    rng = np.random.RandomState(_seed("k3_by_path") + 1)
+    stem = "k3_by_path"
+    if name == "k3_by_path_arch":
+        L.Dense(1)  # shifts every Dense auto-name by one: dense_3 here is the file's 'dense_4'
+    inp = keras.Input((6,))
+    x = L.Dense(8, activation="relu")(inp)
+    x = L.BatchNormalization()(x)
+    x = keras.Sequential([keras.Input((8,)), L.Dense(5), L.BatchNormalization(), L.Dense(4)])(x)
+    x = L.Dense(4)(x)
+    model = keras.Model(inp, L.Dense(3)(x))
+    if name == "k3_by_path":
+        randomise(model, stem)
+        model.save_weights(os.path.join(out, stem + ".weights.h5"))
+        return
+    with open(os.path.join(out, stem + ".json"), "w") as fh:
+        fh.write(model.to_json(indent=1) + "\n")
+    model.load_weights(os.path.join(os.environ["KCONV_FIXTURES_OUT"], stem + ".weights.h5"))
+    inputs = [rng.standard_normal((2, 6)).astype("float32")]
+    write_io(out, stem, inputs, [np.asarray(model(inputs[0], training=False))])
+    tids = set(id(w) for w in model.trainable_weights)
+    layers, weights = [], []
+    for layer in model.layers:
+        layers.append({"path": layer.name, "class_name": layer.__class__.__name__})
+        for w in layer.weights:
+            weights.append({"layer": layer.name, "path": w.path, "shape": _shape(w.shape), "trainable": id(w) in tids})
+    exp = {"files": [stem + ".weights.h5", stem + ".json"], "writer": info, "keras_version": keras.__version__,
+           "model_class": model.__class__.__name__,
+           "trainable_params": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
+           "non_trainable_params": sum(int(np.prod(w.shape)) for w in model.non_trainable_weights),
+           "total_params": int(model.count_params()), "layers": layers, "weights": weights}
+    with open(os.path.join(out, stem + ".expected.json"), "w") as fh:
+        fh.write(dump_json(exp))
+
+
+WORKERS = {"keras3": keras3_worker, "keras1": keras1_worker, "keras2": keras2_worker, "tfkeras2": tfkeras2_worker, "tf24": tf24_worker}
 
 
 # =============================================================================================
@@ -1017,6 +1070,7 @@ def run_writer(writer, spec, args, manifest):
     env["HOME"] = home
     env["THEANO_FLAGS"] = "floatX=float32,device=cpu,base_compiledir=" + os.path.join(home, "theano")
     env.pop("PYTHONPATH", None)
+    env["KCONV_FIXTURES_OUT"] = args.out  # a worker may read what an earlier one wrote (keras3)
     stage = os.path.join(args.venvs, "stage-" + writer)
     for model in spec["models"]:
         if args.models and model not in args.models:

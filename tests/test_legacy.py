@@ -511,3 +511,23 @@ def test_h5_optimizer_weights_mentioned_not_counted():
     names = _expected("k22_cnn")["h5"]["optimizer_weight_names"]
     assert m.optimizer_state["variables"] == len(names) and m.optimizer_state["where"] == "optimizer_weights group"
     assert kconv.load(LEGACY / "k21_seq_text.h5").optimizer_state is None
+
+
+def test_keras3_weights_file_found_by_path_not_by_recorded_name(tmp_path):
+    """Keras 3's load_weights finds a layer's group by its path (layers/dense_2: the third Dense of the
+    model), not by the name it also records there; the architecture came from a fresh process whose
+    names are shifted by one, so the file's 'dense_4' is the architecture's 'dense_3'... (genuine Keras
+    3.15 files; the outputs are that process's after Keras's own load_weights)."""
+    w, arch = LEGACY / "k3_by_path.weights.h5", LEGACY / "k3_by_path.json"
+    with h5py.File(w) as f:
+        recorded = {k: f[f"layers/{k}/vars"].attrs["name"] for k in f["layers"]}
+    model = kconv.load(w, config=arch)
+    # the architecture's 'dense_4' (the Dense(4) after the nested model: path layers/dense_1) is the name
+    # the file records for layers/dense_2 (the final Dense(3))
+    assert recorded["dense_2"] == "dense_4" and recorded["dense_1"] == "dense_3"
+    assert [w.name for w in model.layer("dense_4").weights] == ["layers/dense_1/vars/0", "layers/dense_1/vars/1"]
+    expected = _expected("k3_by_path")
+    assert model.param_counts() == (expected["trainable_params"], expected["non_trainable_params"])
+    kconv.convert(model, tmp_path / "out")
+    io = np.load(LEGACY / "k3_by_path.io.npz")
+    np.testing.assert_allclose(_run(tmp_path / "out", io)[0], _outputs(io)[0], rtol=RTOL, atol=ATOL)

@@ -175,7 +175,7 @@ def _load_h5(path: Path, config_path, ctx: Context, by_name: bool = False) -> Mo
             if config_path is None:
                 raise ModelFileError(path, "a Keras 3 layout weights file (.weights.h5) without architecture; "
                                            "pass it with --config config.json (or model.to_json() output)")
-            attach_keras3(model, f, ctx)
+            attach_keras3(model, f, ctx, by_path=True)
         elif config_path is not None and not by_name:
             # an architecture from elsewhere: Keras's load_weights pairs layers in order (by_name=False)
             attach_legacy_by_order(model, wgroup, ctx)
@@ -394,7 +394,7 @@ def _load_keras(path: Path, ctx: Context) -> Model:
             fobj.close()
             raise ModelFileError(path, f"model.weights.h5 is not readable HDF5 ({_short(e)})") from None
         try:
-            attach_keras3(model, f, ctx)
+            attach_keras3(model, f, ctx, by_path=True)
         except BaseException:
             f.close()
             fobj.close()

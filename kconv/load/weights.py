@@ -245,7 +245,12 @@ def _vars_in(group, order: tuple, ctx: Context, depth: int = 0) -> list[tuple[st
     return out
 
 
-def attach_keras3(model: Model, group, ctx: Context, trainable_scope: bool = True, depth: int = 0):
+def attach_keras3(model: Model, group, ctx: Context, trainable_scope: bool = True, depth: int = 0,
+                  by_path: bool = False):
+    """``by_path``: find each layer's group only by its path (``layers/<snake_case class>[_<n>]``), as
+    Keras 3's ``load_weights`` does (saving_lib ``H5IOStore.get``), not by the layer name Keras also
+    records there: a ``.weights.h5`` read with an architecture rebuilt elsewhere (other auto-names,
+    which may be other layers' names in the file). A ``.keras`` archive's names are its own config's."""
     import h5py
 
     if depth > MAX_DEPTH:
@@ -271,7 +276,7 @@ def attach_keras3(model: Model, group, ctx: Context, trainable_scope: bool = Tru
         else:
             counters[base] = 0
             slot = base
-        g = by_attr.get(layer.name)
+        g = None if by_path else by_attr.get(layer.name)
         if g is None and lgroup is not None and h5safe.has(lgroup, slot):
             g = h5safe.child(lgroup, slot)
         if layer.model is not None:
@@ -280,7 +285,7 @@ def attach_keras3(model: Model, group, ctx: Context, trainable_scope: bool = Tru
             if g is None:
                 ctx.problems.append(f"nested model {layer.name!r}: no weights group in the file")
                 continue
-            attach_keras3(layer.model, g, ctx, trainable_scope and layer.trainable, depth + 1)
+            attach_keras3(layer.model, g, ctx, trainable_scope and layer.trainable, depth + 1, by_path)
             continue
         spec = specs.get(layer.class_name)
         stored = _vars_in(g, spec.keras_subobjects if spec else (), ctx) if g is not None else []
