@@ -116,3 +116,26 @@ def test_inspect_summary_fits_80_columns_and_counts_every_layer(name):
     assert f"Total params: {rep['total_params']:,}" in lines
     n_layers = sum(1 for _ in m.walk())
     assert len(lines) == 1 + 3 + n_layers + 1 + 3  # header, rules and title, one line per layer, totals
+
+
+@pytest.mark.keras
+def test_verify_several_models_one_table_worst_exit(tmp_path):
+    out = tmp_path / "conv"
+    assert cli("convert", FIXTURES / "cnn.keras", FIXTURES / "multi_io.h5", "-o", out).exit_code == 0
+    bad = tmp_path / "bad" / "cnn"
+    shutil.copytree(out / "cnn", bad)
+    src = (bad / "model.py").read_text()
+    assert "eps=0.001" in src
+    (bad / "model.py").write_text(src.replace("eps=0.001", "eps=1e-05"))
+    r = cli("verify", FIXTURES / "cnn.keras", out / "cnn", FIXTURES / "multi_io.h5", out / "multi_io",
+            FIXTURES / "cnn.keras", bad, FIXTURES / "cnn.h5", out / "multi_io")
+    assert r.exit_code == 2, r.output  # worst: the pair whose directory came from another model
+    table = r.output[r.output.index("verified 4 model(s)"):].splitlines()
+    assert table[0] == "verified 4 model(s): 2 agree, 2 do not"
+    assert [line.split()[2] for line in table[2:]] == ["ok", "ok", "DIFFERS", "error"]
+    r = cli("verify", "--all", out)  # sources read from each manifest
+    assert r.exit_code == 0 and "verified 2 model(s): 2 agree, 0 do not" in r.output
+    r = cli("verify", "--all", tmp_path / "bad")
+    assert r.exit_code == 1 and "DIFFERS" in r.output
+    r = cli("verify", FIXTURES / "cnn.keras")
+    assert r.exit_code == 2 and "MODEL DIR pairs" in r.output

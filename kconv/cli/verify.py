@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -48,8 +49,10 @@ def emit_result(result, as_json: bool = False, report=None):
 
 
 @main.command("verify")
-@click.argument("model", type=click.Path(exists=True, dir_okay=True))
-@click.argument("converted", type=click.Path(exists=True, file_okay=False))
+@click.argument("pairs", nargs=-1, type=click.Path(exists=True, dir_okay=True), metavar="[MODEL DIR]...")
+@click.option("--all", "root", type=click.Path(exists=True, file_okay=False),
+              help="Verify every kconv output directory under ROOT against the model file its kconv.json "
+                   "records (instead of MODEL DIR pairs).")
 @tolerance_options
 @click.option("--inputs", "inputs_file", type=click.Path(exists=True, dir_okay=False),
               help="Inputs from an .npz file: keys input_0, input_1, ... or the input layer names.")
@@ -63,21 +66,102 @@ def emit_result(result, as_json: bool = False, report=None):
 @click.option("--mode", type=click.Choice(["eval", "train"]), default="eval", show_default=True,
               help="train: one step in training mode on both sides; compares outputs (BatchNormalization with "
                    "batch statistics) and the updated moving statistics. Deterministic models only.")
-def verify_cmd(model, converted, atol, rtol, seed, batch_size, dims, device, inputs_file, reference, per_layer,
+def verify_cmd(pairs, root, atol, rtol, seed, batch_size, dims, device, inputs_file, reference, per_layer,
                report, as_json, config, mode):
     """Check that DIR (from `kconv convert`) computes what the Keras MODEL computes.
 
     Keras (loaded with safe_mode=True, run with training=False) is the reference. Prints per output
-    the max abs and max rel error. Exit codes: 0 all agree; 1 some output (or, with --per-layer,
-    some layer) differs beyond tolerance; 2 unusable input (Keras cannot load MODEL: use --reference).
+    the max abs and max rel error. Several MODEL DIR pairs, or --all ROOT, are verified in one run
+    (Keras is imported once) with a summary table; the exit code is the worst. Exit codes: 0 all
+    agree; 1 some output (or, with --per-layer, some layer) differs beyond tolerance; 2 unusable
+    input (Keras cannot load MODEL: use --reference).
     """
-    from ..verify import MismatchError, parse_dims, verify
+    from ..verify import MismatchError, VerifyInputError, parse_dims, verify
 
-    result = verify(model, converted, inputs_file=inputs_file, reference=reference, seed=seed,
-                    batch_size=batch_size, dims=parse_dims(dims), atol=atol, rtol=rtol, per_layer=per_layer,
-                    device=device, config=config, mode=mode)
+    jobs = _jobs(pairs, root)
+    kwargs = dict(inputs_file=inputs_file, reference=reference, seed=seed, batch_size=batch_size,
+                  dims=parse_dims(dims), atol=atol, rtol=rtol, per_layer=per_layer, device=device, config=config,
+                  mode=mode)
+    if len(jobs) > 1:
+        for opt, value in (("--inputs", inputs_file), ("--reference", reference), ("--report", report),
+                           ("--config", config)):
+            if value:
+                raise VerifyInputError(f"{opt} belongs to one model: give one MODEL DIR pair with it")
+        return _verify_many(jobs, kwargs, as_json)
+    model, converted = jobs[0]
+    result = verify(model, converted, **kwargs)
     emit_result(result, as_json=as_json, report=report)
     if not result.passed:
         d = result.first_divergence
         raise MismatchError(f"{converted} does not match {model}"
                             + (f"; first diverging layer: {d.name} ({d.class_name})" if d else ""))
+
+
+def _jobs(pairs, root) -> list:
+    """[(model file, converted dir)] from MODEL DIR pairs or from the manifests under ``root``."""
+    from ..verify import VerifyInputError
+
+    if root:
+        if pairs:
+            raise VerifyInputError("give either MODEL DIR pairs or --all ROOT, not both")
+        jobs = []
+        for man in sorted(Path(root).rglob("kconv.json")):
+            try:
+                src = json.loads(man.read_text()).get("source_path")
+            except (OSError, ValueError) as e:
+                raise VerifyInputError(f"{man}: unreadable manifest ({e})") from None
+            if not src:
+                raise VerifyInputError(f"{man}: does not record where its source file is (written by an older "
+                                       f"kconv); verify it as MODEL {man.parent}")
+            rel = os.path.relpath(src)
+            jobs.append((src if rel.startswith("..") else rel, str(man.parent)))
+        if not jobs:
+            raise VerifyInputError(f"{root}: no kconv output directory (kconv.json) under it")
+        return jobs
+    if not pairs or len(pairs) % 2:
+        raise VerifyInputError("give MODEL DIR pairs (a Keras model file and its kconv output directory), "
+                               "or --all ROOT")
+    for m, d in zip(pairs[::2], pairs[1::2]):
+        if not Path(d).is_dir():
+            raise VerifyInputError(f"{d}: not a directory; arguments are MODEL DIR pairs")
+    return list(zip(pairs[::2], pairs[1::2]))
+
+
+def _verify_many(jobs, kwargs, as_json):
+    """Each pair in turn (one process, Keras imported once), then one summary table; worst exit code."""
+    from ..errors import KconvError
+    from ..verify import verify
+
+    rows, results, worst = [], [], 0
+    for model, converted in jobs:
+        try:
+            result = verify(model, converted, **kwargs)
+        except KconvError as e:
+            click.echo(f"kconv: error: {e}", err=True)
+            code = int(e.exit_code)
+            rows.append((model, converted, f"error (exit {code})", ""))
+            results.append({"model": model, "converted": converted, "error": str(e), "exit_code": code})
+            worst = max(worst, code)
+            continue
+        if not as_json:
+            emit_result(result)
+            click.echo("")
+        worst_err = max((c.max_abs_err for c in result.outputs), default=0.0)
+        rows.append((model, converted, "ok" if result.passed else "DIFFERS", f"{worst_err:.3g}"))
+        results.append(result.to_json())
+        if not result.passed:
+            worst = max(worst, 1)
+    if as_json:
+        from ..verify import SCHEMA_VERSION
+
+        click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "passed": worst == 0, "results": results},
+                              indent=2))
+    else:
+        n_ok = sum(r[2] == "ok" for r in rows)
+        click.echo(f"verified {len(rows)} model(s): {n_ok} agree, {len(rows) - n_ok} do not")
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("model", "converted", "result"))]
+        head = ("model", "converted", "result", "max abs err")
+        for r in [head, *rows]:
+            click.echo("  ".join(str(x).ljust(w) for x, w in zip(r[:3], widths)) + "  " + r[3])
+    if worst:
+        raise SystemExit(worst)

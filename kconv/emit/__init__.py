@@ -169,6 +169,7 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
             "kconv_version": __version__,
             "source": Path(model.source).name,
             "source_sha256": _sha256(Path(model.source)),
+            "source_path": os.path.abspath(model.source),  # for `kconv verify --all ROOT`
             "source_format": model.format,
             "keras_version": model.keras_version,
             "writer_backend": model.backend,
