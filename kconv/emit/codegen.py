@@ -434,10 +434,10 @@ class Generator:
         return name
 
     def _freeze(self, e: "Emit"):
-        """Torch tensors that fine-tuning must not change get requires_grad=False in the constructor:
-        those of Keras weights that are not trainable (trainable=False layers, statistics, quantized
-        kernels) and the zero slots Keras has no term for (an LSTM's bias_hh: trained, it would add
-        a second bias that Keras does not have)."""
+        """Parameters that fine-tuning must not change get requires_grad=False in the constructor: those
+        of a Keras layer (or enclosing model) with trainable=False, and the zero slots Keras has no term
+        for (an LSTM's bias_hh: trained, it would become a second bias Keras does not have). Weights
+        that are never trainable (moving statistics, quantization scales) are buffers already."""
         if (e.attr, "frozen") in e.cls.registered:
             return
         e.cls.registered.add((e.attr, "frozen"))
@@ -448,13 +448,14 @@ class Generator:
             if d is None:
                 continue
             for name, t in d.targets(e.layer.config):
-                if not w.trainable or isinstance(t, Zeros):
+                if (not w.trainable and d.trainable_for(e.layer.config)) or isinstance(t, Zeros):
                     names.append(name)
-        if not names:
-            return
-        refs = ", ".join("self." + _attr_path(f"{e.attr}.{n}") for n in names)
-        e.cls.init.append(f"for p in ({refs},):  # not trained in Keras")
-        e.cls.init.append("    p.requires_grad_(False)")
+        refs = ["self." + _attr_path(f"{e.attr}.{n}") for n in names]
+        if len(refs) == 1:
+            e.cls.init.append(f"{refs[0]}.requires_grad_(False)  # not trained in Keras")
+        elif refs:
+            e.cls.init.append(f"for p in ({', '.join(refs)}):  # not trained in Keras")
+            e.cls.init.append("    p.requires_grad_(False)")
 
     def _time_distributed_model(self, e: "Emit", mod: str):
         """TimeDistributed(model): the model's module on (batch * time, ...), reshaped back."""
