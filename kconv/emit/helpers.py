@@ -471,11 +471,17 @@ HELPERS["KerasQuantizedDense"] = '''class KerasQuantizedDense(nn.Module):
     int4 sub-channel (groups of input rows): y = x @ ((kernel - zero[g_idx]) * scale[g_idx]).
     float8: y = qdq(x, inputs_scale) @ qdq(kernel, kernel_scale), qdq(t, s) = float8_e4m3fn(clip(t / s,
       +-448)) * s; the float32 bias is rounded to bfloat16 first, as Keras does.
+    compute_dtype (a mixed_bfloat16 policy: 'bfloat16'): inputs, float variables (kernel_scale, bias,
+    the float8 kernel) and every step in that dtype, as Keras autocasts them; the float8 scales stay
+    float32 variables but are cast where used (quantize_and_dequantize).
     """
 
-    def __init__(self, in_features, units, mode, bias=True, inputs_quantizer=None, groups=None):
+    def __init__(self, in_features, units, mode, bias=True, inputs_quantizer=None, groups=None,
+                 compute_dtype="float32"):
         super().__init__()
         self.mode = mode
+        # float32: follow the module's own float dtype (net.double() works); else Keras's compute dtype
+        self.compute_dtype = None if compute_dtype == "float32" else getattr(torch, compute_dtype)
         self.inputs_quantizer = inputs_quantizer
         self.sub_channel = groups is not None
         if mode == "float8":
@@ -497,14 +503,17 @@ HELPERS["KerasQuantizedDense"] = '''class KerasQuantizedDense(nn.Module):
         return q.to(t.dtype) * scale
 
     def forward(self, x):
+        if self.compute_dtype is not None:
+            x = x.to(self.compute_dtype)
         if self.mode == "float8":
-            y = torch.matmul(self._qdq(x, self.inputs_scale), self._qdq(self.kernel, self.kernel_scale))
+            y = torch.matmul(self._qdq(x, self.inputs_scale), self._qdq(self.kernel.to(x.dtype), self.kernel_scale))
             if self.bias is not None:
                 y = y + self.bias.to(torch.bfloat16).to(y.dtype)
             return y
+        kernel_scale = self.kernel_scale.to(x.dtype)
         if self.sub_channel:
             g = self.g_idx.long()
-            w = (self.kernel.to(x.dtype) - self.kernel_zero[g].to(x.dtype)) * self.kernel_scale[g].to(x.dtype)
+            w = (self.kernel.to(x.dtype) - self.kernel_zero[g].to(x.dtype)) * kernel_scale[g]
             y = torch.matmul(x, w)
         elif self.inputs_quantizer is not None:
             low, high, eps = self.inputs_quantizer
@@ -512,21 +521,24 @@ HELPERS["KerasQuantizedDense"] = '''class KerasQuantizedDense(nn.Module):
             xq = torch.clamp(torch.round(x * x_scale), low, high)
             # exact integer products and sums (Keras: int8 x int8 -> int32 matmul)
             y = torch.matmul(xq.double(), self.kernel.double()).to(x.dtype)
-            y = y / (self.kernel_scale * x_scale)
+            y = y / (kernel_scale * x_scale)
         else:
-            y = torch.matmul(x, self.kernel.to(x.dtype)) / self.kernel_scale
+            y = torch.matmul(x, self.kernel.to(x.dtype)) / kernel_scale
         if self.bias is not None:
-            y = y + self.bias
+            y = y + self.bias.to(x.dtype)
         return y
 
 '''
 HELPERS["KerasQuantizedEmbedding"] = '''class KerasQuantizedEmbedding(nn.Module):
     """Keras 3 int8/int4 quantized Embedding (keras/src/layers/core/embedding.py _int8_call, _int4_call):
     the stored integer row of each id (int4 unpacked to int8 values in [-8, 7]), divided by the id's
-    embeddings_scale; int4 sub-channel: (row - zero[id, g_idx]) * scale[id, g_idx]."""
+    embeddings_scale; int4 sub-channel: (row - zero[id, g_idx]) * scale[id, g_idx]. All in
+    compute_dtype ('bfloat16' under a mixed_bfloat16 policy: the scales autocast as in Keras)."""
 
-    def __init__(self, input_dim, output_dim, groups=None):
+    def __init__(self, input_dim, output_dim, groups=None, compute_dtype="float32"):
         super().__init__()
+        # float32: follow the module's own float dtype (net.double() works); else Keras's compute dtype
+        self.compute_dtype = None if compute_dtype == "float32" else getattr(torch, compute_dtype)
         self.sub_channel = groups is not None
         self.register_buffer("embeddings", torch.zeros(input_dim, output_dim, dtype=torch.int8))
         self.register_buffer("embeddings_scale", torch.ones(input_dim if groups is None else (input_dim, groups)))
@@ -536,12 +548,14 @@ HELPERS["KerasQuantizedEmbedding"] = '''class KerasQuantizedEmbedding(nn.Module)
 
     def forward(self, ids):
         ids = ids.long()
-        rows = self.embeddings[ids].to(self.embeddings_scale.dtype)
+        dtype = self.compute_dtype or self.embeddings_scale.dtype
+        rows = self.embeddings[ids].to(dtype)
+        scale = self.embeddings_scale.to(dtype)
         if self.sub_channel:
             g = self.g_idx.long()
             zero = self.embeddings_zero[ids][..., g].to(rows.dtype)
-            return (rows - zero) * self.embeddings_scale[ids][..., g]
-        return rows / self.embeddings_scale[ids].unsqueeze(-1)
+            return (rows - zero) * scale[ids][..., g]
+        return rows / scale[ids].unsqueeze(-1)
 
 '''
 HELPERS["KerasReversibleEmbedding"] = '''class KerasReversibleEmbedding(nn.Module):
@@ -632,11 +646,15 @@ HELPERS["KerasQuantizedEinsumDense"] = '''class KerasQuantizedEinsumDense(nn.Mod
       reshaped to the kernel shape; y = einsum(xq, w) / x_scale with an inputs quantizer (per column),
       else einsum(x, w).
     float8: y = einsum(qdq(x, inputs_scale), qdq(kernel, kernel_scale)); bias rounded to bfloat16.
+    compute_dtype ('bfloat16' under mixed_bfloat16): inputs and float variables cast to it, as Keras
+    autocasts them, and every step computed in it.
     """
 
     def __init__(self, equation, mode, kernel_shape, stored, bias_shape=None, scale_shape=None, groups=None,
-                 inputs_quantizer=None, input_axes=None, kernel_reduced_axes=None):
+                 inputs_quantizer=None, input_axes=None, kernel_reduced_axes=None, compute_dtype="float32"):
         super().__init__()
+        # float32: follow the module's own float dtype (net.double() works); else Keras's compute dtype
+        self.compute_dtype = None if compute_dtype == "float32" else getattr(torch, compute_dtype)
         self.equation, self.mode, self.kernel_shape = equation, mode, tuple(kernel_shape)
         self.groups, self.inputs_quantizer, self.input_axes = groups, inputs_quantizer, input_axes
         if mode == "float8":
@@ -680,30 +698,34 @@ HELPERS["KerasQuantizedEinsumDense"] = '''class KerasQuantizedEinsumDense(nn.Mod
         return torch.stack([lo, hi], dim=-1).reshape(u.shape[0], -1)[:, : self.columns]
 
     def forward(self, x):
+        if self.compute_dtype is not None:
+            x = x.to(self.compute_dtype)
         if self.mode == "float8":
-            y = torch.einsum(self.equation, self._qdq(x, self.inputs_scale), self._qdq(self.kernel, self.kernel_scale))
+            y = torch.einsum(self.equation, self._qdq(x, self.inputs_scale),
+                             self._qdq(self.kernel.to(x.dtype), self.kernel_scale))
             return y if self.bias is None else y + self.bias.to(torch.bfloat16).to(y.dtype)
+        kernel_scale = self.kernel_scale.to(x.dtype)
         if self.mode == "int8":
             if self.inputs_quantizer is not None:
                 xq, x_scale = self._quantize_inputs(x)
                 y = torch.einsum(self.equation, xq.double(), self.kernel.double()).to(x.dtype)
-                y = y / (x_scale * self.kernel_scale)
+                y = y / (x_scale * kernel_scale)
             else:
-                y = torch.einsum(self.equation, x, self.kernel.to(x.dtype)) / self.kernel_scale
+                y = torch.einsum(self.equation, x, self.kernel.to(x.dtype)) / kernel_scale
         else:
             k = self._unpacked().to(x.dtype)
             if self.groups is not None:
                 g = self.g_idx.long()
-                w = (k - self.kernel_zero[g].to(x.dtype)) * self.kernel_scale[g]
+                w = (k - self.kernel_zero[g].to(x.dtype)) * kernel_scale[g]
                 y = torch.einsum(self.equation, x, w.reshape(self.kernel_shape))
             else:
-                w = (k / self.kernel_scale).reshape(self.kernel_shape)
+                w = (k / kernel_scale).reshape(self.kernel_shape)
                 if self.inputs_quantizer is not None:
                     xq, x_scale = self._quantize_inputs(x)
                     y = torch.einsum(self.equation, xq, w) / x_scale
                 else:
                     y = torch.einsum(self.equation, x, w)
-        return y if self.bias is None else y + self.bias
+        return y if self.bias is None else y + self.bias.to(x.dtype)
 
 '''
 HELPERS["KerasEinsumDense"] = '''class KerasEinsumDense(nn.Module):

@@ -30,16 +30,11 @@ def _has_bias(cfg):
 def _qmode(cfg):
     """The Keras 3 quantization mode of a layer config ('int8', 'int4', 'float8', ...) or None.
 
-    Read from the normalised dtype policy (``quantization_mode``), or else from the serialized
-    ``quantization_config`` (Keras >= 3.13 writes one; its Int4DTypePolicy, mode 'int4/128', is not a
-    'Quantized...' class name)."""
+    Read from the normalised dtype policy (``quantization_mode``; Keras >= 3.13's Int4DTypePolicy has
+    mode 'int4/128'), as Keras reads it (Layer.quantization_mode is the policy's): a serialized
+    ``quantization_config`` alone does not quantize a layer. model.quantize('float8') leaves one on
+    an Embedding it cannot quantize, whose policy stays float32."""
     mode = cfg.get("quantization_mode")
-    if not mode:
-        qc = cfg.get("quantization_config")
-        if isinstance(qc, dict):
-            mode = {"Int8QuantizationConfig": "int8", "Int4QuantizationConfig": "int4",
-                    "Float8QuantizationConfig": "float8", "GPTQConfig": "gptq",
-                    "AWQConfig": "awq"}.get(qc.get("class_name"), qc.get("class_name"))
     return str(mode).split("/")[0] if mode else None
 
 
@@ -505,7 +500,7 @@ def _emit_quantized_einsum_dense(e, mode, eq, shapes):
         e.unsupported(f"{mode} quantized EinsumDense is not converted (int8, int4 and float8 are)")
     if cfg.get("lora_rank"):
         e.unsupported(f"LoRA on a {mode} quantized EinsumDense is not converted")
-    _float32_compute(e, "EinsumDense")
+    cd = _compute_dtype(e, "EinsumDense")
     in_shape, out_shape = e.in_shapes[0], e.out_shapes[0] if e.out_shapes else None
     try:
         i_spec, w_spec, o_spec, i_red, w_red, i_tr, i_exp, i_sq = einsum_quantization_info(eq, len(in_shape))
@@ -530,8 +525,8 @@ def _emit_quantized_einsum_dense(e, mode, eq, shapes):
                  f"input_axes={(tuple(i_red), tuple(i_tr), tuple(i_exp), tuple(i_sq))!r}",
                  f"kernel_reduced_axes={tuple(w_red)!r}"]
     e.gen.helpers.add("KerasQuantizedEinsumDense")
-    m = e.module(f"KerasQuantizedEinsumDense({', '.join(args)})")
-    e.output(f"{m}({e.input(0, 'keras')})", activation=True)
+    m = e.module(f"KerasQuantizedEinsumDense({', '.join(args)}{_cd_arg(cd)})")
+    _quantized_output(e, f"{m}({e.input(0, 'keras')})", cd)
 
 
 def _inputs_quantizer(e, mode, default_on=None):
@@ -566,8 +561,7 @@ def _emit_quantized_dense(e, mode, x, n_in):
         e.unsupported(f"{mode} quantized Dense is not converted (int8, int4 and float8 are)")
     if cfg.get("lora_rank"):
         e.unsupported(f"LoRA on a {mode} quantized Dense is not converted")
-    if cfg.get("dtype", "float32") != "float32":
-        e.unsupported(f"quantized Dense computing in {cfg.get('dtype')} (only float32 is converted)")
+    cd = _compute_dtype(e, "Dense")
     units, bias = int(cfg["units"]), bool(cfg.get("use_bias", True))
     args = f"{n_in}, {units}, {mode!r}, bias={bias}"
     if mode == "int4" and _qconfig(cfg) is None:
@@ -579,8 +573,8 @@ def _emit_quantized_dense(e, mode, x, n_in):
     elif mode in ("int8", "int4"):
         args += f", inputs_quantizer={_inputs_quantizer(e, mode)!r}"
     e.gen.helpers.add("KerasQuantizedDense")
-    m = e.module(f"KerasQuantizedDense({args})")
-    e.output(f"{m}({x})", activation=True)
+    m = e.module(f"KerasQuantizedDense({args}{_cd_arg(cd)})")
+    _quantized_output(e, f"{m}({x})", cd)
 
 
 @emits("Embedding")
@@ -591,7 +585,10 @@ def _emit_embedding(e):
         # keras/src/layers/core/embedding.py compute_mask: ops.not_equal(inputs, 0)
         mask = e.temp("mask")
         e.line(f"{mask} = {e.input(0)} != 0")
-    e.output(f"{m}({e.input(0)}.long())", mask=mask)
+    suffix = ""
+    if isinstance(m, tuple):
+        m, suffix = m
+    e.output(f"{m}({e.input(0)}.long()){suffix}", mask=mask)
 
 
 def _embedding_module(e):
@@ -604,10 +601,12 @@ def _embedding_module(e):
         e.unsupported(f"{mode} quantized Embedding is not converted (int8 and int4 are)")
     if e.cfg.get("lora_rank"):
         e.unsupported(f"LoRA on a {mode} quantized Embedding is not converted")
-    _float32_compute(e, "Embedding")
+    cd = _compute_dtype(e, "Embedding")
     groups = -(-d // int4_block_size(e.cfg)) if _int4_grouped(e.cfg) else None
     e.gen.helpers.add("KerasQuantizedEmbedding")
-    return e.module(f"KerasQuantizedEmbedding({n}, {d}" + (f", groups={groups})" if groups else ")"))
+    m = e.module(f"KerasQuantizedEmbedding({n}, {d}" + (f", groups={groups}" if groups else "") + f"{_cd_arg(cd)})")
+    # a bfloat16 output (exact in float32) is handed on as float32, as the next float32 layer casts it
+    return m if cd == "float32" else (m, ".float()")
 
 
 @emits("ReversibleEmbedding")
@@ -630,7 +629,8 @@ def _emit_reversible_embedding(e):
             e.unsupported(f"{mode} quantized ReversibleEmbedding is not converted (int8 and int4 are)")
         if cfg.get("lora_rank"):
             e.unsupported(f"LoRA on a {mode} quantized ReversibleEmbedding is not converted")
-        _float32_compute(e, "ReversibleEmbedding")
+        if _compute_dtype(e, "ReversibleEmbedding") != "float32":
+            e.unsupported(f"quantized ReversibleEmbedding computing in {e.cfg.get('dtype')} (only float32 is converted)")
         groups = -(-d // int4_block_size(cfg)) if _int4_grouped(cfg) else None
         # ReversibleEmbedding._int8_build/_int4_build: AbsMaxQuantizer(axis=-1) on the reverse inputs
         # unless a quantization_config says otherwise.
@@ -647,9 +647,31 @@ def _emit_reversible_embedding(e):
     e.output(f"{m}({e.input(0)})", mask=mask)
 
 
-def _float32_compute(e, what):
-    if e.cfg.get("dtype", "float32") != "float32":
-        e.unsupported(f"quantized {what} computing in {e.cfg.get('dtype')} (only float32 is converted)")
+# Compute dtype of a quantized layer from its (source) dtype policy name: Keras autocasts the inputs
+# and the float variables to it (mixed_bfloat16: float32 variables, bfloat16 compute).
+_COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "bfloat16": "bfloat16"}
+
+
+def _compute_dtype(e, what):
+    cd = _COMPUTE_DTYPES.get(e.cfg.get("dtype", "float32"))
+    if cd is None:
+        e.unsupported(f"quantized {what} computing in {e.cfg.get('dtype')} (float32 and bfloat16 are converted)")
+    return cd
+
+
+def _cd_arg(cd):
+    return "" if cd == "float32" else f", compute_dtype={cd!r}"
+
+
+def _quantized_output(e, expr, cd):
+    """Bind the layer output, activation included; a bfloat16 layer applies its activation in bfloat16
+    (as Keras does) and hands the result on as float32, which holds it exactly (the next float32
+    layer would cast it so; a bfloat16 one casts it back)."""
+    if cd == "float32":
+        e.output(expr, activation=True)
+        return
+    shape = e.out_shapes[0] if e.out_shapes else None
+    e.output(f"({e.activation(expr, 'keras', shape)}).float()")
 
 
 @emits("Identity")

@@ -193,3 +193,15 @@ def test_float8_counts_equal_keras(tmp_path):
                           L.EinsumDense("abc,cd->abd", (4, 5), bias_axes="d", name="e")])
     model.quantize("float8")
     _check_counts(model, tmp_path)
+
+
+def test_float8_model_with_embedding(tmp_path):
+    """model.quantize('float8') cannot quantize an Embedding: Keras leaves its policy float32 (but
+    stores a Float8QuantizationConfig on it); the policy decides, as in Keras."""
+    k, L = keras(), layers()
+    model = k.Sequential([k.Input((6,), dtype="int32"), L.Embedding(12, 5, name="emb"), L.Dense(3, name="d")])
+    randomize_weights(model)
+    model.quantize("float8")
+    _check_counts(model, tmp_path)
+    ids = np.random.default_rng(1).integers(0, 12, (2, 6)).astype("int32")
+    check(model, ids, tmp_path, randomize=False)
