@@ -139,3 +139,20 @@ def test_verify_several_models_one_table_worst_exit(tmp_path):
     assert r.exit_code == 1 and "DIFFERS" in r.output
     r = cli("verify", FIXTURES / "cnn.keras")
     assert r.exit_code == 2 and "MODEL DIR pairs" in r.output
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_on_stderr_only_and_quiet(tmp_path, quiet):
+    """Progress goes to stderr (shown when it is a terminal; KCONV_PROGRESS=1 forces it here);
+    stdout is the same with or without it; --quiet (anywhere) silences it."""
+    env = dict(os.environ, KCONV_PROGRESS="1")
+    args = [*KCONV, "inspect", str(FIXTURES / "cnn.h5"), "--json"]
+    plain = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(args + (["--quiet"] if quiet else []), capture_output=True, text=True, timeout=120,
+                           env=env)
+    assert shown.returncode == plain.returncode == 0 and shown.stdout == plain.stdout
+    conv = subprocess.run([*KCONV, *(["-q"] if quiet else []), "convert", str(FIXTURES / "cnn.h5"), "-o",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120, env=env)
+    assert conv.returncode == 0
+    assert ("reading and transforming weights" in conv.stderr) is not quiet
+    assert conv.stdout == ""

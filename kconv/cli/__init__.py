@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from .. import __version__
+from .. import __version__, progress
 from ..errors import ExitCode, KconvError, cli_warnings
 
 
@@ -32,13 +32,17 @@ class KconvGroup(click.Group):
         # --traceback is accepted anywhere before a "--", also after the subcommand
         args = list(args)
         end = args.index("--") if "--" in args else len(args)
-        if "--traceback" in args[:end]:
-            args = ["--traceback"] + [a for i, a in enumerate(args) if not (a == "--traceback" and i < end)]
+        for flag in ("--traceback", "--quiet", "-q"):
+            if flag in args[:end]:
+                args = [flag] + [a for i, a in enumerate(args) if not (a == flag and i < end)]
+                end = args.index("--") if "--" in args else len(args)
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:
-            with cli_warnings():  # KconvWarning (NaN/Inf weights...) as one 'kconv: warning:' line
+            quiet = bool(ctx.params.get("quiet"))
+            # KconvWarning (NaN/Inf weights...) as one 'kconv: warning:' line; progress on stderr
+            with cli_warnings(), progress.showing(not quiet):
                 return super().invoke(ctx)
         except KconvError as e:
             _maybe_traceback(ctx)
@@ -89,8 +93,9 @@ def _print_versions(ctx, _param, value):
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_versions,
               help="Print the versions of kconv and of the libraries it uses, then exit.")
 @click.option("--traceback", is_flag=True, help="Show the full Python traceback on errors.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display on stderr (errors and warnings still show).")
 @click.pass_context
-def main(ctx, traceback):
+def main(ctx, traceback, quiet):
     """Inspect Keras model files and convert them to PyTorch.
 
     \b
@@ -99,6 +104,7 @@ def main(ctx, traceback):
     """
     ctx.ensure_object(dict)
     ctx.obj["traceback"] = traceback
+    ctx.obj["quiet"] = quiet
 
 
 from . import inspect as _inspect  # noqa: E402,F401  (registers the subcommand)

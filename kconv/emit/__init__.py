@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, specs
+from .. import __version__, progress, specs
 from ..errors import KconvError, ModelFileError, OutputError, WeightMismatchError
 from ..ir import Layer, Model
 from ..transforms import Zeros
@@ -58,24 +58,31 @@ def _lora_merged(layer: Layer, w):
 def tensors_for(model: Model):
     """{torch key: numpy array} and the manifest rows, from the layer declarations."""
     out, rows = {}, []
-    for path, layer in _leaf_paths(model):
-        for w, d in _weight_decl_pairs(layer):
-            targets = d.targets(layer.config)
-            if not targets:
-                rows.append({"keras_layer": layer.name, "keras_weight": w.name, "role": w.role,
-                             "keras_shape": list(w.shape), "torch_key": None, "note": d.why_no_torch})
-                continue
-            data = _lora_merged(layer, w)
-            data = np.asarray(data)
-            if data.shape != tuple(w.shape):
-                raise WeightMismatchError([f"layer {layer.name!r}: {w.name} read as {data.shape}, expected {w.shape}"])
-            for name, t in targets:
-                key = f"{path}.{name}"
-                out[key] = t.apply(data)
-                rows.append({"keras_layer": layer.name, "keras_weight": w.name, "role": w.role,
-                             "keras_shape": list(w.shape), "torch_key": key, "torch_shape": list(out[key].shape),
-                             "transform": t.describe(), "trainable": bool(w.trainable) and not isinstance(t, Zeros)})
+    leaves = list(_leaf_paths(model))
+    with progress.task("reading and transforming weights", total=len(leaves)) as advance:
+        for path, layer in leaves:
+            _layer_tensors(path, layer, out, rows)
+            advance()
     return out, rows
+
+
+def _layer_tensors(path: str, layer: Layer, out: dict, rows: list):
+    for w, d in _weight_decl_pairs(layer):
+        targets = d.targets(layer.config)
+        if not targets:
+            rows.append({"keras_layer": layer.name, "keras_weight": w.name, "role": w.role,
+                         "keras_shape": list(w.shape), "torch_key": None, "note": d.why_no_torch})
+            continue
+        data = _lora_merged(layer, w)
+        data = np.asarray(data)
+        if data.shape != tuple(w.shape):
+            raise WeightMismatchError([f"layer {layer.name!r}: {w.name} read as {data.shape}, expected {w.shape}"])
+        for name, t in targets:
+            key = f"{path}.{name}"
+            out[key] = t.apply(data)
+            rows.append({"keras_layer": layer.name, "keras_weight": w.name, "role": w.role,
+                         "keras_shape": list(w.shape), "torch_key": key, "torch_shape": list(out[key].shape),
+                         "transform": t.describe(), "trainable": bool(w.trainable) and not isinstance(t, Zeros)})
 
 
 def _import(path: Path):

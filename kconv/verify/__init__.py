@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import progress
 from .compare import DEFAULT_ATOL, DEFAULT_RTOL, Comparison, compare
 from .errors import KerasUnavailableError, MismatchError, VerifyInputError
 from .inputs import DEFAULT_BATCH, generate, input_specs, load_inputs, load_reference, parse_dims
@@ -277,10 +278,12 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
             xs, source = generate(specs, seed=seed, batch_size=batch_size, dims=dims), "generated"
         if expected is None:
             if keras_model is None:
-                keras_model = keras_side.load_model(model)
+                with progress.task(f"loading {Path(str(model)).name} with Keras"):
+                    keras_model = keras_side.load_model(model)
             k = keras_side.keras()
             ref_label = f"keras {k.__version__} ({k.backend.backend()})"
-            expected = keras_side.run(keras_model, xs, training=training)
+            with progress.task("running the Keras reference"):
+                expected = keras_side.run(keras_model, xs, training=training)
 
         got = torch_side.run(net, xs, channels_first=channels_first, device=device, training=training)
         outputs = []
@@ -301,7 +304,8 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
             mod, tnet, trace_how = torch_side.trace_module(ir, net, channels_first=channels_first,
                                                            shipped_source=shipped_source, device=device)
             torch_side.run(tnet, xs, channels_first=channels_first, device=device, trace=mod.TRACE)
-            k_values = keras_side.layer_outputs(keras_model, xs, notes=notes)
+            with progress.task("tracing every Keras layer"):
+                k_values = keras_side.layer_outputs(keras_model, xs, notes=notes)
             layers = []
             for key, t in mod.TRACE.items():
                 if key not in k_values:
