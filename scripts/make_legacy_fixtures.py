@@ -99,7 +99,7 @@ WRITERS = {
         ],
         "env": {"KERAS_BACKEND": "theano"},
         "models": ["k1_cnn_th", "k1_cnn_tf", "k1_text_rnn", "k1_merge", "k1_renamed_cnn", "k1_renamed_text",
-                   "k1_kinds"],
+                   "k1_kinds", "k1_convlstm"],
     },
     "keras2": {
         "pythons": ["3.7.16", "3.6.15"],
@@ -489,6 +489,17 @@ def keras1_worker(name, out):
         out_ = Dense(2)(merge([x, y, z], mode="concat"))
         model = Model(input=[a, b, c], output=out_)
         inputs = [rng.standard_normal((2,) + s).astype("float32") for s in ((5, 4), (3, 8, 8), (4, 5))]
+    elif name == "k1_convlstm":
+        from keras.layers import ConvLSTM2D
+
+        model = Sequential([
+            ConvLSTM2D(3, 3, 3, dim_ordering="tf", border_mode="same", return_sequences=True,
+                       input_shape=(4, 6, 6, 2)),                  # 12 per-gate arrays, Theano-flipped
+            ConvLSTM2D(2, 3, 3, dim_ordering="tf", border_mode="valid"),
+            Flatten(),
+            Dense(2),
+        ])
+        inputs = [rng.standard_normal((2, 4, 6, 6, 2)).astype("float32")]
     else:
         raise KeyError(name)
 

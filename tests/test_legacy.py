@@ -43,6 +43,8 @@ CASES = {
     "k20_gru": ("k20_gru.h5", {}),
     # Keras 1 wrappers around per-gate RNNs (Bidirectional: 24 / 18 arrays), TimeDistributed, AtrousConvolution2D
     "k1_kinds": ("k1_kinds.h5", {"backend_of_writer": "theano"}),
+    # Keras 1 ConvLSTM2D ('tf' ordering, Theano-written): 12 per-gate arrays, both kernels flipped
+    "k1_convlstm": ("k1_convlstm.h5", {"backend_of_writer": "theano"}),
 }
 # Weights-only files whose architecture JSON was written by a fresh process (other auto-names):
 # read in order, as Keras's load_weights does (issue #12.1).
@@ -201,6 +203,19 @@ def test_theano_kernels_unflipped_do_not_match(tmp_path):
     # written by Theano: without the flip (TF assumed, as for any Keras 1 'tf'-ordering file) it is wrong
     assert _max_rel("k1_cnn_tf", tmp_path, backend_of_writer="tensorflow") > 1e-2
     assert _max_rel("k1_cnn_th", tmp_path, backend_of_writer="tensorflow") > 1e-2
+
+
+def test_keras1_convlstm_theano_flip_needed_and_th_ordering_refused(tmp_path):
+    assert _max_rel("k1_convlstm", tmp_path, backend_of_writer="tensorflow") > 1e-2
+    m = kconv.load(LEGACY / "k1_convlstm.h5", backend_of_writer="theano")
+    k = {w.key: w for w in m.layer("convlstm2d_1").weights}
+    assert k["kernel"].name == "convlstm2d_1_W_i+convlstm2d_1_W_f+convlstm2d_1_W_c+convlstm2d_1_W_o"
+    assert k["kernel"].shape == (3, 3, 2, 12)
+
+    def th(c):
+        c["config"][0]["config"]["dim_ordering"] = "th"
+    r = CliRunner().invoke(main, ["inspect", str(_edited(tmp_path, "k1_convlstm.h5", th))])
+    assert r.exit_code == 2 and "convlstm2d_1" in r.output and "'dim_ordering' is 'th'" in r.output
 
 
 def test_theano_detection_and_notes():
@@ -388,7 +403,7 @@ def test_weights_only_by_order_cli_shows_pairing_and_by_name_refuses(stem, tmp_p
     assert "(weights: the file's layer 'sequential" in r.output
     rep = json.loads(run.invoke(main, ["inspect", h5, "--config", arch, "--json"]).output)
     first = "dense" if stem.startswith("tf215") else "dense_1"  # the writer's first Dense
-    assert [ly["stored_as"] for ly in rep["layers"] if "stored_as" in ly][0] == first
+    assert next(ly["stored_as"] for ly in rep["layers"] if "stored_as" in ly) == first
     # Keras's other mode: by name. The names differ, so the layers are not found (Keras would leave
     # them at their initial values): refused, never converted with wrong weights.
     r = run.invoke(main, ["convert", h5, "--config", arch, "--by-name", "-o", str(tmp_path / "o")])
@@ -404,6 +419,17 @@ def test_by_name_with_matching_names_and_default_agree(tmp_path):
         [(w.name, w.shape) for _, ly in b.walk() for w in ly.weights]
     r = CliRunner().invoke(main, ["inspect", str(LEGACY / "k22_cnn.h5"), "--by-name"])
     assert r.exit_code == 2 and "--by-name applies to legacy HDF5 weights files read with --config" in r.output
+
+
+def test_by_name_convert_and_verify_with_reference(tmp_path):
+    run = CliRunner()
+    name, arch = str(LEGACY / "tf215_weights_only.h5"), str(LEGACY / "tf215_weights_only.json")
+    out = str(tmp_path / "o")
+    r = run.invoke(main, ["convert", name, "--config", arch, "--by-name", "-o", out])
+    assert r.exit_code == 0, r.output
+    r = run.invoke(main, ["verify", name, out, "--config", arch, "--by-name", "--reference",
+                          str(LEGACY / "tf215_weights_only.io.npz"), "--atol", "1e-6", "--rtol", "1e-5"])
+    assert r.exit_code == 0, r.output
 
 
 def _edited_json(tmp_path, stem, edit):

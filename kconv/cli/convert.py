@@ -70,7 +70,7 @@ def convert_cmd(models, out, fmt, channels_first, config, by_name, backend_of_wr
 
                 try:
                     result = verify(m, target, seed=seed, batch_size=batch_size, dims=dims, atol=atol, rtol=rtol,
-                                    per_layer=per_layer, device=device, config=config)
+                                    per_layer=per_layer, device=device, config=config, by_name=by_name)
                 except KerasUnavailableError as e:  # convert has no --reference: point to verify's
                     raise KerasUnavailableError(str(e).replace(
                         "pass --reference FILE.npz",

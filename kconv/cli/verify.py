@@ -63,11 +63,13 @@ def emit_result(result, as_json: bool = False, report=None):
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON (schema_version 1).")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False),
               help="Architecture JSON for a weights-only HDF5 file (kconv's side; Keras must load MODEL itself).")
+@click.option("--by-name", "by_name", is_flag=True,
+              help="With --config: the weights file's layers were paired by name (as convert --by-name).")
 @click.option("--mode", type=click.Choice(["eval", "train"]), default="eval", show_default=True,
               help="train: one step in training mode on both sides; compares outputs (BatchNormalization with "
                    "batch statistics) and the updated moving statistics. Deterministic models only.")
 def verify_cmd(pairs, root, atol, rtol, seed, batch_size, dims, device, inputs_file, reference, per_layer,
-               report, as_json, config, mode):
+               report, as_json, config, by_name, mode):
     """Check that DIR (from `kconv convert`) computes what the Keras MODEL computes.
 
     Keras (loaded with safe_mode=True, run with training=False) is the reference. Prints per output
@@ -81,7 +83,7 @@ def verify_cmd(pairs, root, atol, rtol, seed, batch_size, dims, device, inputs_f
     jobs = _jobs(pairs, root)
     kwargs = dict(inputs_file=inputs_file, reference=reference, seed=seed, batch_size=batch_size,
                   dims=parse_dims(dims), atol=atol, rtol=rtol, per_layer=per_layer, device=device, config=config,
-                  mode=mode)
+                  mode=mode, by_name=by_name)
     if len(jobs) > 1:
         for opt, value in (("--inputs", inputs_file), ("--reference", reference), ("--report", report),
                            ("--config", config)):

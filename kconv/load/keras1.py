@@ -49,6 +49,12 @@ _RENAMES = {
     "GaussianNoise": {"sigma": "stddev"},
     "PReLU": {"init": "alpha_initializer"},
     "Conv": _CONV,
+    # legacy/interfaces.py legacy_convlstm2d_support
+    "ConvLSTM": {"nb_filter": "filters", "subsample": "strides", "border_mode": "padding", "dim_ordering": "data_format",
+                 "inner_activation": "recurrent_activation", "init": "kernel_initializer",
+                 "inner_init": "recurrent_initializer", "W_regularizer": "kernel_regularizer",
+                 "U_regularizer": "recurrent_regularizer", "b_regularizer": "bias_regularizer",
+                 "dropout_W": "dropout", "dropout_U": "recurrent_dropout"},
 }
 _DIM_ORDERING = {"tf": "channels_last", "th": "channels_first"}
 _CONSUME_LESS = {"cpu": 0, "mem": 1, "gpu": 2}  # legacy/interfaces.py value_conversions
@@ -62,6 +68,8 @@ _MERGE_CLASSES = {"sum": "Add", "mul": "Multiply", "ave": "Average", "max": "Max
 def _family(cls: str) -> str:
     if cls in _RNN:
         return "RNN"
+    if cls == "ConvLSTM2D":
+        return "ConvLSTM"
     if cls in _DROPOUTS:
         return "Dropout"
     if cls in _CONV_CLASSES:
@@ -133,7 +141,19 @@ def normalize(cls: str, raw: dict, layer: str, notes: list) -> dict:
                     quiet += 1  # training-only keys: counted, not listed
                 else:
                     done.append(f"{old} -> {new}")
-    if fam == "Conv" or fam == "Pooling" or fam == "Spatial":
+    if fam == "ConvLSTM":
+        if "nb_row" in cfg:
+            cfg["kernel_size"] = [cfg.pop("nb_row"), cfg.pop("nb_col")]
+            done.append("nb_row, nb_col -> kernel_size")
+        if cfg.pop("forget_bias_init", None) == "one":
+            cfg["unit_forget_bias"] = True  # an initializer only (interfaces.py maps it so)
+        cfg["_keras1_gates"] = True  # W_i, U_i, b_i, W_c ... (i, c, f, o), assembled on load
+        if cfg.get("data_format") == "th":
+            # (filters, in, rows, cols) per gate, which Keras 2's converter concatenates on the columns
+            # axis before transposing (engine/saving.py): not even Keras reads these correctly
+            raise ConfigError(layer, "config key 'dim_ordering' is 'th': a Keras 1 ConvLSTM2D in Theano's "
+                                     "ordering is not read (Keras 2 itself converts its kernels wrongly)")
+    if fam in ("Conv", "Pooling", "Spatial", "ConvLSTM"):
         df = cfg.get("data_format")
         if df in _DIM_ORDERING:
             cfg["data_format"] = _DIM_ORDERING[df]
@@ -225,8 +245,10 @@ _PARAMS = {"W": "kernel", "b": "bias", "U": "recurrent_kernel", "gamma": "gamma"
            "depthwise_kernel": "depthwise_kernel", "pointwise_kernel": "pointwise_kernel"}
 _CLASS_PARAMS = {"Embedding": {"W": "embeddings"}}
 # keras/engine/saving.py preprocess_weights_for_loading: Keras 1 per-gate arrays -> Keras 2 layout.
-GATES = {"LSTM": ("i", "f", "c", "o"), "GRU": ("z", "r", "h")}  # Keras 2 order of the concatenated blocks
-_GATE_STORAGE = {"LSTM": ("i", "c", "f", "o"), "GRU": ("z", "r", "h")}  # Keras 1 order in the file
+GATES = {"LSTM": ("i", "f", "c", "o"), "GRU": ("z", "r", "h"),  # Keras 2 order of the concatenated blocks
+         "ConvLSTM2D": ("i", "f", "c", "o")}
+_GATE_STORAGE = {"LSTM": ("i", "c", "f", "o"), "GRU": ("z", "r", "h"),  # Keras 1 order in the file
+                 "ConvLSTM2D": ("i", "c", "f", "o")}
 
 
 # Every weight name suffix Keras 1.2.2 gives (``name='{}_W'.format(self.name)`` in keras/layers/*.py),
@@ -251,7 +273,7 @@ def param_of(layer_name: str, stored: str) -> str:
         for suffix in _SUFFIXES:
             if candidate == suffix or candidate.endswith("_" + suffix):
                 return suffix
-    return base[len(prefix):] if base.startswith(prefix) else base
+    return base.removeprefix(prefix)
 
 
 def key_of(cls: str, layer_name: str, stored: str) -> str:

@@ -371,12 +371,12 @@ def attach_legacy_by_order(model: Model, wgroup, ctx: Context):
             saved.append((name, g, names))
     layers = [ly for ly in model.layers if ly.class_name != "InputLayer" and _has_weights(ly)]
     if len(saved) != len(layers):
-        raise WeightMismatchError([
-            f"Layer count mismatch when loading weights from file (as Keras reports it): the model has "
-            f"{len(layers)} layers with weights ({', '.join(ly.name for ly in layers) or 'none'}), the file "
-            f"{len(saved)} saved layers with weights ({', '.join(n for n, _, _ in saved) or 'none'}); Keras "
-            "pairs them in order (load_weights by_name=False). With --by-name they are paired by name "
-            "instead"], path=path)
+        message = (f"Layer count mismatch when loading weights from file (as Keras reports it): the model has "
+                   f"{len(layers)} layers with weights ({', '.join(ly.name for ly in layers) or 'none'}), the file "
+                   f"{len(saved)} saved layers with weights ({', '.join(n for n, _, _ in saved) or 'none'}); "
+                   "Keras pairs them in order (load_weights by_name=False). With --by-name they are paired by "
+                   "name instead")
+        raise WeightMismatchError([message], path=path)
     for k, ((name, g, names), layer) in enumerate(zip(saved, layers)):
         stored = []
         for n in names:

@@ -33,7 +33,7 @@ def _walk(model: Model):
 
 
 def _is_conv(cls: str) -> bool:
-    return cls in _CONV_CLASSES_WITH_KERNEL or cls.startswith(("SeparableConv", "DepthwiseConv"))
+    return cls in _CONV_CLASSES_WITH_KERNEL or cls.startswith(("SeparableConv", "DepthwiseConv", "ConvLSTM"))
 
 
 def resolve(model: Model, recorded: str, override: str | None) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """Recurrent layers and wrappers: SimpleRNN, LSTM, GRU, RNN(cell), Bidirectional, TimeDistributed."""
 from __future__ import annotations
 
-from ..transforms import IDENTITY, Permute, ReorderBlocks, Take, Zeros
+from ..transforms import IDENTITY, Flip, Permute, ReorderBlocks, Take, Zeros
 from . import PADDING, Choice, WeightDecl, declare, get
 from . import _wshapes as _ws
 
@@ -204,14 +204,20 @@ def _tuple(v, n):
     return tuple(int(x) for x in v) if isinstance(v, (list, tuple)) else (int(v),) * n
 
 
+def _theano_flip(rank):
+    """Keras 1 ConvLSTM2D written by Theano: both kernels are true convolutions (Keras 2's loader flips
+    them with conv_utils.convert_kernel); Keras layout (k..., in, 4 * filters): flip the k axes."""
+    return lambda cfg: Flip(tuple(range(rank))) if cfg.get("_theano_kernels") else IDENTITY
+
+
 for _rank in (1, 2, 3):
     declare(
         f"ConvLSTM{_rank}D",
         family="recurrent",
         summary=f"LSTM with {_rank}D convolutions for the input and recurrent transforms; gates i, f, c, o",
         weights=(
-            WeightDecl("kernel", torch="kernel"),
-            WeightDecl("recurrent_kernel", torch="recurrent_kernel"),
+            WeightDecl("kernel", torch="kernel", transform=_theano_flip(_rank)),
+            WeightDecl("recurrent_kernel", torch="recurrent_kernel", transform=_theano_flip(_rank)),
             WeightDecl("bias", when=_has_bias, torch="bias"),
         ),
         output_shape=_convlstm_shape(_rank),
@@ -452,6 +458,11 @@ def _emit_convlstm(e):
     pad = cfg.get("padding", "valid")
     if pad not in ("valid", "same"):
         e.unsupported(f"padding {pad!r}")
+    if cfg.get("_theano_kernels") and (any(k % 2 == 0 for k in _tuple(cfg["kernel_size"], rank)) or (
+            pad == "same" and any(st > 1 for st in _tuple(cfg.get("strides", 1), rank)))):
+        # the recurrent convolution is 'same' too: Theano's 'half' pads k//2 on both sides
+        e.unsupported("an even kernel or a strided 'same' convolution written by Theano (Theano's symmetric "
+                      "'half' padding)")
     n_in = e.in_shapes[0][-1]
     if n_in is None:
         e.unsupported("input channels unknown")

@@ -194,7 +194,8 @@ def _ir_of_keras_model(keras_model, workdir: Path):
 
 def verify(model=None, converted=None, *, inputs=None, inputs_file=None, reference=None, seed: int = 0,
            batch_size: int = DEFAULT_BATCH, dims=None, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
-           per_layer: bool = False, device: str = "cpu", config=None, mode: str = "eval") -> VerifyResult:
+           per_layer: bool = False, device: str = "cpu", config=None, mode: str = "eval",
+           by_name: bool = False) -> VerifyResult:
     """Compare a Keras model with its conversion.
 
     ``model``: a model file path or a live ``keras.Model``. ``converted``: a ``kconv convert`` output
@@ -228,7 +229,7 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
         if model is None:
             raise VerifyInputError("verify needs the Keras model (a file path or a keras.Model)")
         if isinstance(model, (str, os.PathLike)):
-            ir = kload(model, config=config)
+            ir = kload(model, config=config, by_name=by_name)
             model_label = str(model)
         else:
             keras_model = model
