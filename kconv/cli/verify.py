@@ -67,7 +67,8 @@ def emit_result(result, as_json: bool = False, report=None):
               help="With --config: the weights file's layers were paired by name (as convert --by-name).")
 @click.option("--mode", type=click.Choice(["eval", "train"]), default="eval", show_default=True,
               help="train: one step in training mode on both sides; compares outputs (BatchNormalization with "
-                   "batch statistics) and the updated moving statistics. Deterministic models only.")
+                   "batch statistics), the updated moving statistics, the gradients of every trainable "
+                   "weight and the weights after one SGD step. Deterministic models only.")
 def verify_cmd(pairs, root, atol, rtol, seed, batch_size, dims, device, inputs_file, reference, per_layer,
                report, as_json, config, by_name, mode):
     """Check that DIR (from `kconv convert`) computes what the Keras MODEL computes.

@@ -240,7 +240,9 @@ def _emit_gn(e):
         e.default_ok("weight")
     if not e.cfg.get("center", True):
         e.default_ok("bias")
-    e.output(f"{m}({e.input(0, layout)})", layout=layout)
+    # .contiguous(): torch 2.13's CPU GroupNorm backward crashes (segfault) on a channels_last-strided
+    # input that does not require grad, which a permuted NHWC tensor is; a no-op when contiguous.
+    e.output(f"{m}({e.input(0, layout)}.contiguous())", layout=layout)
 
 
 @emits("UnitNormalization")

@@ -183,6 +183,79 @@ def _check_source(model, converted, man: dict):
             f"(sha256 {actual[:12]}...); pass the directory converted from this file, or convert it again")
 
 
+#: Learning rate of the one SGD step of --mode train (both sides).
+SGD_LR = 0.01
+
+
+def coefficients(index: int, shape: tuple):
+    """The --mode train loss is sum_i sum(output_i * coefficients(i, shape_i)): fixed, seeded, in
+    [-1, 1], so that no gradient vanishes by symmetry (a plain sum after a softmax has zero gradient)."""
+    import numpy as np
+
+    return np.random.default_rng(1000 + index).uniform(-1.0, 1.0, size=shape).astype(np.float32)
+
+
+def _leaves(model, keras_path=(), torch_prefix=""):
+    from ..naming import module_names
+
+    names = module_names([ly.name for ly in model.layers])
+    for ly in model.layers:
+        if ly.class_name == "InputLayer":
+            continue
+        if ly.model is not None:
+            yield from _leaves(ly.model, keras_path + (ly.name,), torch_prefix + names[ly.name] + ".")
+        else:
+            yield keras_path + (ly.name,), torch_prefix + names[ly.name] + ".", ly
+
+
+def _compare_training(ir, k_grads, k_after, t_grads, t_after, atol, rtol, notes) -> list:
+    """Gradients of the loss w.r.t. every Keras trainable weight vs the torch parameters' (through the
+    same transform the converter applies to the weight), and every converted tensor after the SGD step."""
+    from .. import specs
+
+    out, skipped = [], []
+    for path, prefix, layer in _leaves(ir):
+        pairs = [(i, w, d) for i, (w, d) in enumerate(specs.declared_weights(layer))]
+        if not pairs:
+            continue
+        if layer.config.get("lora_rank") or any((path, i) in k_after and tuple(k_after[(path, i)].shape)
+                                                 != tuple(w.shape) for i, w, _ in pairs) \
+                or any((path, i) not in k_after for i, _, _ in pairs):
+            skipped.append("/".join(path))
+            continue
+        label = "/".join(path)
+        for i, w, d in pairs:
+            if d is None:
+                continue
+            for name, t in d.targets(layer.config):
+                key = prefix + name
+                if (path, i) in k_grads and not _is_zeros(t):
+                    if key in t_grads:
+                        out.append(compare(f"grad {label}.{w.key} -> {key}", t.apply(k_grads[(path, i)]),
+                                           t_grads[key], atol, rtol))
+                    else:
+                        out.append(Comparison(f"grad {label}.{w.key} -> {key}", list(w.shape), float("inf"),
+                                              float("inf"), float("inf"), False,
+                                              "trainable in Keras, no gradient in torch (frozen?)"))
+                elif key in t_grads and not _is_zeros(t):
+                    out.append(Comparison(f"grad {label}.{w.key} -> {key}", list(w.shape), float("inf"),
+                                          float("inf"), float("inf"), False,
+                                          "not trainable in Keras, trained in torch"))
+                if key in t_after:
+                    out.append(compare(f"{label}.{w.key} -> {key} after SGD step", t.apply(k_after[(path, i)]),
+                                       t_after[key], atol, rtol))
+    if skipped:
+        notes.append("gradients not compared for: " + ", ".join(skipped) + " (LoRA, or Keras's weights do not "
+                     "pair with kconv's)")
+    return out
+
+
+def _is_zeros(t) -> bool:
+    from ..transforms import Zeros
+
+    return isinstance(t, Zeros)
+
+
 def _ir_of_keras_model(keras_model, workdir: Path):
     """kconv's IR of a live Keras model: saved to a temporary .keras file, then read back by kconv.load."""
     from ..load import load
@@ -207,8 +280,9 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
 
     ``mode='train'``: one call of each model in training mode (Keras ``training=True``, torch
     ``.train()``) on the same batch: compares the outputs (BatchNormalization with batch statistics)
-    and every BatchNormalization's updated moving mean and variance. Only for deterministic models
-    (no active dropout or noise layer).
+    and every BatchNormalization's updated moving mean and variance; then one SGD step: the gradient of
+    a fixed loss (see ``coefficients``) w.r.t. every trainable weight and every weight after the step.
+    Only for deterministic models (no active dropout or noise layer).
     """
     from .. import load as kload
     from . import keras_side, torch_side
@@ -284,9 +358,15 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
             k = keras_side.keras()
             ref_label = f"keras {k.__version__} ({k.backend.backend()})"
             with progress.task("running the Keras reference"):
-                expected = keras_side.run(keras_model, xs, training=training)
+                if training:
+                    expected, k_grads, k_after = keras_side.train_step(keras_model, xs, coefficients, SGD_LR)
+                else:
+                    expected = keras_side.run(keras_model, xs)
 
-        got = torch_side.run(net, xs, channels_first=channels_first, device=device, training=training)
+        if training:
+            got, t_grads, t_after = torch_side.train_step(net, xs, coefficients, SGD_LR, channels_first, device)
+        else:
+            got = torch_side.run(net, xs, channels_first=channels_first, device=device)
         outputs = []
         if len(got) != len(expected):
             notes.append(f"torch returns {len(got)} output(s), Keras {len(expected)}")
@@ -298,6 +378,7 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
             outputs.append(compare(name, expected[i], got[i], atol, rtol))
         if training:
             outputs += _compare_statistics(keras_side.batchnorm_statistics(keras_model), net, converted, atol, rtol)
+            outputs += _compare_training(ir, k_grads, k_after, t_grads, t_after, atol, rtol, notes)
 
         layers = None
         trace_how = ""

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from .errors import KerasUnavailableError
+from .errors import KerasUnavailableError, VerifyInputError
 
 
 def keras():
@@ -187,3 +187,49 @@ def layer_outputs(model, inputs, prefix: str = "", notes: list | None = None) ->
             notes.append(f"layers inside nested model {prefix}{layer.name!r} not compared ({type(e).__name__}: "
                          f"{str(e)[:200]})")
     return out
+
+
+def _leaf_layers(model, prefix=()):
+    """(path tuple, layer) of every layer that is not a nested model, as kconv's IR walks them."""
+    for layer in getattr(model, "layers", []):
+        if type(layer).__name__ == "InputLayer":
+            continue
+        if _is_nested_model(layer):
+            yield from _leaf_layers(layer, prefix + (layer.name,))
+        else:
+            yield prefix + (layer.name,), layer
+
+
+def train_step(model, inputs, coefficients, lr: float):
+    """One SGD step as kconv verify --mode train takes it on both sides: a training-mode call,
+    loss = sum_i sum(output_i * coefficients(i, shape_i)), gradients by tf.GradientTape, w -= lr * grad on
+    every trainable weight. Returns (outputs, {(layer path, index in layer.weights): gradient},
+    {(layer path, index): value after the step}); gradients only for trainable weights."""
+    k = keras()
+    if k.backend.backend() != "tensorflow":
+        raise VerifyInputError("--mode train compares gradients with tf.GradientTape: run Keras with the "
+                               f"tensorflow backend (KERAS_BACKEND is {k.backend.backend()!r})")
+    import tensorflow as tf
+
+    where = {}
+    for path, layer in _leaf_layers(model):
+        for i, v in enumerate(layer.weights):
+            where.setdefault(id(v), (path, i))
+    trainable = list(model.trainable_weights)
+    with tf.GradientTape() as tape:
+        outs = _call(model, inputs, training=True)
+        loss = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float32) * tf.constant(coefficients(i, tuple(o.shape)),
+                                                                              tf.float32))
+                         for i, o in enumerate(outs)])
+    grads = tape.gradient(loss, trainable)
+    out_grads = {}
+    for v, g in zip(trainable, grads):
+        g = np.zeros(tuple(v.shape), np.float32) if g is None else _to_numpy(tf.convert_to_tensor(g))
+        if id(v) in where:
+            out_grads[where[id(v)]] = g
+        v.assign(_to_numpy(v) - lr * g)
+    after = {}
+    for path, layer in _leaf_layers(model):
+        for i, v in enumerate(layer.weights):
+            after[(path, i)] = _to_numpy(v)
+    return [_to_numpy(o) for o in outs], out_grads, after

@@ -149,3 +149,46 @@ def trace_module(ir_model, net, channels_first: bool = False, shipped_source: st
         raise VerifyInputError(f"per-layer: the converted weights do not fit the trace module ({str(e)[:300]})") \
             from None
     return mod, tnet.eval().to(device), how
+
+
+def train_step(net, inputs, coefficients, lr: float, channels_first: bool = False, device: str = "cpu"):
+    """The torch side of kconv verify --mode train (see keras_side.train_step): one train-mode call,
+    loss = sum_i sum(output_i * coefficients(i, shape_i)) (outputs in Keras layout), backward, p -= lr * p.grad
+    on every parameter with requires_grad; back to eval mode. Returns (outputs in Keras layout,
+    {parameter name: gradient}, state dict after the step), as numpy."""
+    import torch
+
+    tensors = _tensors(inputs, channels_first, device)
+    net.train()
+    net.zero_grad(set_to_none=True)
+    try:
+        out = net(*tensors)
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        keras_outs = [o.movedim(1, -1) if channels_first and o.dim() >= 3 else o for o in outs]
+        loss = sum((o.float() * torch.as_tensor(coefficients(i, tuple(o.shape)), dtype=torch.float32,
+                                                device=o.device)).sum()
+                   for i, o in enumerate(keras_outs) if o.is_floating_point())
+        if isinstance(loss, torch.Tensor) and loss.requires_grad:
+            loss.backward()
+        grads = {n: p.grad.detach().cpu().numpy() for n, p in net.named_parameters()
+                 if p.requires_grad and p.grad is not None}
+        with torch.no_grad():
+            for p in net.parameters():
+                if p.requires_grad and p.grad is not None:
+                    p -= lr * p.grad
+    finally:
+        net.eval()
+    state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+    return [o.detach().cpu().numpy() for o in keras_outs], grads, state
+
+
+def _tensors(inputs, channels_first, device):
+    import torch
+
+    out = []
+    for a in inputs:
+        a = np.asarray(a)
+        if channels_first and a.ndim >= 3:
+            a = np.moveaxis(a, -1, 1)
+        out.append(torch.from_numpy(np.ascontiguousarray(a)).to(device))
+    return out
