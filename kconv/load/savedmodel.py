@@ -318,13 +318,13 @@ def _chains(model: Model, chain=()):
             yield from _chains(layer.model, chain + (layer.name,))
 
 
-# Edges the SavedModel serialisation adds to every Keras object (tf.keras saving/saved_model: the
-# ``keras_api`` object and the variable/loss lists): they lead to variables that a layer's own
-# attributes also reach, or, from a model, to every layer's variables.
+# Edges the SavedModel serialisation adds to every Keras layer (tf.keras saving/saved_model: the
+# ``keras_api`` object, under which sit 'layers', 'metrics' ..., and the variable/loss lists): they
+# lead to variables that the layer's own attributes also reach. Anything else is an attribute of the
+# layer (a user's ``self.layers = [...]`` in a custom layer included).
 SERIALIZATION_EDGES = frozenset({
     "keras_api", "trainable_variables", "non_trainable_variables", "variables", "regularization_losses",
-    "layer_regularization_losses", "layers", "metrics", "layer_metrics", "signatures", "optimizer",
-    "_default_save_signature"})
+    "layer_regularization_losses"})
 MAX_GRAPH_NODES = 1 << 20
 
 
