@@ -557,3 +557,49 @@ def test_keras3_weights_file_found_by_path_not_by_recorded_name(tmp_path):
     kconv.convert(model, tmp_path / "out")
     io = np.load(LEGACY / "k3_by_path.io.npz")
     np.testing.assert_allclose(_run(tmp_path / "out", io)[0], _outputs(io)[0], rtol=RTOL, atol=ATOL)
+
+
+_TIME_MAJOR_SCRIPT = """
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np, tf_keras as keras
+L = keras.layers
+inp = keras.Input((4, 3))  # time-major: (time, batch 4, features 3)
+x = L.LSTM(5, time_major=True, return_sequences=True, recurrent_activation="hard_sigmoid")(inp)
+x = L.GRU(4, time_major=True, return_sequences=True, reset_after=False)(x)
+seq = L.SimpleRNN(3, time_major=True, return_sequences=True)(x)
+last, h, c = L.LSTM(2, time_major=True, return_state=True)(x)
+model = keras.Model(inp, [seq, L.Dense(2)(last), c])
+rng = np.random.default_rng(0)
+for w in model.weights:
+    w.assign(rng.normal(0, 0.5, size=w.shape).astype("float32"))
+model.save(os.path.join(sys.argv[1], "tm.h5"))
+xs = rng.standard_normal((6, 4, 3)).astype("float32")
+ys = model(xs, training=False)
+np.savez(os.path.join(sys.argv[1], "tm.npz"), x=xs, **{f"y{i}": np.asarray(y) for i, y in enumerate(ys)})
+"""
+
+
+@pytest.mark.keras
+def test_tf_keras_time_major_rnns_convert(tmp_path):
+    """tf.keras 2 time_major=True: (time, batch, features) in and out, states (batch, units)."""
+    pytest.importorskip("tf_keras")
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", _TIME_MAJOR_SCRIPT, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    m = kconv.load(tmp_path / "tm.h5")
+    assert [ly.config.get("time_major") for ly in m.layers if ly.class_name in ("LSTM", "GRU", "SimpleRNN")] == \
+        [True] * 4
+    kconv.convert(m, tmp_path / "out")
+    io = np.load(tmp_path / "tm.npz")
+    net = kconv.load_converted(tmp_path / "out")
+    with torch.no_grad():
+        ys = net(torch.from_numpy(io["x"]))
+    assert [tuple(y.shape) for y in ys] == [(6, 4, 3), (4, 2), (4, 2)]
+    for i, y in enumerate(ys):
+        np.testing.assert_allclose(y.numpy(), io[f"y{i}"], rtol=1e-5, atol=1e-6)

@@ -265,11 +265,13 @@ def layer_problems(layer: Layer) -> str | None:
         return "unknown layer class"
     if spec.emit is None:
         return "no converter yet"
-    # tf.keras 2 RNNs may run time-major ((time, batch, features) in and out); not converted yet.
-    for cfg in (layer.config, *(layer.config.get(k, {}).get("config", {}) for k in ("layer", "backward_layer")
-                                if isinstance(layer.config.get(k), dict))):
-        if cfg.get("time_major"):
-            return "time_major=True"
+    # tf.keras 2 RNNs may run time-major ((time, batch, features) in and out): converted for the plain
+    # SimpleRNN/LSTM/GRU layers (kconv.specs.recurrent), not inside wrappers or RNN(cell).
+    wrapped = [layer.config.get(k, {}).get("config", {}) for k in ("layer", "backward_layer")
+               if isinstance(layer.config.get(k), dict)]
+    if layer.class_name not in ("SimpleRNN", "LSTM", "GRU") and any(
+            c.get("time_major") for c in (layer.config, *wrapped)):
+        return "time_major=True"
     act = layer.config.get("activation")
     if act is not None and not activations.supported(activations.activation_name(act)):
         return f"activation {activations.activation_name(act)!r}"

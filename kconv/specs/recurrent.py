@@ -29,10 +29,11 @@ def _one_bias(cfg):
 def _rnn_shape(cfg, shapes):
     s = shapes[0]
     units = cfg["units"]
-    out = (s[0], s[1], units) if cfg.get("return_sequences") else (s[0], units)
+    batch = s[1] if cfg.get("time_major") else s[0]  # tf.keras 2 time_major: (time, batch, features)
+    out = (s[0], s[1], units) if cfg.get("return_sequences") else (batch, units)
     if cfg.get("return_state"):
         n_states = 2 if cfg.get("_cell") == "LSTM" else 1
-        return [out] + [(s[0], units)] * n_states
+        return [out] + [(batch, units)] * n_states
     return out
 
 
@@ -315,14 +316,22 @@ def _emit_rnn(e):
     # from zero states (or the given initial_state), i.e. Keras right after reset_states().
     m = e.module(_rnn_module(e, cls, cfg, e.in_shapes[0][-1], cfg.get("zero_output_for_mask", False)))
     mask = e.mask(0)
-    call = f"{m}({e.input(0)}, {_mask_arg(e)}, {_initial_state(e)})"
+    x, back = e.input(0), ""
+    if cfg.get("time_major"):
+        # tf.keras 2 time_major=True: (time, batch, features) in, sequences out the same way; the states
+        # are (batch, units) either way (tf_keras/src/layers/rnn/base_rnn.py swaps the axes around the loop)
+        if mask is not None or _initial_state(e) != "None":
+            e.unsupported("time_major=True with a mask or an initial_state")
+        x = f"{x}.transpose(0, 1)"
+        back = ".transpose(0, 1)" if cfg.get("return_sequences") else ""
+    call = f"{m}({x}, {_mask_arg(e)}, {_initial_state(e)})"
     out_mask = mask if cfg.get("return_sequences") else None
     if not cfg.get("return_state"):
-        e.output(f"{call}[0]", mask=out_mask)
+        e.output(f"{call}[0]{back}", mask=out_mask)
         return
     tmp = e.temp("run")
     e.line(f"{tmp} = {call}")
-    e.output(f"{tmp}[0]", mask=out_mask)
+    e.output(f"{tmp}[0]{back}", mask=out_mask)
     for i in range(_N_STATES[cls]):
         e.output(f"{tmp}[1][{i}]", index=i + 1, mask=None)
 
