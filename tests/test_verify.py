@@ -424,7 +424,19 @@ def test_renderers_without_keras():
     buf = io.StringIO()
     rep.rich_print(r, Console(file=buf, force_terminal=True, width=200))
     shown = buf.getvalue()
-    assert "dense[1][0]" in shown and "first divergence" in shown and "\x1b[" in shown
+    assert "dense[1][0]" in shown and "<- first" in shown and "\x1b[" in shown
+    # at 80 columns the per-layer table fits: the bar shrinks, then class names are clipped with '~';
+    # layer names are never cut
+    long = [LayerComparison(f"conv2_block{i}_1_conv", [2, 3], 1e-3 * i, 0.2, 50.0, False,
+                            class_name="DepthwiseConv2D") for i in range(1, 4)]
+    r80 = VerifyResult("m.h5", "out/m", 1e-4, 1e-4, "generated", r.inputs, [out], layers=[ok, bad, *long],
+                       trace="shipped")
+    table = rep.text(r80, width=80).split("per layer")[1].split("\n\n")[0].splitlines()[1:]
+    assert len(table) == 6 and all(len(line) <= 80 for line in table), table
+    assert all(f"conv2_block{i}_1_conv" in "".join(table) for i in (1, 2, 3)) and "Depthwi~" in "".join(table)
+    buf = io.StringIO()
+    rep.rich_print(r80, Console(file=buf, width=80))
+    assert all(len(line) <= 80 for line in buf.getvalue().splitlines())
     page = rep.html_report(r)
     assert "dense[1][0]" in page and "class='bar bad'" in page
     assert rep.bar_fraction(0.0) == 0 and rep.bar_fraction(1e-10) == 0 and rep.bar_fraction(10.0) == 1

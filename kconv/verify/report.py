@@ -56,21 +56,47 @@ def _table(rows, head) -> list[str]:
     return [fmt(head)] + [fmt(r) for r in rows]
 
 
-def text(r) -> str:
-    """The plain-text report (also what non-interactive stdout gets)."""
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 1)] + "~"
+
+
+def _layer_rows(r, width: int):
+    """Per-layer rows fitted to ``width`` columns. Layer names and the numbers are never cut; first the
+    bar shrinks (30 down to 5), then class names are clipped (marked '~', down to 8), then the bar
+    column is left out."""
+    first = r.first_divergence
+    base = []
+    for c in r.layers:
+        mark = " <- first" if c is first else ""
+        base.append([c.name, c.class_name, c.max_abs_err, _e(c.max_abs_err), _e(c.max_rel_err), _status(c) + mark])
+    head = ("layer", "class", "error", "max abs err", "max rel err", "result")
+    w = [max(len(str(row[i])) for row in [head, *base]) for i in range(6)]
+    rest = w[0] + w[3] + w[4] + w[5] + 2 * 5  # every column but class and bar, with the gaps
+    cls_w = max(8, min(w[1], width - rest - 5))
+    bar = min(BAR_WIDTH, width - rest - cls_w)
+    if bar < 5:
+        head = head[:2] + head[3:]
+        rows = [(n, _clip(k, cls_w), a, b, res) for n, k, _, a, b, res in base]
+    else:
+        rows = [(n, _clip(k, cls_w), _bar(err, bar), a, b, res) for n, k, err, a, b, res in base]
+    return rows, head
+
+
+def text(r, width: int | None = None) -> str:
+    """The plain-text report (also what non-interactive stdout gets). ``width``: the terminal's
+    columns (default: $COLUMNS or the terminal, else 120); the per-layer table fits within it."""
+    if width is None:
+        import shutil
+
+        width = shutil.get_terminal_size((120, 24)).columns
     lines = header_lines(r) + [""]
     rows = [(c.name, _fmt_shape(c.shape), _e(c.max_abs_err), _e(c.max_rel_err), _status(c)) for c in r.outputs]
     lines += _table(rows, ("output", "shape", "max abs err", "max rel err", "result"))
     if r.layers is not None:
         lines.append("")
         lines.append(f"per layer (max abs err, log scale 1e{LOG_MIN}..1e{LOG_MAX}; trace of {r.trace}):")
-        first = r.first_divergence
-        rows = []
-        for c in r.layers:
-            mark = "  <- first divergence" if c is first else ""
-            rows.append((c.name, c.class_name, _bar(c.max_abs_err), _e(c.max_abs_err), _e(c.max_rel_err),
-                         _status(c) + mark))
-        lines += _table(rows, ("layer", "class", "error", "max abs err", "max rel err", "result"))
+        rows, head = _layer_rows(r, width)
+        lines += _table(rows, head)
     lines.append("")
     lines += verdict_lines(r)
     return "\n".join(lines)
@@ -114,14 +140,16 @@ def rich_print(r, console) -> None:
     if r.layers is not None:
         t = Table(title=escape(f"per layer: max abs err, log scale 1e{LOG_MIN}..1e{LOG_MAX} (trace of {r.trace})"),
                   title_justify="left")
-        for col in ("layer", "class", "error", "max abs err", "max rel err", "result"):
+        rows, head = _layer_rows(r, console.width - 3 * 6 - 1)  # rich adds borders and padding
+        for col in head:
             t.add_column(col)
-        first = r.first_divergence
-        for c in r.layers:
+        for c, row in zip(r.layers, rows):
             colour = "green" if c.passed else "red"
-            res = _status(c) + ("  <- first divergence" if c is first else "")
-            t.add_row(escape(c.name), c.class_name, f"[{colour}]{_bar(c.max_abs_err)}[/]", _e(c.max_abs_err),
-                      _e(c.max_rel_err), f"[{colour}]{escape(res)}[/]")
+            cells = [escape(str(x)) for x in row]
+            if "error" in head:
+                cells[2] = f"[{colour}]{row[2]}[/]"
+            cells[-1] = f"[{colour}]{cells[-1]}[/]"
+            t.add_row(*cells)
         console.print(t)
     for line in verdict_lines(r):
         style = "bold green" if line.startswith("PASS") else ("bold red" if line.startswith("FAIL") else None)
