@@ -26,7 +26,8 @@ Writers and models (see fixtures/legacy/README.md for the traps each one exercis
 writer     packages                                          models
 =========  ================================================  ===========================================
 keras1     Python 3.7, keras==1.2.2, theano==1.0.5,          k1_cnn_th, k1_cnn_tf, k1_text_rnn,
-           numpy==1.16.6, scipy==1.2.3, h5py==2.10.0         k1_merge, k1_renamed_cnn, k1_renamed_text
+           numpy==1.16.6, scipy==1.2.3, h5py==2.10.0         k1_merge, k1_renamed_cnn, k1_renamed_text,
+                                                             k1_kinds, k1_convlstm
 keras2     Python 3.7, keras==2.2.4, tensorflow==1.15.5,     k22_cnn, k22_text_rnn, k22_cudnn,
            h5py==2.10.0, numpy==1.16.6, protobuf==3.20.3     k22_by_order (+ k22_by_order_arch: its JSON)
 keras21    as keras2 but keras==2.1.6                        k21_seq_cf, k21_seq_text (Sequential)
@@ -34,6 +35,8 @@ keras20    as keras2 but keras==2.0.8 (+ scipy==1.2.3)       k20_gru (GRU config
 tfkeras2   Python 3.11, tensorflow-cpu==2.15.1 (Keras 2.15)  tf215_weights_only, tf215_savedmodel,
                                                              tf215_grouped, tf215_cudnn_weights, tf215_by_order
                                                              (+ _arch), tf215_optimizer_savedmodel
+keras3     Python 3.11, keras==3.15.1,                       k3_by_path (.weights.h5), k3_by_path_arch
+           tensorflow-cpu==2.21.0                            (its JSON and Keras's load_weights outputs)
 tf24       Python 3.8, tensorflow-cpu==2.4.4, numpy==1.19.5, tf24_savedmodel (SavedModel without
            protobuf==3.20.3, h5py==2.10.0                    keras_metadata.pb), tf24_custom, tf24_tfop
 =========  ================================================  ===========================================
