@@ -603,3 +603,23 @@ def test_tf_keras_time_major_rnns_convert(tmp_path):
     assert [tuple(y.shape) for y in ys] == [(6, 4, 3), (4, 2), (4, 2)]
     for i, y in enumerate(ys):
         np.testing.assert_allclose(y.numpy(), io[f"y{i}"], rtol=1e-5, atol=1e-6)
+
+
+def test_keras1_weights_only_read_by_order(tmp_path):
+    """A Keras 1 save_weights file (the genuine k1_kinds weights, laid out at the root as Keras 1.2.2's
+    save_weights writes them: layer_names only, no keras_version) with its architecture JSON (here
+    without the keras_version that to_json adds: the Keras 1 dialect says it). Per-gate arrays inside
+    Bidirectional count as Keras counts; hard_sigmoid is Keras 1's."""
+    w, arch = tmp_path / "w.h5", tmp_path / "m.json"
+    with h5py.File(LEGACY / "k1_kinds.h5") as src, h5py.File(w, "w") as f:
+        for k, v in src["model_weights"].attrs.items():
+            f.attrs[k] = v
+        for k in src["model_weights"]:
+            src.copy(f"model_weights/{k}", f, name=k)
+        cfg = src.attrs["model_config"]
+        arch.write_text(cfg.decode() if isinstance(cfg, bytes) else cfg)
+    m = kconv.load(w, config=arch, backend_of_writer="theano")
+    assert m.layer("bidirectional_1").stored_as == "bidirectional_1" and m.keras_version == "1"
+    kconv.convert(m, tmp_path / "out")
+    io = np.load(LEGACY / "k1_kinds.io.npz")
+    np.testing.assert_allclose(_run(tmp_path / "out", io)[0], _outputs(io)[0], rtol=RTOL, atol=ATOL)

@@ -192,6 +192,10 @@ def _load_h5(path: Path, config_path, ctx: Context, by_name: bool = False) -> Mo
             # to_json() records the writer's version and backend next to the config
             model.keras_version = model.keras_version or str(cfg.get("keras_version", ""))[:100]
             model.backend = model.backend or str(cfg.get("backend", ""))[:100]
+        if not model.keras_version and any(ly.config.get("_keras1") for _, ly in model.walk()):
+            # Keras 1's save_weights records no version; its config dialect says which Keras wrote it
+            # (the version decides e.g. hard_sigmoid's formula)
+            model.keras_version = "1"
     except BaseException:
         f.close()
         raise

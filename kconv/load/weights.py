@@ -413,7 +413,9 @@ def _count_expected(layer: Layer):
     if layer.model is not None:
         counts = [_count_expected(inner) for inner in layer.model.layers if _has_weights(inner)]
         return None if any(c is None for c in counts) else sum(counts)
-    if layer.config.get("_keras1_gates"):
+    inner = layer.config.get("layer")
+    inner_cfg = inner.get("config") if isinstance(inner, dict) else None
+    if layer.config.get("_keras1_gates") or (isinstance(inner_cfg, dict) and inner_cfg.get("_keras1_gates")):
         return None
     spec = specs.get(layer.class_name)
     return None if spec is None else len(spec.weight_decls(layer.config))
