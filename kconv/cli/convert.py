@@ -36,7 +36,7 @@ from .verify import emit_result, tolerance_options
 @click.option("--per-layer", is_flag=True, help="With --verify: compare every layer output.")
 @tolerance_options
 def convert_cmd(models, out, fmt, channels_first, config, by_name, backend_of_writer, force, do_verify, per_layer, atol, rtol, seed, batch_size, dims,
-                device):
+                device, allow_tf32):
     """Convert Keras model files to standalone PyTorch modules.
 
     Writes DIR/model.py (class Model, imports only torch), DIR/model.safetensors (or model.pt)
@@ -70,7 +70,8 @@ def convert_cmd(models, out, fmt, channels_first, config, by_name, backend_of_wr
 
                 try:
                     result = verify(m, target, seed=seed, batch_size=batch_size, dims=dims, atol=atol, rtol=rtol,
-                                    per_layer=per_layer, device=device, config=config, by_name=by_name)
+                                    per_layer=per_layer, device=device, config=config, by_name=by_name,
+                                    allow_tf32=allow_tf32)
                 except KerasUnavailableError as e:  # convert has no --reference: point to verify's
                     raise KerasUnavailableError(str(e).replace(
                         "pass --reference FILE.npz",

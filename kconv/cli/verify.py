@@ -12,15 +12,20 @@ from . import main
 
 #: Options shared by ``kconv verify`` and ``kconv convert --verify``.
 TOLERANCE_OPTIONS = [
-    click.option("--atol", type=float, default=1e-4, show_default=True,
-                 help="Absolute tolerance: an element agrees when |torch - keras| <= atol + rtol * |keras|."),
-    click.option("--rtol", type=float, default=1e-4, show_default=True, help="Relative tolerance (see --atol)."),
+    click.option("--atol", type=float, default=None,
+                 help="Absolute tolerance: an element agrees when |torch - keras| <= atol + rtol * |keras|. "
+                      "[default: 1e-4; 5e-3 with --allow-tf32]"),
+    click.option("--rtol", type=float, default=None,
+                 help="Relative tolerance (see --atol). [default: 1e-4; 5e-3 with --allow-tf32]"),
     click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the generated inputs."),
     click.option("--batch-size", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the generated inputs."),
     click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
                  help="Size of an unknown input axis: INPUT:AXIS=SIZE (input layer name, Keras axis, batch = 0), "
                       "AXIS=SIZE (every input) or seq=SIZE (axis 1). Default 16. Repeatable."),
     click.option("--device", default="cpu", show_default=True, help="torch device for the converted model (cuda)."),
+    click.option("--allow-tf32", is_flag=True,
+                 help="On CUDA, let matmuls and cuDNN convolutions use TF32 (torch's cuDNN default) instead of "
+                      "full float32; tolerances default to 5e-3."),
 ]
 
 
@@ -69,8 +74,8 @@ def emit_result(result, as_json: bool = False, report=None):
               help="train: one step in training mode on both sides; compares outputs (BatchNormalization with "
                    "batch statistics), the updated moving statistics, the gradients of every trainable "
                    "weight and the weights after one SGD step. Deterministic models only.")
-def verify_cmd(pairs, root, atol, rtol, seed, batch_size, dims, device, inputs_file, reference, per_layer,
-               report, as_json, config, by_name, mode):
+def verify_cmd(pairs, root, atol, rtol, seed, batch_size, dims, device, allow_tf32, inputs_file, reference,
+               per_layer, report, as_json, config, by_name, mode):
     """Check that DIR (from `kconv convert`) computes what the Keras MODEL computes.
 
     Keras (loaded with safe_mode=True, run with training=False) is the reference. Prints per output
@@ -84,7 +89,7 @@ def verify_cmd(pairs, root, atol, rtol, seed, batch_size, dims, device, inputs_f
     jobs = _jobs(pairs, root)
     kwargs = dict(inputs_file=inputs_file, reference=reference, seed=seed, batch_size=batch_size,
                   dims=parse_dims(dims), atol=atol, rtol=rtol, per_layer=per_layer, device=device, config=config,
-                  mode=mode, by_name=by_name)
+                  mode=mode, by_name=by_name, allow_tf32=allow_tf32)
     if len(jobs) > 1:
         for opt, value in (("--inputs", inputs_file), ("--reference", reference), ("--report", report),
                            ("--config", config)):

@@ -52,6 +52,7 @@ class VerifyResult:
     reference: str = "keras"  # 'keras X.Y (backend)' or the --reference file
     layers: list | None = None  # [LayerComparison] with per_layer
     trace: str = ""  # what the per-layer trace ran: the shipped model.py or regenerated code
+    precision: str = "float32"  # 'float32', or on CUDA 'float32, TF32 off' / 'TF32 allowed'
     notes: list = field(default_factory=list)
 
     @property
@@ -93,6 +94,7 @@ class VerifyResult:
             "atol": self.atol,
             "rtol": self.rtol,
             "device": self.device,
+            "precision": self.precision,
             "reference": self.reference,
             "input_source": self.input_source,
             "seed": self.seed,
@@ -266,9 +268,9 @@ def _ir_of_keras_model(keras_model, workdir: Path):
 
 
 def verify(model=None, converted=None, *, inputs=None, inputs_file=None, reference=None, seed: int = 0,
-           batch_size: int = DEFAULT_BATCH, dims=None, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+           batch_size: int = DEFAULT_BATCH, dims=None, atol: float | None = None, rtol: float | None = None,
            per_layer: bool = False, device: str = "cpu", config=None, mode: str = "eval",
-           by_name: bool = False) -> VerifyResult:
+           by_name: bool = False, allow_tf32: bool = False) -> VerifyResult:
     """Compare a Keras model with its conversion.
 
     ``model``: a model file path or a live ``keras.Model``. ``converted``: a ``kconv convert`` output
@@ -283,10 +285,19 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
     and every BatchNormalization's updated moving mean and variance; then one SGD step: the gradient of
     a fixed loss (see ``coefficients``) w.r.t. every trainable weight and every weight after the step.
     Only for deterministic models (no active dropout or noise layer).
+
+    The torch side runs in full float32: TF32 off for CUDA matmuls and cuDNN convolutions (torch lets
+    cuDNN use TF32 by default), unless ``allow_tf32``; then ``atol``/``rtol`` default to 5e-3 (else 1e-4).
+    An exception raised by the torch model is a failed comparison naming the layer, not a crash.
     """
     from .. import load as kload
     from . import keras_side, torch_side
 
+    if atol is None:
+        atol = torch_side.TF32_ATOL if allow_tf32 else DEFAULT_ATOL
+    if rtol is None:
+        rtol = torch_side.TF32_RTOL if allow_tf32 else DEFAULT_RTOL
+    prec = torch_side.precision(device, allow_tf32)
     if atol < 0 or rtol < 0:
         raise VerifyInputError("--atol and --rtol must be >= 0")
     if reference is not None and per_layer:
@@ -363,17 +374,26 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
                 else:
                     expected = keras_side.run(keras_model, xs)
 
-        if training:
-            got, t_grads, t_after = torch_side.train_step(net, xs, coefficients, SGD_LR, channels_first, device)
-        else:
-            got = torch_side.run(net, xs, channels_first=channels_first, device=device)
+        failed = None
+        try:
+            with prec:
+                if training:
+                    got, t_grads, t_after = torch_side.train_step(net, xs, coefficients, SGD_LR, channels_first,
+                                                                  device)
+                else:
+                    got = torch_side.run(net, xs, channels_first=channels_first, device=device)
+        except Exception as e:  # the converted model does not run here: a failed verification, not a crash
+            failed = _torch_failure(e, device)
+            notes.append(failed)
+            got, training = [], False
         outputs = []
-        if len(got) != len(expected):
+        if len(got) != len(expected) and not failed:
             notes.append(f"torch returns {len(got)} output(s), Keras {len(expected)}")
         for i, name in enumerate(output_names):
             if i >= len(got) or i >= len(expected):
                 outputs.append(Comparison(name, [], float("inf"), float("inf"), float("inf"), False,
-                                          "missing on the " + ("torch" if i >= len(got) else "Keras") + " side"))
+                                          failed or ("missing on the " + ("torch" if i >= len(got) else "Keras")
+                                                     + " side")))
                 continue
             outputs.append(compare(name, expected[i], got[i], atol, rtol))
         if training:
@@ -385,7 +405,12 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
         if per_layer:
             mod, tnet, trace_how = torch_side.trace_module(ir, net, channels_first=channels_first,
                                                            shipped_source=shipped_source, device=device)
-            torch_side.run(tnet, xs, channels_first=channels_first, device=device, trace=mod.TRACE)
+            trace_failed = None
+            try:
+                with prec:
+                    torch_side.run(tnet, xs, channels_first=channels_first, device=device, trace=mod.TRACE)
+            except Exception as e:
+                trace_failed = (torch_side.failing_layer(e), _torch_failure(e, device))
             with progress.task("tracing every Keras layer"):
                 k_values = keras_side.layer_outputs(keras_model, xs, notes=notes)
             layers = []
@@ -395,6 +420,12 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
                 c = compare(key, k_values[key], t.detach().cpu().numpy(), atol, rtol)
                 layers.append(LayerComparison(**vars(c), class_name=_layer_class(ir, key)))
             missing = [key for key in k_values if key not in mod.TRACE]
+            if trace_failed is not None:
+                where, why = trace_failed
+                name = where.split(" (")[0] if where else (missing[0] if missing else "?")
+                layers.append(LayerComparison(name, [], float("inf"), float("inf"), float("inf"), False, why,
+                                              class_name=_layer_class(ir, name)))
+                missing = [key for key in missing if key != name]
             if missing:
                 notes.append("no torch trace for: " + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
             for c in layers:
@@ -406,4 +437,13 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
     return VerifyResult(model=model_label, converted=converted_label, atol=atol, rtol=rtol, input_source=source,
                         inputs=inputs_info, outputs=outputs, seed=seed if source == "generated" else None,
                         batch_size=batch_size if source == "generated" else None, device=device,
-                        reference=ref_label, layers=layers, trace=trace_how, notes=notes)
+                        reference=ref_label, layers=layers, trace=trace_how, notes=notes, precision=prec.label)
+
+
+def _torch_failure(exc: BaseException, device: str) -> str:
+    from . import torch_side
+
+    where = torch_side.failing_layer(exc)
+    msg = " ".join(str(exc).split())[:300]
+    return (f"the converted model raised {type(exc).__name__} on {device}" + (f" in layer {where}" if where else "")
+            + f": {msg}")

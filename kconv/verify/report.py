@@ -47,7 +47,8 @@ def header_lines(r) -> list[str]:
     how = {"generated": f"generated, seed {r.seed}", "file": "from --inputs", "given": "given",
            "reference": "from --reference"}[r.input_source]
     return [f"{r.model} vs {r.converted}",
-            f"reference: {r.reference}; torch on {r.device}; inputs ({how}): {ins}"]
+            f"reference: {r.reference}; torch on {r.device}"
+            + (f" ({r.precision})" if r.precision != "float32" else "") + f"; inputs ({how}): {ins}"]
 
 
 def _table(rows, head) -> list[str]:

@@ -144,7 +144,7 @@ def trace_module(ir_model, net, channels_first: bool = False, shipped_source: st
             tnet = mod.Model()
             how = "regenerated (instrumenting DIR/model.py failed)"
     try:
-        tnet.load_state_dict(net.state_dict(), strict=True)
+        tnet.load_state_dict(net.state_dict(), strict=True, assign=True)  # any device, meta included
     except RuntimeError as e:
         raise VerifyInputError(f"per-layer: the converted weights do not fit the trace module ({str(e)[:300]})") \
             from None
@@ -192,3 +192,55 @@ def _tensors(inputs, channels_first, device):
             a = np.moveaxis(a, -1, 1)
         out.append(torch.from_numpy(np.ascontiguousarray(a)).to(device))
     return out
+
+
+#: Tolerances of verify --allow-tf32: TF32 keeps 10 mantissa bits (relative rounding 2^-11 ~ 4.9e-4 per
+#: product); on an H200 the small models of the test suite differed from Keras by up to 1.4e-3 (scaled).
+TF32_ATOL = TF32_RTOL = 5e-3
+
+
+class precision:
+    """Context: TF32 off (full float32 matmuls and cuDNN convolutions) unless ``allow_tf32``; restored after.
+    ``label`` says what ran, for the report."""
+
+    def __init__(self, device: str, allow_tf32: bool = False):
+        self.allow_tf32 = allow_tf32
+        cuda = str(device).startswith("cuda")
+        self.label = ("TF32 allowed" if allow_tf32 else "float32, TF32 off") if cuda else "float32"
+
+    def __enter__(self):
+        import torch
+
+        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
+        torch.backends.cudnn.allow_tf32 = self.allow_tf32
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+
+
+def failing_layer(exc: BaseException) -> str:
+    """'name (Class)' of the emitted layer whose line raised ``exc`` (from the traceback: the deepest
+    frame in the emitted model.py, and the '# name: Class' comment above its line), or ''."""
+    import linecache
+    import re
+
+    tb, found = exc.__traceback__, None
+    while tb is not None:
+        fname = tb.tb_frame.f_code.co_filename
+        if Path(fname).name in ("model.py", "model_trace.py") and tb.tb_frame.f_code.co_name == "forward":
+            found = (fname, tb.tb_lineno)
+        tb = tb.tb_next
+    if found is None:
+        return ""
+    fname, line = found
+    for n in range(line, 0, -1):
+        m = re.match(r"\s*# (.+?): (\S+)", linecache.getline(fname, n))
+        if m:
+            return f"{m.group(1)} ({m.group(2)})"
+        if linecache.getline(fname, n).lstrip().startswith("def "):
+            break
+    return ""
