@@ -212,7 +212,7 @@ def test_json_schema_and_html_report(converted, tmp_path):
             "--seed", 3, "--batch-size", 4)
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert set(doc) == {"schema_version", "model", "converted", "passed", "atol", "rtol", "device", "reference",
+    assert set(doc) == {"schema_version", "model", "converted", "passed", "atol", "rtol", "device", "precision", "reference",
                         "input_source", "seed", "batch_size", "inputs", "outputs", "layers", "first_divergence",
                         "trace", "notes"}
     assert doc["schema_version"] == 1 and doc["seed"] == 3 and doc["batch_size"] == 4
