@@ -33,7 +33,7 @@ keras2     Python 3.7, keras==2.2.4, tensorflow==1.15.5,     k22_cnn, k22_text_r
 keras21    as keras2 but keras==2.1.6                        k21_seq_cf, k21_seq_text (Sequential)
 keras20    as keras2 but keras==2.0.8 (+ scipy==1.2.3)       k20_gru (GRU config without reset_after)
 tfkeras2   Python 3.11, tensorflow-cpu==2.15.1 (Keras 2.15)  tf215_weights_only, tf215_savedmodel,
-                                                             tf215_grouped, tf215_cudnn_weights, tf215_by_order
+                                                             tf215_grouped, tf215_cudnn_weights, tf215_custom, tf215_by_order
                                                              (+ _arch), tf215_optimizer_savedmodel
 keras3     Python 3.11, keras==3.15.1,                       k3_by_path (.weights.h5), k3_by_path_arch
            tensorflow-cpu==2.21.0                            (its JSON and Keras's load_weights outputs)
@@ -141,7 +141,7 @@ WRITERS = {
         "attempts": [["tensorflow-cpu==2.15.1"], ["tensorflow-cpu==2.13.1"]],
         "env": {"TF_USE_LEGACY_KERAS": "0"},
         "models": ["tf215_weights_only", "tf215_savedmodel", "tf215_grouped", "tf215_cudnn_weights", "tf215_by_order",
-                   "tf215_by_order_arch", "tf215_optimizer_savedmodel"],
+                   "tf215_by_order_arch", "tf215_optimizer_savedmodel", "tf215_custom"],
     },
     "keras3": {
         "pythons": ["3.11.7"],
@@ -713,6 +713,54 @@ def keras2_worker(name, out):
         fh.write(dump_json(exp))
 
 
+def custom_model(tf, keras, rng):
+    """Custom layers (one with its own weight, one owning a Dense) and tf.* calls on Keras tensors,
+    which tf.keras 2.4+ records as TFOpLambda layers ('tf.nn.relu', 'tf.math.multiply')."""
+    L = keras.layers
+
+    class Scale(L.Layer):
+        def __init__(self, init=1.0, **kwargs):
+            super(Scale, self).__init__(**kwargs)
+            self.init = init
+
+        def build(self, input_shape):
+            self.scale = self.add_weight(name="scale", shape=(int(input_shape[-1]),),
+                                         initializer=keras.initializers.Constant(self.init))
+
+        def call(self, x):
+            return x * self.scale
+
+        def get_config(self):
+            cfg = super(Scale, self).get_config()
+            cfg["init"] = self.init
+            return cfg
+
+    class Residual(L.Layer):
+        def __init__(self, units, **kwargs):
+            super(Residual, self).__init__(**kwargs)
+            self.units = units
+            self.inner = L.Dense(units, name="inner")
+
+        def call(self, x):
+            return x + tf.nn.tanh(self.inner(x))
+
+        def get_config(self):
+            cfg = super(Residual, self).get_config()
+            cfg["units"] = self.units
+            return cfg
+
+    inp = L.Input((6,))
+    x = L.Dense(8)(inp)
+    x = Scale(0.5, name="scale")(x)
+    x = tf.nn.relu(x)
+    x = tf.math.multiply(x, 2.0)
+    x = Residual(8, name="residual")(x)
+    out_ = L.Dense(3)(x)
+    model = keras.Model(inp, out_)
+    inputs = [rng.standard_normal((2, 6)).astype("float32")]
+    return model, inputs
+
+
 # ---------------------------------------------------------------- tf.keras 2.15 (TensorFlow 2.15)
 
 def tfkeras2_worker(name, out):
@@ -759,6 +807,8 @@ def tfkeras2_worker(name, out):
         out_ = L.Dense(3)(x)
         model = keras.Model(inp, out_)
         inputs = [rng.standard_normal((2, 8, 8, 4)).astype("float32")]
+    elif name == "tf215_custom":
+        model, inputs = custom_model(tf, keras, rng)
     elif name == "tf215_cudnn_weights":
         # Trained on a GPU with CuDNN layers, shipped as weights-only HDF5 + the CPU architecture JSON
         # (LSTM/GRU, same layer names). The CuDNN layers are the real tf.compat.v1 classes: build()
@@ -853,7 +903,7 @@ def tfkeras2_worker(name, out):
         with open(os.path.join(out, name + ".json"), "w") as fh:
             fh.write(model.to_json(indent=1) + "\n")
         files = [name + ".h5", name + ".weights.h5", name + ".json"]
-    elif name == "tf215_savedmodel":
+    elif name in ("tf215_savedmodel", "tf215_custom"):
         model.save(os.path.join(out, name + ".savedmodel"), save_format="tf")
         files = [name + ".savedmodel"]
     else:
@@ -897,48 +947,7 @@ def tf24_worker(name, out):
         model = keras.Model(inp, out_)
         inputs = [rng.standard_normal((2, 8, 8, 3)).astype("float32")]
     elif name == "tf24_custom":
-        # custom layers (one with its own weight, one owning a Dense) and tf.* calls on Keras tensors,
-        # which TF 2.4 records as TFOpLambda layers ('tf.nn.relu', 'tf.math.multiply')
-        class Scale(L.Layer):
-            def __init__(self, init=1.0, **kwargs):
-                super(Scale, self).__init__(**kwargs)
-                self.init = init
-
-            def build(self, input_shape):
-                self.scale = self.add_weight(name="scale", shape=(int(input_shape[-1]),),
-                                             initializer=keras.initializers.Constant(self.init))
-
-            def call(self, x):
-                return x * self.scale
-
-            def get_config(self):
-                cfg = super(Scale, self).get_config()
-                cfg["init"] = self.init
-                return cfg
-
-        class Residual(L.Layer):
-            def __init__(self, units, **kwargs):
-                super(Residual, self).__init__(**kwargs)
-                self.units = units
-                self.inner = L.Dense(units, name="inner")
-
-            def call(self, x):
-                return x + tf.nn.tanh(self.inner(x))
-
-            def get_config(self):
-                cfg = super(Residual, self).get_config()
-                cfg["units"] = self.units
-                return cfg
-
-        inp = L.Input((6,))
-        x = L.Dense(8)(inp)
-        x = Scale(0.5, name="scale")(x)
-        x = tf.nn.relu(x)
-        x = tf.math.multiply(x, 2.0)
-        x = Residual(8, name="residual")(x)
-        out_ = L.Dense(3)(x)
-        model = keras.Model(inp, out_)
-        inputs = [rng.standard_normal((2, 6)).astype("float32")]
+        model, inputs = custom_model(tf, keras, rng)
     elif name == "tf24_tfop":
         # built-in layers and TFOpLambda only: a constant operand, a tensor operand (x + d is recorded as
         # tf.__operators__.add), a unary function

@@ -51,15 +51,17 @@ def test_tfoplambda_nodes_are_tensor_references():
 
 
 @pytest.mark.keras
-def test_tf24_custom_layers_inspect_with_keras_counts():
+@pytest.mark.parametrize("stem, tf_version", [("tf24_custom", "2.4.4"), ("tf215_custom", "2.15.1")])
+def test_custom_layers_inspect_with_keras_counts(stem, tf_version):
+    # TF 2.4 (Keras config in saved_model.pb) and TF 2.15 (keras_metadata.pb)
     pytest.importorskip("tensorflow")
-    exp = _expected("tf24_custom")
-    assert exp["writer"]["tensorflow"] == "2.4.4"
-    m = kconv.load(LEGACY / "tf24_custom.savedmodel")
+    exp = _expected(stem)
+    assert exp["writer"]["tensorflow"] == tf_version
+    m = kconv.load(LEGACY / f"{stem}.savedmodel")
     assert m.param_counts() == (exp["trainable_params"], exp["non_trainable_params"])
     assert [(ly.name, ly.class_name) for ly in m.layers] == [(x["path"], x["class_name"]) for x in exp["layers"]]
     # every weight Keras reports, with its shape; the custom layer's sub-layer Dense is found although
-    # TF 2.4 stored its variables as trainable_variables/3 and /4 (the root's list)
+    # TF 2.4 stored its variables as trainable_variables/3 and /4 (the root's list), TF 2.15 as variables/3, /4
     ours = sorted((ly.name, w.name.split("/", 1)[1], w.shape) for ly in m.layers for w in ly.weights)
     theirs = sorted((w["layer"], w["path"].split("/", 1)[1].split(":")[0], tuple(w["shape"])) for w in exp["weights"])
     assert ours == theirs
@@ -71,21 +73,22 @@ def test_tf24_custom_layers_inspect_with_keras_counts():
 
 
 @pytest.mark.keras
-def test_tf24_custom_layers_are_refused_by_name(tmp_path):
+@pytest.mark.parametrize("stem", ["tf24_custom", "tf215_custom"])
+def test_custom_layers_are_refused_by_name(stem, tmp_path):
     pytest.importorskip("tensorflow")
     with pytest.raises(UnsupportedError) as e:
-        kconv.convert(kconv.load(LEGACY / "tf24_custom.savedmodel"), tmp_path / "out")
+        kconv.convert(kconv.load(LEGACY / f"{stem}.savedmodel"), tmp_path / "out")
     # the TFOpLambda calls (tf.nn.relu, tf.math.multiply) convert; the custom classes cannot
     assert {c: sorted(n for n, _ in v) for c, v in e.value.by_class.items()} == {
         "Scale": ["scale"], "Residual": ["residual"]}
-    r = CliRunner().invoke(main, ["convert", str(LEGACY / "tf24_custom.savedmodel"), "-o", str(tmp_path / "o")])
+    r = CliRunner().invoke(main, ["convert", str(LEGACY / f"{stem}.savedmodel"), "-o", str(tmp_path / "o")])
     assert r.exit_code == 3, r.output
     assert "Residual: residual (unknown layer class)" in r.output and "Scale: scale (unknown layer class)" in r.output
     assert not (tmp_path / "o").exists()
-    r = CliRunner().invoke(main, ["inspect", str(LEGACY / "tf24_custom.savedmodel"), "--json"])
+    r = CliRunner().invoke(main, ["inspect", str(LEGACY / f"{stem}.savedmodel"), "--json"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
-    assert rep["total_params"] == _expected("tf24_custom")["total_params"]
+    assert rep["total_params"] == _expected(stem)["total_params"]
     known = {ly["name"]: ly["known_class"] for ly in rep["layers"]}
     assert known == {"input_1": True, "dense": True, "scale": False, "tf.nn.relu": True,
                      "tf.math.multiply": True, "residual": False, "dense_1": True}
