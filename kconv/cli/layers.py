@@ -25,7 +25,10 @@ def catalogue() -> list[dict]:
                             "conditional": d.when is not specs.always})
         out.append({"class_names": list(spec.class_names), "family": spec.family, "summary": spec.summary,
                     "weights": weights, "weights_depend_on_config": callable(spec.weights),
-                    "convertible": spec.emit is not None, "notes": list(spec.notes)})
+                    "convertible": spec.emit is not None, "notes": list(spec.notes),
+                    # the class's own enum-like config keys and the values Keras accepts (specs.COMMON_CHOICES:
+                    # data_format, activation, dtype... apply to every class)
+                    "choices": {k: list(c.values) for k, c in spec.choices.items()}})
     return out
 
 
@@ -53,6 +56,8 @@ def layers_cmd(as_json):
             else:
                 t = ""
             click.echo(f"    {w['role']}{cond}{tr}{t}")
+        for k, values in e["choices"].items():
+            click.echo(f"    accepts {k}: {', '.join(repr(v) for v in values)}")
         if e["weights_depend_on_config"]:
             click.echo("    weights depend on the wrapped layer / config")
         for n in e["notes"]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import kconv
+
 from .harness import convert_and_load, keras, keras_forward, layers, randomize_weights, torch_forward
 
 pytestmark = pytest.mark.keras
@@ -69,9 +71,12 @@ def test_quantized_mixed_bfloat16(build, case, tmp_path):
     expected = keras_forward(model, x)[0]
     assert expected.dtype == ml_dtypes.bfloat16  # Keras computed in bfloat16
     expected = expected.astype("float32")
+    counts = (sum(int(np.prod(w.shape)) for w in model.trainable_weights),
+              sum(int(np.prod(w.shape)) for w in model.non_trainable_weights))
     for fmt in ("keras", "h5"):
         path = tmp_path / f"m.{fmt}"
         model.save(path)
+        assert kconv.load(path).param_counts() == counts, fmt
         got = torch_forward(convert_and_load(path, tmp_path / f"out_{fmt}"), x)[0]
         assert got.shape == expected.shape
         np.testing.assert_array_equal(got, got.astype(ml_dtypes.bfloat16).astype("float32"))
