@@ -643,7 +643,7 @@ def keras2_worker(name, out):
     elif name == "k20_gru":
         inp = L.Input((None,), dtype="int32")
         x = L.Embedding(50, 8, mask_zero=True)(inp)
-        x = L.GRU(5, return_sequences=True, implementation=1)(x)  # no reset_after key before 2.1.3
+        x = L.GRU(5, return_sequences=True, implementation=1)(x)  # no reset_after key before 2.1.5
         x = L.Bidirectional(L.GRU(4, return_sequences=True, implementation=2))(x)
         x = L.LSTM(3, implementation=2)(x)
         out_ = L.Dense(3)(x)

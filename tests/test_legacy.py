@@ -481,7 +481,7 @@ def test_keras1_renamed_layers_read_by_weight_name_suffix():
     assert {w.key: w.name for w in lstm.weights}["kernel"] == "lstm_1_W_i+lstm_1_W_f+lstm_1_W_c+lstm_1_W_o"
 
 
-def test_pre_213_gru_reads_as_reset_before():
+def test_pre_215_gru_reads_as_reset_before():
     m = kconv.load(LEGACY / "k20_gru.h5")
     assert m.keras_version == "2.0.8"
     gru = m.layer("gru_1")

@@ -49,12 +49,12 @@ def normalize_config(class_name: str, config: dict, notes: list | None = None) -
         if isinstance(cfg.get(key), str):
             cfg[key] = cfg[key].lower()
     if class_name in ("GRU", "GRUCell") and "reset_after" not in cfg:
-        # Keras 2.0-2.1.2 wrote no reset_after (added in 2.1.3): their GRU applies the reset gate
+        # Keras 2.0-2.1.4 wrote no reset_after (added in 2.1.5): their GRU applies the reset gate
         # before the recurrent kernel and has one (3 * units,) bias, i.e. reset_after=False, which
         # stayed the standalone-Keras default until 2.3 (tf.keras 2 and Keras 3 always write the key).
         cfg["reset_after"] = False
         if notes is not None:
-            notes.append("no reset_after in the config (Keras 2.0-2.1.2): reset_after=False")
+            notes.append("no reset_after in the config (Keras 2.0-2.1.4): reset_after=False")
     for key in ("layer", "backward_layer", "cell"):
         sub = cfg.get(key)
         if isinstance(sub, dict) and "class_name" in sub:
