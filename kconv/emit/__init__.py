@@ -118,6 +118,8 @@ def build_state(model: Model, net, arrays: dict, defaults: set):
             if tuple(a.shape) != tuple(v.shape):
                 problems.append(f"{k}: Keras weight gives shape {tuple(a.shape)}, the module expects {tuple(v.shape)}")
                 continue
+            if a.dtype.name == "bfloat16":  # ml_dtypes (a bfloat16 policy's variables): exact in float32
+                a = a.astype(np.float32)
             state[k] = torch.from_numpy(np.ascontiguousarray(a)).to(v.dtype)
         else:
             state[k] = v.detach().clone()
