@@ -474,7 +474,7 @@ class Generator:
         e.line(f"{x} = {e.input(0)}")
         y = e.temp("step")
         e.line(f"{y} = {mod}({x}.reshape(-1, {', '.join(str(int(d)) for d in s[2:])}))")
-        e.output(f"{y}.reshape({x}.shape[0], {x}.shape[1], *{y}.shape[1:])", mask=None)
+        e.output(f"{y}.unflatten(0, ({x}.shape[0], {x}.shape[1]))", mask=None)
 
     def _propagate_mask(self, e: "Emit"):
         """Give each output of the call its Keras mask, unless the emitter set it (Emit.set_mask)."""

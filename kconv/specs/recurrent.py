@@ -450,7 +450,7 @@ def _emit_time_distributed(e):
     spec.emit(sub_e)
     v = values[(inner.name, 0, 0)]
     y = e.gen.convert_layout(v, KERAS)
-    e.output(f"{y}.reshape({x}.shape[0], {x}.shape[1], *{y}.shape[1:])")
+    e.output(f"{y}.unflatten(0, ({x}.shape[0], {x}.shape[1]))")
     assert holder
 
 

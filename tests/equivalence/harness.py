@@ -265,6 +265,7 @@ def check(
         expected = jax_forward(kfile, inputs, tmp_path)
     else:
         expected = keras_forward(model, inputs)
+    _save_for_gpu_check(saved, inputs, expected, tmp_path, channels_first)
     for i, (fmt, path) in enumerate(saved.items()):
         out_dir = tmp_path / f"converted_{fmt}"
         module = convert_and_load(path, out_dir, weights_format, channels_first)
@@ -273,6 +274,22 @@ def check(
         if i == 0 and tooling:
             tooling_checks(module, out_dir, inputs, expected, rtol, atol, channels_first, weights_format)
     return expected
+
+
+def _save_for_gpu_check(saved, inputs, expected, tmp_path, channels_first):
+    """With KCONV_SAVE_EQUIVALENCE=DIR: keep the model file, its inputs and Keras's outputs as
+    DIR/<case>.<fmt> + DIR/<case>.io.npz, for scripts/gpu_check.py --extra DIR on a machine with a GPU."""
+    import shutil
+
+    dest = os.environ.get("KCONV_SAVE_EQUIVALENCE")
+    if not dest or channels_first or not saved:
+        return
+    fmt, path = next(iter(saved.items()))
+    case = Path(tmp_path).name
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, Path(dest) / f"{case}.{fmt}")
+    np.savez(Path(dest) / f"{case}.io.npz", **{f"input_{i}": np.asarray(a) for i, a in enumerate(_as_list(inputs))},
+             **{f"output_{i}": np.asarray(e) for i, e in enumerate(expected)})
 
 
 def tooling_checks(module, out_dir, inputs, expected, rtol, atol, channels_first=False,
