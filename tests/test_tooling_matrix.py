@@ -34,7 +34,7 @@ SCRIPT_REASON = ("jit.script: the recurrent runtime classes (KerasRNNMixin over 
 
 
 BF16_LSTM_REASON = ("bfloat16 nn.LSTM on CPU: torch's oneDNN LSTM refuses bf16 on CPUs without AVX512-BF16 "
-                    "('could not create a primitive descriptor'); float32, float64 and autocast run")
+                    "('could not create a primitive descriptor'), cast or autocast; float32 and float64 run")
 FUSED_LSTM = {"recurrent", "rnn_cell"}
 
 
