@@ -96,7 +96,11 @@ class UnsupportedError(KconvError):
         for cls, items in sorted(by_class.items()):
             names = ", ".join(f"{name} ({why})" if why else name for name, why in items)
             parts.append(f"{cls}: {names}")
-        super().__init__(f"{n} unsupported layer(s): " + "; ".join(parts))
+        hint = ""
+        if any(why in ("unknown layer class", "no converter yet") and (cls == "Lambda" or why == "unknown layer class")
+               for cls, items in by_class.items() for _, why in items):
+            hint = "; to convert them: kconv scaffold MODEL -o my_layers.py, fill it in, pass --extension my_layers.py"
+        super().__init__(f"{n} unsupported layer(s): " + "; ".join(parts) + hint)
 
 
 

@@ -95,6 +95,7 @@ def _match(expected: list[str], actual: list[str]) -> bool:
 
 def _scratch(tmp_path: Path) -> Path:
     (tmp_path / "fixtures").symlink_to(ROOT / "fixtures")
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
     return tmp_path
 
 

@@ -111,6 +111,7 @@ from . import inspect as _inspect  # noqa: E402,F401  (registers the subcommand)
 from . import layers as _layers  # noqa: E402,F401
 from . import convert as _convert  # noqa: E402,F401
 from . import verify as _verify  # noqa: E402,F401
+from . import extensions as _extensions  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -8,6 +8,7 @@ import click
 from ..api import convert as _convert
 from ..errors import KconvError, OutputError, UnsupportedError
 from . import main
+from .extensions import extension_option, keras_objects_option
 from ..verify.errors import KerasUnavailableError, MismatchError
 from .verify import emit_result, tolerance_options
 
@@ -16,6 +17,8 @@ from .verify import emit_result, tolerance_options
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True))
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
               help="Output directory (with several MODELs: one subdirectory per file stem).")
+@extension_option
+@keras_objects_option
 @click.option("--format", "fmt", type=click.Choice(["safetensors", "pt"]), default="safetensors", show_default=True,
               help="Weights file format.")
 @click.option("--channels-first", is_flag=True,

@@ -8,6 +8,7 @@ import click
 from .. import inspect as _report
 from ..load import load
 from . import main
+from .extensions import extension_option
 
 
 def _fmt_shape(s) -> str:
@@ -149,6 +150,7 @@ def _lambda_line(info: dict) -> str:
 
 @main.command("inspect")
 @click.argument("model", type=click.Path(exists=True, dir_okay=True))
+@extension_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON only (schema_version 1).")
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
               help="Architecture JSON (model.to_json() or a Keras 3 config.json) for a weights-only file: "

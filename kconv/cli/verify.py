@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from . import main
+from .extensions import extension_option, keras_objects_option
 
 #: Options shared by ``kconv verify`` and ``kconv convert --verify``.
 TOLERANCE_OPTIONS = [
@@ -55,6 +56,8 @@ def emit_result(result, as_json: bool = False, report=None):
 
 @main.command("verify")
 @click.argument("pairs", nargs=-1, type=click.Path(exists=True, dir_okay=True), metavar="[MODEL DIR]...")
+@extension_option
+@keras_objects_option
 @click.option("--all", "root", type=click.Path(exists=True, file_okay=False),
               help="Verify every kconv output directory under ROOT against the model file its kconv.json "
                    "records (instead of MODEL DIR pairs).")

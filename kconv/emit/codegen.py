@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import specs
+from .. import extend, specs
 from ..errors import ConfigError, UnsupportedError
 from ..ir import Layer, Model, TensorRef
 from ..naming import identifier, module_names
@@ -292,6 +292,9 @@ class Generator:
         self.class_names: set[str] = set()
         self.defaults: set[str] = set()
         self.activation_fns: set[str] = set()  # names passed to keras_activation (recurrent layers)
+        self.sources: dict[str, str] = {}  # extension code copied into model.py (kconv.extend)
+        self.reserved = extend.source_names()  # its names: no class or forward variable may shadow them
+        self.class_names |= self.reserved
 
     def convert_layout(self, v: Value, layout: str | None) -> str:
         if layout is None or layout == v.layout or v.shape is None or len(v.shape) < 3:
@@ -343,6 +346,7 @@ class Generator:
         helpers = [HELPERS[h] for h in sorted(self.helpers)]
         if self.activation_fns:
             helpers.insert(0, activations.function_source(self.activation_fns, self.keras_major))
+        helpers += list(self.sources.values())
         if self.trace:
             helpers.insert(0, "TRACE = {}  # kconv trace mode: every layer output, in Keras layout\n\n")
         return "\n".join(head + helpers + body).rstrip() + "\n"
@@ -363,6 +367,7 @@ class Generator:
             i += 1
         self.class_names.add(name)
         cls = ClassSource(name)
+        cls.used_vars |= self.reserved
         self.classes.append(cls)
         attrs = module_names([ly.name for ly in model.layers])
         values: dict = {}

@@ -75,7 +75,14 @@ def load_model(path):
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise KerasUnavailableError(
             f"{path}: the installed Keras {k.__version__} cannot load it ({type(e).__name__}: {msg[:300]}); "
-            "compute the reference where it loads and pass --reference FILE.npz (see README)") from None
+            "compute the reference where it loads and pass --reference FILE.npz (see README)"
+            + ("; custom layers or functions: pass --keras-objects FILE.py" if _custom_lookup_failed(msg) else "")) from None
+
+
+def _custom_lookup_failed(msg: str) -> bool:
+    """Whether Keras failed to find a class or function by name (custom objects not given)."""
+    return any(s in msg for s in ("could not be deserialized", "Unknown layer", "Could not locate",
+                                  "Unknown object", "custom_objects"))
 
 
 def _as_list(x):
@@ -233,3 +240,44 @@ def train_step(model, inputs, coefficients, lr: float):
         for i, v in enumerate(layer.weights):
             after[(path, i)] = _to_numpy(v)
     return [_to_numpy(o) for o in outs], out_grads, after
+
+
+class KerasObjectsError(VerifyInputError):
+    """A --keras-objects file or module cannot be imported."""
+
+
+def custom_objects(names):
+    """Import the user's Keras-side code (``--keras-objects``: files or module names) and return a
+    ``keras.saving.custom_object_scope`` of its ``custom_objects`` dicts. Classes it registers with
+    ``register_keras_serializable`` are found by Keras through its registry anyway. User code, run
+    only because the user named it; the model file's own code still never runs (safe_mode=True)."""
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    k = keras()  # environment set before the user's file imports TensorFlow
+    objects = {}
+    for name in names:
+        path = Path(name)
+        try:
+            if str(name).endswith(".py") or path.is_file():
+                if not path.is_file():
+                    raise KerasObjectsError(f"--keras-objects {name}: no such file")
+                modname = "kconv_keras_objects_" + path.stem
+                spec = importlib.util.spec_from_file_location(modname, path)
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[modname] = mod
+                with _quiet_stderr():
+                    spec.loader.exec_module(mod)
+            else:
+                with _quiet_stderr():
+                    mod = importlib.import_module(name)
+        except KerasObjectsError:
+            raise
+        except Exception as e:
+            raise KerasObjectsError(f"--keras-objects {name} failed to import: {type(e).__name__}: {e}") from None
+        extra = getattr(mod, "custom_objects", None)
+        if isinstance(extra, dict):
+            objects.update(extra)
+    return k.saving.custom_object_scope(objects)
