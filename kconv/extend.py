@@ -414,8 +414,12 @@ def _load_entry_points():
     for ep in eps:
         _ORIGIN.append(f"{ep.value} (entry point {ep.name})")
         try:
+            imported = ep.value.split(":")[0].strip() in sys.modules
             target = ep.load()
-            if callable(target) and not inspect.ismodule(target):
+            if inspect.ismodule(target):
+                if imported:  # declarations run on import: again for this command (clear() forgot them)
+                    importlib.reload(target)
+            elif callable(target):
                 target()
         except KconvError:
             raise

@@ -271,3 +271,70 @@ def test_verify_without_keras_objects_says_what_to_pass(tmp_path):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
                        env=dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")))
     assert p.returncode == 2 and "--keras-objects" in p.stdout, p.stdout
+
+
+NO_TF_SCRIPT = r"""
+import json, sys
+from kconv.cli import main
+for args in (["inspect", sys.argv[1], "--extension", sys.argv[2]],
+             ["convert", sys.argv[1], "-o", sys.argv[3], "--extension", sys.argv[2]]):
+    try:
+        main.main(args, standalone_mode=False)
+    except SystemExit as e:
+        assert not e.code, e.code
+print(json.dumps(sorted(k for k in sys.modules if k.split(".")[0] in ("tensorflow", "keras", "tf_keras", "jax"))))
+"""
+
+
+def test_inspect_and_convert_with_an_extension_import_no_keras(tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", NO_TF_SCRIPT, str(FIX / "attn_pool.keras"),
+                        str(EX / "attention_pooling.py"), str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == []
+    assert (tmp_path / "out" / "model.py").exists()
+
+
+def test_entry_point_extensions_are_loaded(tmp_path, monkeypatch):
+    """A package ships converters under the kconv.extensions entry-point group: found through its
+    installed metadata (a .dist-info on sys.path), loaded by every command without --extension."""
+    pkg = tmp_path / "site"
+    pkg.mkdir()
+    (pkg / "tanh_layers.py").write_text((EX / "scaled_tanh.py").read_text())
+    info = pkg / "tanh_layers-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tanh-layers\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[kconv.extensions]\ntanh = tanh_layers\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    for _ in range(2):  # a second command in the same process loads them again
+        rc, out = _run("convert", FIX / "scaled_tanh.keras", "-o", tmp_path / "out")
+        assert rc == 0, out
+    x, expected = _keras_output("scaled_tanh.keras")
+    np.testing.assert_allclose(_torch_output(tmp_path / "out", x), expected, rtol=1e-5, atol=1e-6)
+    assert "copied from the kconv extension tanh_layers (entry point tanh)" in (tmp_path / "out" / "model.py").read_text()
+
+
+def test_python_lambda_mapped_by_layer_name_never_runs_the_files_code(tmp_path, monkeypatch):
+    """A Python lambda is stored as bytecode with no usable name: the scaffold maps it by layer name.
+    The hostile fixture's lambda touches $KCONV_HOSTILE_MARKER when run: converting must not run it."""
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("KCONV_HOSTILE_MARKER", str(marker))
+    src = ROOT / "fixtures" / "hostile" / "lambda_marker.keras"
+    path = tmp_path / "my_layers.py"
+    rc, out = _run("scaffold", src, "-o", path)
+    assert rc == 0, out
+    text = path.read_text()
+    assert "lambda_layer(payload_fn, layer='payload'" in text and "KCONV_HOSTILE_MARKER" in text  # strings shown
+    path.write_text(text.replace("    raise NotImplementedError('payload_fn')", "    return x"))
+    rc, out = _run("convert", src, "-o", tmp_path / "out", "--extension", path)
+    assert rc == 0, out
+    from kconv import load_converted
+
+    net = load_converted(tmp_path / "out")
+    x = torch.randn(3, 4)
+    w, b = net.dense.weight, net.dense.bias
+    torch.testing.assert_close(net(x), x @ w.T + b)
+    assert not marker.exists()
