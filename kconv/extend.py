@@ -195,12 +195,15 @@ def _sources(ext: Custom, what: str) -> dict:
     free = set()
     for name, src in out.items():
         free |= _free_names(src)
+        other = sorted(_imports(src) - {"torch"})
+        if other:
+            raise ExtensionError(f"{what}: {name} imports {', '.join(other)}: model.py may import only torch")
     missing = sorted(free - defined - set(dir(builtins)))
     if missing:
         raise ExtensionError(
             f"{what}: the torch code uses {', '.join(missing)}, which model.py would not define (it imports only "
-            "torch as torch, torch.nn.functional as F and nn): list module-level helpers in needs=, import inside "
-            "the function, or use torch's own")
+            "torch as torch, torch.nn.functional as F and nn): list module-level helpers in needs=, or use torch's "
+            "own")
     return out
 
 
@@ -218,11 +221,18 @@ def _free_names(src: str) -> set:
             assigned |= {(a.asname or a.name).split(".")[0] for a in node.names}
         elif isinstance(node, ast.ExceptHandler) and node.name:
             assigned.add(node.name)
-    for node in ast.walk(tree):  # decorators are applied at import time: none allowed
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.decorator_list and node in tree.body:
-            names = {n.id for d in node.decorator_list for n in ast.walk(d) if isinstance(n, ast.Name)}
-            loaded |= names
     return loaded - assigned
+
+
+def _imports(src: str) -> set:
+    """Top-level package names the code imports (anywhere in it)."""
+    out = set()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            out.add((node.module or "").split(".")[0] if node.level == 0 else ".")
+    return out
 
 
 def _add_sources(e, ext: Custom):
@@ -359,7 +369,10 @@ def _emit_lambda(e):
                       "`kconv scaffold MODEL -o FILE.py` writes one to fill in")
     _add_sources(e, ext)
     args = [e.input(i, "keras") for i in range(e.n_inputs)]
-    kwargs = [f"{k}={literal(v)}" for k, v in (e.cfg.get("arguments") or {}).items() if str(k).isidentifier()]
+    arguments = e.cfg.get("arguments") or {}
+    if not isinstance(arguments, dict) or not all(isinstance(k, str) and k.isidentifier() for k in arguments):
+        e.unsupported(f"Lambda arguments {arguments!r} are not keyword arguments")
+    kwargs = [f"{k}={literal(v)}" for k, v in arguments.items()]
     if ext.mask == "use":
         e.mask_read = True
     call = f"{ext.impl.__name__}({', '.join(args + kwargs + _mask_kw(e, ext))})"

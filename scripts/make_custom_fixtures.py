@@ -12,6 +12,7 @@ attn_pool      Embedding(mask_zero) LSTM(seq) AttentionPooling (weights, uses th
 scaled_tanh    Dense ScaledTanh (weightless, config alpha/beta) Dense — Keras 3
 standardize    FixedStandardize (non-trainable mean/var, trainable gain) Dense — Keras 3
 lambda_squash  Dense Lambda(squash, a registered named function) Dense — Keras 3
+lambda_args    Dense Lambda(scale_shift, arguments={'factor': 2.5, 'shift': -0.25}) Dense — Keras 3
 k2_scale       Dense ChannelScale (one weight) Dense, legacy .h5 from tf-keras 2
 ============== ========================================================================================
 
@@ -97,6 +98,25 @@ def keras3():
     _randomize(m, rng)
     m.save(OUT / "lambda_squash.keras")
     _save_io(m, "lambda_squash", rng.normal(size=(3, 8)).astype("float32"))
+    keras3_lambda_args()
+
+
+def keras3_lambda_args():
+    import keras
+
+    sys.path.insert(0, str(EXAMPLES))
+    import keras_layers as kl
+
+    rng = np.random.default_rng(2)
+    L = keras.layers
+    inp = keras.Input((6,), name="x")
+    h = L.Dense(4, name="dense")(inp)
+    h = L.Lambda(kl.scale_shift, arguments={"factor": 2.5, "shift": -0.25}, name="affine")(h)
+    out = L.Dense(2, name="head")(h)
+    m = keras.Model(inp, out, name="lambda_args")
+    _randomize(m, rng)
+    m.save(OUT / "lambda_args.keras")
+    _save_io(m, "lambda_args", rng.normal(size=(3, 6)).astype("float32"))
 
 
 def tf_keras():
@@ -121,7 +141,7 @@ def tf_keras():
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         OUT.mkdir(parents=True, exist_ok=True)
-        {"keras3": keras3, "tf_keras": tf_keras}[sys.argv[2]]()
+        {"keras3": keras3, "keras3_lambda_args": keras3_lambda_args, "tf_keras": tf_keras}[sys.argv[2]]()
         return
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "CUDA_VISIBLE_DEVICES": ""}
     subprocess.run([sys.executable, __file__, "--worker", "keras3"], check=True, env={**env, "KERAS_BACKEND": "tensorflow"})

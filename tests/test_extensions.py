@@ -29,6 +29,7 @@ CASES = {  # fixture -> (its extension, the unknown classes / Lambda functions i
     "scaled_tanh.keras": ("scaled_tanh.py", ["ScaledTanh"]),
     "standardize.keras": ("standardize.py", ["FixedStandardize"]),
     "lambda_squash.keras": ("squash_lambda.py", ["squash"]),
+    "lambda_args.keras": ("scale_shift_lambda.py", ["scale_shift", "factor", "shift"]),
     "k2_scale.h5": ("channel_scale.py", ["ChannelScale"]),
 }
 
@@ -173,6 +174,7 @@ FILLED = {
                                                            "torch='weight_2', trainable=False)"),
     ],
     "lambda_squash.keras": [("    raise NotImplementedError('squash')", "    return x * torch.sigmoid(x) - 0.5")],
+    "lambda_args.keras": [("    raise NotImplementedError('scale_shift')", "    return x * factor + shift")],
     "k2_scale.h5": [("        raise NotImplementedError('ChannelScale.forward')", "        return x * self.scale")],
 }
 
@@ -201,6 +203,10 @@ def test_copied_code_may_only_use_what_model_py_defines(tmp_path):
     ext.write_text(ext.read_text().replace("torch=f,", "torch=f, needs=[helper],"))
     rc, out = _run("convert", FIX / "scaled_tanh.keras", "-o", tmp_path / "out", "--extension", ext)
     assert rc == 2 and "uses math" in out, out
+    ext.write_text(ext.read_text().replace("    return x * math.pi", "    import math\n    return x * math.pi"))
+    rc, out = _run("convert", FIX / "scaled_tanh.keras", "-o", tmp_path / "out", "--extension", ext)
+    assert rc == 2 and "helper imports math: model.py may import only torch" in out, out
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_extension_cannot_redeclare_a_kconv_class(tmp_path):
@@ -224,7 +230,7 @@ def test_extension_by_module_name(tmp_path, monkeypatch):
 
 
 @pytest.mark.keras
-@pytest.mark.parametrize("fixture", ["attn_pool.keras", "standardize.keras", "lambda_squash.keras"])
+@pytest.mark.parametrize("fixture", ["attn_pool.keras", "standardize.keras", "lambda_squash.keras", "lambda_args.keras"])
 def test_verify_with_keras_objects(fixture, tmp_path):
     ext = EX / CASES[fixture][0]
     rc, out = _run("convert", FIX / fixture, "-o", tmp_path / "out", "--extension", ext)

@@ -81,6 +81,12 @@ def squash(x):
     return x * ops.sigmoid(x) - 0.5
 
 
+@keras.saving.register_keras_serializable(package="kconv_examples")
+def scale_shift(x, factor=1.0, shift=0.0):
+    """A named function with Lambda arguments (stored in the layer config)."""
+    return x * factor + shift
+
+
 class ChannelScale(keras.layers.Layer):
     """Keras 3 twin of keras2_layers.ChannelScale: lets Keras 3 load fixtures/custom/k2_scale.h5."""
 
