@@ -6,6 +6,7 @@ mismatch there, as on CUDA); tests/test_tooling_matrix.py has the ``gpu``-marked
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -33,9 +34,10 @@ def rescaling(tmp_path_factory):
     good = kconv.convert(path, tmp / "good")
     bad = kconv.convert(path, tmp / "bad")
     src = (bad / "model.py").read_text()
-    assert "self.register_buffer('resc_scale', " in src
-    src = src.replace("self.register_buffer('resc_scale', ", "self.resc_scale = (").replace(
-        "self.register_buffer('resc_offset', ", "self.resc_offset = (").replace(", persistent=False)", ")")
+    # the constants as plain attributes (a CPU tensor that .to() does not move)
+    src, n = re.subn(r'self\.register_buffer\(\s*"(resc_\w+)",\s*(.*?),\s*persistent=False,?\s*\)',
+                     r"self.\1 = \2", src, flags=re.S)
+    assert n == 2
     (bad / "model.py").write_text(src)
     return path, good, bad
 

@@ -70,6 +70,6 @@ def function_source(names, keras_major: int = 3) -> str:
     lines = ["def keras_activation(name: str, x: torch.Tensor) -> torch.Tensor:",
              '    """Keras activations by name (as keras/src/activations/activations.py)."""']
     for name in sorted(names):
-        lines += [f"    if name == {name!r}:", f"        return {expr(name, 'x', keras_major=keras_major)}"]
+        lines += [f'    if name == "{name}":', f"        return {expr(name, 'x', keras_major=keras_major)}"]
     lines += ['    raise ValueError("unknown activation " + name)', "", ""]
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 HELPERS = {
     "KerasNormalization": '''class KerasNormalization(nn.Module):
-    """keras.layers.Normalization: (x - mean) / max(sqrt(variance), 1e-7); invert: mean + x * that."""
+    """keras.layers.Normalization: (x - mean) / max(sqrt(variance), 1e-7); invert: mean + x *
+    that."""
 
     def __init__(self, shape, broadcast, mean=None, variance=None, invert=False):
         super().__init__()
@@ -13,7 +14,9 @@ HELPERS = {
             self.register_buffer("variance", torch.ones(shape))
         else:  # statistics given in the Keras config: constants
             self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
-            self.register_buffer("variance", torch.tensor(variance, dtype=torch.float32), persistent=False)
+            self.register_buffer(
+                "variance", torch.tensor(variance, dtype=torch.float32), persistent=False
+            )
 
     def forward(self, x):
         mean = self.mean.reshape(self.broadcast) if self.mean.dim() else self.mean
@@ -25,7 +28,8 @@ HELPERS = {
 
 ''',
     "VarianceScaling": '''class VarianceScaling(nn.Module):
-    """Keras 3 LayerNormalization(rms_scaling=True): x * rsqrt(var(x) + eps) * weight (no centring)."""
+    """Keras 3 LayerNormalization(rms_scaling=True): x * rsqrt(var(x) + eps) * weight (no
+    centring)."""
 
     def __init__(self, shape, eps):
         super().__init__()
@@ -101,10 +105,11 @@ HELPERS = {
     the unbiased one); a frozen layer (Keras trainable=False) always uses its running statistics.
     Eval mode is plain nn.BatchNorm.
 
-    renorm=(momentum, rmin, rmax, dmax): Keras's batch renormalization in train mode (keras/src/layers/
-    normalization/batch_normalization.py): gamma and beta corrected by r = clip(sigma / renorm_stddev)
-    and d = clip((mu - renorm_mean) / renorm_stddev); renorm_mean/renorm_stddev and moving_mean/
-    moving_stddev follow the batch's mean and sqrt(var + eps); running_var = relu(moving_stddev^2 - eps).
+    renorm=(momentum, rmin, rmax, dmax): Keras's batch renormalization in train mode
+    (keras/src/layers/normalization/batch_normalization.py): gamma and beta corrected by r =
+    clip(sigma / renorm_stddev) and d = clip((mu - renorm_mean) / renorm_stddev);
+    renorm_mean/renorm_stddev and moving_mean/moving_stddev follow the batch's mean and sqrt(var +
+    eps); running_var = relu(moving_stddev^2 - eps).
     """
 
     def __init__(self, *args, frozen=False, renorm=None, **kwargs):
@@ -118,7 +123,7 @@ HELPERS = {
     def _renorm_forward(self, x, mean, var):
         momentum, rmin, rmax, dmax = self.renorm
         std = torch.sqrt(var + self.eps)
-        renorm_std = torch.clamp(self.renorm_stddev, min=self.eps ** 0.5)
+        renorm_std = torch.clamp(self.renorm_stddev, min=self.eps**0.5)
         r = std / renorm_std
         d = (mean - self.renorm_mean) / renorm_std
         if rmin is not None:
@@ -145,7 +150,9 @@ HELPERS = {
 
     def forward(self, x):
         if not self.training or self.frozen:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
         if self.renorm is not None:
             dims = [0] + list(range(2, x.dim()))
             var, mean = torch.var_mean(x, dim=dims, unbiased=False)
@@ -158,18 +165,6 @@ HELPERS = {
             self.num_batches_tracked += 1
         # batch statistics (biased variance), differentiable: no running tensors passed
         return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-
-
-class KerasBatchNorm1d(_KerasBatchNorm, nn.BatchNorm1d):
-    pass
-
-
-class KerasBatchNorm2d(_KerasBatchNorm, nn.BatchNorm2d):
-    pass
-
-
-class KerasBatchNorm3d(_KerasBatchNorm, nn.BatchNorm3d):
-    pass
 
 ''',
     "PReLU": '''class KerasPReLU(nn.Module):
@@ -187,9 +182,11 @@ class KerasBatchNorm3d(_KerasBatchNorm, nn.BatchNorm3d):
 
 ''',
     "same_pad": '''def same_pad(x, kernel, stride, dilation, value=0.0):
-    """TensorFlow/Keras 'same' padding for the trailing len(kernel) dims: extra padding goes last."""
+    """TensorFlow/Keras 'same' padding of the trailing len(kernel) dims: extra padding goes last."""
     pads = []
-    for i, k, s, d in zip(reversed(x.shape[-len(kernel):]), reversed(kernel), reversed(stride), reversed(dilation)):
+    n = len(kernel)
+    for j in reversed(range(n)):
+        i, k, s, d = x.shape[x.dim() - n + j], kernel[j], stride[j], dilation[j]
         total = max((-(-i // s) - 1) * s + (k - 1) * d + 1 - i, 0)
         pads += [total // 2, total - total // 2]
     return F.pad(x, pads, value=value)
@@ -210,27 +207,41 @@ class KerasBatchNorm3d(_KerasBatchNorm, nn.BatchNorm3d):
 }
 
 HELPERS["KerasRNN"] = '''class KerasRNNMixin:
-    """Keras recurrent-layer semantics over torch nn.RNN/nn.LSTM/nn.GRU parameters (torch gate order).
+    """Keras recurrent-layer semantics over torch nn.RNN/nn.LSTM/nn.GRU parameters (torch gate
+    order).
 
-    As keras/src/backend/tensorflow/rnn.py: a masked step leaves the states unchanged and outputs the
-    previous step's output (zeros before the first unmasked step), or zeros with zero_output_for_mask;
-    go_backwards runs over the reversed sequence and returns the outputs in that (reversed) order.
-    Which path runs depends on the module and the call's structure, never on the data: torch's fused
-    kernel when the activations are torch's and no mask is given; otherwise an explicit step loop
-    (masked steps are handled with torch.where). So jit.trace / torch.export capture one function that
-    is right for every padding pattern; the loop is unrolled, so its sequence length is static there.
-    forward(x, mask=None, initial_state=None) -> (output, [states]); states start from zeros.
+    As keras/src/backend/tensorflow/rnn.py: a masked step leaves the states unchanged and outputs
+    the previous step's output (zeros before the first unmasked step), or zeros with
+    zero_output_for_mask; go_backwards runs over the reversed sequence and returns the outputs in
+    that (reversed) order. Which path runs depends on the module and the call's structure, never on
+    the data: torch's fused kernel when the activations are torch's and no mask is given; otherwise
+    an explicit step loop (masked steps are handled with torch.where). So jit.trace / torch.export
+    capture one function that is right for every padding pattern; the loop is unrolled, so its
+    sequence length is static there. forward(x, mask=None, initial_state=None) -> (output,
+    [states]); states start from zeros.
 
-    Train mode with dropout / recurrent_dropout (keras/src/layers/rnn/dropout_rnn_cell.py): one mask per
-    sequence, drawn when the call starts (shape (batch, input) and (batch, units), values 0 or
+    Train mode with dropout / recurrent_dropout (keras/src/layers/rnn/dropout_rnn_cell.py): one mask
+    per sequence, drawn when the call starts (shape (batch, input) and (batch, units), values 0 or
     1/(1 - rate)), applied to the input and to the previous h at every step through the step loop;
     n_masks > 1 (LSTM/GRU with recurrent_dropout: Keras's implementation 1) draws one mask per gate
-    (Keras gate order). The masks of the last call are kept in `last_dropout_masks` (input, recurrent).
+    (Keras gate order). The masks of the last call are kept in `last_dropout_masks` (input,
+    recurrent).
     """
 
-    def keras_setup(self, n_states, activation, recurrent_activation, go_backwards, return_sequences,
-                    zero_output_for_mask, fast, reset_after=True, dropout=0.0, recurrent_dropout=0.0,
-                    n_masks=1):
+    def keras_setup(
+        self,
+        n_states,
+        activation,
+        recurrent_activation,
+        go_backwards,
+        return_sequences,
+        zero_output_for_mask,
+        fast,
+        reset_after=True,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        n_masks=1,
+    ):
         self.n_states = n_states
         self.dropout, self.recurrent_dropout, self.n_masks = dropout, recurrent_dropout, n_masks
         self.last_dropout_masks = None
@@ -254,8 +265,10 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
             mask = mask.to(torch.bool)
         drop = None
         if self.training and (self.dropout or self.recurrent_dropout):
-            drop = (self._draw_masks(x, x.shape[2], self.dropout),
-                    self._draw_masks(x, self.hidden_size, self.recurrent_dropout))
+            drop = (
+                self._draw_masks(x, x.shape[2], self.dropout),
+                self._draw_masks(x, self.hidden_size, self.recurrent_dropout),
+            )
             self.last_dropout_masks = drop
         if self.fast and drop is None and mask is None:
             return self._fused(x, states)
@@ -267,18 +280,24 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
         shape = (x.shape[0], n)
         if rate >= 1:
             return [x.new_zeros(shape) for _ in range(self.n_masks)]
-        return [(torch.rand(shape, device=x.device) >= rate).to(x.dtype) / (1 - rate) for _ in range(self.n_masks)]
+        return [
+            (torch.rand(shape, device=x.device) >= rate).to(x.dtype) / (1 - rate)
+            for _ in range(self.n_masks)
+        ]
 
     def _gated(self, v, masks, w, b):
-        """F.linear(v, w, b) with v multiplied by the dropout mask(s) first: one mask, or one per gate
-        (masks in Keras gate order, w and b in torch gate order: _keras_gate maps torch -> Keras)."""
+        """F.linear(v, w, b) with v multiplied by the dropout mask(s) first: one mask, or one per
+        gate (masks in Keras gate order, w and b in torch gate order: _keras_gate maps torch ->
+        Keras)."""
         if masks is None:
             return F.linear(v, w, b)
         if len(masks) == 1:
             return F.linear(v * masks[0], w, b)
         g = len(self._keras_gate)
         ws, bs = w.chunk(g, 0), (b.chunk(g, 0) if b is not None else [None] * g)
-        return torch.cat([F.linear(v * masks[k], ws[j], bs[j]) for j, k in enumerate(self._keras_gate)], -1)
+        return torch.cat(
+            [F.linear(v * masks[k], ws[j], bs[j]) for j, k in enumerate(self._keras_gate)], -1
+        )
 
     def _hx(self, states):
         if self.n_states == 1:
@@ -302,8 +321,10 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
             out, new = self._cell(xw[:, t], states, rec)
             if mask is not None:
                 m = mask[:, t, None]
-                out = torch.where(m, out, torch.zeros_like(out) if self.zero_output_for_mask else prev)
-                new = [torch.where(m, n, s) for n, s in zip(new, states)]
+                out = torch.where(
+                    m, out, torch.zeros_like(out) if self.zero_output_for_mask else prev
+                )
+                new = [torch.where(m, n, states[j]) for j, n in enumerate(new)]
             states, prev = new, out
             outs.append(out)
         if self.return_sequences:
@@ -314,13 +335,15 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
 
     def _hh(self, h, rec=None):
         return self._gated(h, rec, self.weight_hh_l0, self.bias_hh_l0 if self.bias else None)
+'''
 
-
-class KerasSimpleRNN(KerasRNNMixin, nn.RNN):
+HELPERS["KerasSimpleRNN"] = '''class KerasSimpleRNN(KerasRNNMixin, nn.RNN):
     """keras.layers.SimpleRNN: h = activation(x @ kernel + bias + h @ recurrent_kernel)."""
 
     def __init__(self, input_size, units, bias, activation, nonlinearity="tanh", **keras):
-        nn.RNN.__init__(self, input_size, units, nonlinearity=nonlinearity, bias=bias, batch_first=True)
+        nn.RNN.__init__(
+            self, input_size, units, nonlinearity=nonlinearity, bias=bias, batch_first=True
+        )
         self.keras_setup(1, activation, None, **keras)
 
     def _torch_forward(self, x, hx):
@@ -331,10 +354,11 @@ class KerasSimpleRNN(KerasRNNMixin, nn.RNN):
     def _cell(self, xw, states, rec=None):
         h = keras_activation(self.act, xw + self._hh(states[0], rec))
         return h, [h]
+'''
 
-
-class KerasLSTM(KerasRNNMixin, nn.LSTM):
-    """keras.layers.LSTM in torch gate order i, f, g, o; Keras's one bias is bias_ih, bias_hh is zero."""
+HELPERS["KerasLSTM"] = '''class KerasLSTM(KerasRNNMixin, nn.LSTM):
+    """keras.layers.LSTM in torch gate order i, f, g, o; Keras's one bias is bias_ih, bias_hh is
+    zero."""
 
     def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
         nn.LSTM.__init__(self, input_size, units, bias=bias, batch_first=True)
@@ -348,15 +372,17 @@ class KerasLSTM(KerasRNNMixin, nn.LSTM):
     def _cell(self, xw, states, rec=None):
         h, c = states
         i, f, g, o = (xw + self._hh(h, rec)).chunk(4, 1)
-        c = keras_activation(self.rec_act, f) * c + (keras_activation(self.rec_act, i)
-                                                     * keras_activation(self.act, g))
+        c = keras_activation(self.rec_act, f) * c + (
+            keras_activation(self.rec_act, i) * keras_activation(self.act, g)
+        )
         h = keras_activation(self.rec_act, o) * keras_activation(self.act, c)
         return h, [h, c]
+'''
 
-
-class KerasGRU(KerasRNNMixin, nn.GRU):
-    """keras.layers.GRU in torch gate order r, z, n. reset_after=False applies the reset gate before the
-    recurrent matmul of the candidate: n = act(x_n + (r * h) @ W_hn), which nn.GRU cannot express."""
+HELPERS["KerasGRU"] = '''class KerasGRU(KerasRNNMixin, nn.GRU):
+    """keras.layers.GRU in torch gate order r, z, n. reset_after=False applies the reset gate before
+    the recurrent matmul of the candidate: n = act(x_n + (r * h) @ W_hn), which nn.GRU cannot
+    express."""
 
     def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
         nn.GRU.__init__(self, input_size, units, bias=bias, batch_first=True)
@@ -379,20 +405,30 @@ class KerasGRU(KerasRNNMixin, nn.GRU):
         else:
             w, b = self.weight_hh_l0, (self.bias_hh_l0 if self.bias else None)
             # recurrent dropout masks (Keras order z, r, h) on h before each gate's matmul
-            hz, hr, hh = (h, h, h) if rec is None else [h * rec[min(k, len(rec) - 1)] for k in range(3)]
-            h_rz = torch.cat([F.linear(hr, w[:u], None if b is None else b[:u]),
-                              F.linear(hz, w[u:2 * u], None if b is None else b[u:2 * u])], 1)
+            hz, hr, hh = (
+                (h, h, h) if rec is None else [h * rec[min(k, len(rec) - 1)] for k in range(3)]
+            )
+            h_rz = torch.cat(
+                [
+                    F.linear(hr, w[:u], None if b is None else b[:u]),
+                    F.linear(hz, w[u : 2 * u], None if b is None else b[u : 2 * u]),
+                ],
+                1,
+            )
             r = keras_activation(self.rec_act, x_r + h_rz[:, :u])
             z = keras_activation(self.rec_act, x_z + h_rz[:, u:])
-            n = keras_activation(self.act, x_n + F.linear(r * hh, w[2 * u:], None if b is None else b[2 * u:]))
+            n = keras_activation(
+                self.act, x_n + F.linear(r * hh, w[2 * u :], None if b is None else b[2 * u :])
+            )
         h = z * h + (1 - z) * n
         return h, [h]
-
 '''
 
+
 HELPERS["KerasBidirectional"] = '''class KerasBidirectional(nn.Module):
-    """keras.layers.Bidirectional: a forward and a backward (go_backwards) layer on the same input; the
-    backward output sequence is flipped back before merging (merge_mode concat/sum/ave/mul/None)."""
+    """keras.layers.Bidirectional: a forward and a backward (go_backwards) layer on the same input;
+    the backward output sequence is flipped back before merging (merge_mode
+    concat/sum/ave/mul/None)."""
 
     def __init__(self, forward_layer, backward_layer, merge_mode, return_sequences):
         super().__init__()
@@ -432,8 +468,11 @@ HELPERS["KerasMultiHeadAttention"] = '''class KerasMultiHeadAttention(nn.Module)
     def __init__(self, q_dim, k_dim, v_dim, heads, key_dim, value_dim, out_dim, bias):
         super().__init__()
         self.key_dim = key_dim
-        for name, shape in (("query", (q_dim, heads, key_dim)), ("key", (k_dim, heads, key_dim)),
-                            ("value", (v_dim, heads, value_dim))):
+        for name, shape in (
+            ("query", (q_dim, heads, key_dim)),
+            ("key", (k_dim, heads, key_dim)),
+            ("value", (v_dim, heads, value_dim)),
+        ):
             setattr(self, name + "_kernel", nn.Parameter(torch.zeros(shape)))
             setattr(self, name + "_bias", nn.Parameter(torch.zeros(shape[1:])) if bias else None)
         self.output_kernel = nn.Parameter(torch.zeros(heads, value_dim, out_dim))
@@ -446,7 +485,7 @@ HELPERS["KerasMultiHeadAttention"] = '''class KerasMultiHeadAttention(nn.Module)
     def forward(self, query, value, key: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 zero_masked_rows: bool = True):
         key = value if key is None else key
-        q = self._proj(query, self.query_kernel, self.query_bias) * (1.0 / self.key_dim ** 0.5)
+        q = self._proj(query, self.query_kernel, self.query_bias) * (1.0 / self.key_dim**0.5)
         k = self._proj(key, self.key_kernel, self.key_bias)
         v = self._proj(value, self.value_kernel, self.value_bias)
         scores = torch.einsum("aecd,abcd->acbe", k, q)
@@ -463,25 +502,37 @@ HELPERS["KerasMultiHeadAttention"] = '''class KerasMultiHeadAttention(nn.Module)
 
 '''
 HELPERS["KerasQuantizedDense"] = '''class KerasQuantizedDense(nn.Module):
-    """Keras 3 quantized Dense (keras/src/layers/core/dense.py), pre-activation, kernel in Keras layout.
+    """Keras 3 quantized Dense (keras/src/layers/core/dense.py), pre-activation, kernel in Keras
+    layout.
 
-    int8 / int4 per-channel: y = (q(x) @ kernel) / (kernel_scale * x_scale), the integer product exact,
+    int8 / int4 per-channel: y = (q(x) @ kernel) / (kernel_scale * x_scale), the integer product
+    exact,
       where q is Keras's AbsMaxQuantizer on each row of x: x_scale = high / (max|x| + eps),
       q(x) = clip(round_half_even(x * x_scale), low, high); without an inputs quantizer
       y = (x @ kernel) / kernel_scale. The int4 kernel is unpacked to int8 values in [-8, 7].
     int4 sub-channel (groups of input rows): y = x @ ((kernel - zero[g_idx]) * scale[g_idx]).
-    float8: y = qdq(x, inputs_scale) @ qdq(kernel, kernel_scale), qdq(t, s) = float8_e4m3fn(clip(t / s,
+    float8: y = qdq(x, inputs_scale) @ qdq(kernel, kernel_scale), qdq(t, s) = float8_e4m3fn(clip(t /
+    s,
       +-448)) * s; the float32 bias is rounded to bfloat16 first, as Keras does.
-    compute_dtype (a mixed_bfloat16 policy: 'bfloat16'): inputs, float variables (kernel_scale, bias,
-    the float8 kernel) and every step in that dtype, as Keras autocasts them; the float8 scales stay
-    float32 variables but are cast where used (quantize_and_dequantize).
+    compute_dtype (a mixed_bfloat16 policy: 'bfloat16'): inputs, float variables (kernel_scale,
+    bias, the float8 kernel) and every step in that dtype, as Keras autocasts them; the float8
+    scales stay float32 variables but are cast where used (quantize_and_dequantize).
     """
 
-    def __init__(self, in_features, units, mode, bias=True, inputs_quantizer=None, groups=None,
-                 compute_dtype="float32"):
+    def __init__(
+        self,
+        in_features,
+        units,
+        mode,
+        bias=True,
+        inputs_quantizer=None,
+        groups=None,
+        compute_dtype="float32",
+    ):
         super().__init__()
         self.mode = mode
-        # float32: follow the module's own float dtype (net.double() works); else Keras's compute dtype
+        # float32: follow the module's own float dtype (net.double() works); else Keras's compute
+        # dtype
         self.compute_dtype = None if compute_dtype == "float32" else getattr(torch, compute_dtype)
         self.inputs_quantizer = inputs_quantizer
         self.sub_channel = groups is not None
@@ -491,7 +542,9 @@ HELPERS["KerasQuantizedDense"] = '''class KerasQuantizedDense(nn.Module):
             self.register_buffer("kernel_scale", torch.ones(()))
         else:
             self.register_buffer("kernel", torch.zeros(in_features, units, dtype=torch.int8))
-            self.register_buffer("kernel_scale", torch.ones(units if groups is None else (groups, units)))
+            self.register_buffer(
+                "kernel_scale", torch.ones(units if groups is None else (groups, units))
+            )
             if groups is not None:
                 self.register_buffer("kernel_zero", torch.zeros(groups, units, dtype=torch.int8))
                 self.register_buffer("g_idx", torch.zeros(in_features))
@@ -507,7 +560,10 @@ HELPERS["KerasQuantizedDense"] = '''class KerasQuantizedDense(nn.Module):
         if self.compute_dtype is not None:
             x = x.to(self.compute_dtype)
         if self.mode == "float8":
-            y = torch.matmul(self._qdq(x, self.inputs_scale), self._qdq(self.kernel.to(x.dtype), self.kernel_scale))
+            y = torch.matmul(
+                self._qdq(x, self.inputs_scale),
+                self._qdq(self.kernel.to(x.dtype), self.kernel_scale),
+            )
             if self.bias is not None:
                 y = y + self.bias.to(torch.bfloat16).to(y.dtype)
             return y
@@ -531,20 +587,26 @@ HELPERS["KerasQuantizedDense"] = '''class KerasQuantizedDense(nn.Module):
 
 '''
 HELPERS["KerasQuantizedEmbedding"] = '''class KerasQuantizedEmbedding(nn.Module):
-    """Keras 3 int8/int4 quantized Embedding (keras/src/layers/core/embedding.py _int8_call, _int4_call):
-    the stored integer row of each id (int4 unpacked to int8 values in [-8, 7]), divided by the id's
-    embeddings_scale; int4 sub-channel: (row - zero[id, g_idx]) * scale[id, g_idx]. All in
-    compute_dtype ('bfloat16' under a mixed_bfloat16 policy: the scales autocast as in Keras)."""
+    """Keras 3 int8/int4 quantized Embedding (keras/src/layers/core/embedding.py _int8_call,
+    _int4_call): the stored integer row of each id (int4 unpacked to int8 values in [-8, 7]),
+    divided by the id's embeddings_scale; int4 sub-channel: (row - zero[id, g_idx]) * scale[id,
+    g_idx]. All in compute_dtype ('bfloat16' under a mixed_bfloat16 policy: the scales autocast as
+    in Keras)."""
 
     def __init__(self, input_dim, output_dim, groups=None, compute_dtype="float32"):
         super().__init__()
-        # float32: follow the module's own float dtype (net.double() works); else Keras's compute dtype
+        # float32: follow the module's own float dtype (net.double() works); else Keras's compute
+        # dtype
         self.compute_dtype = None if compute_dtype == "float32" else getattr(torch, compute_dtype)
         self.sub_channel = groups is not None
         self.register_buffer("embeddings", torch.zeros(input_dim, output_dim, dtype=torch.int8))
-        self.register_buffer("embeddings_scale", torch.ones(input_dim if groups is None else (input_dim, groups)))
+        self.register_buffer(
+            "embeddings_scale", torch.ones(input_dim if groups is None else (input_dim, groups))
+        )
         if groups is not None:
-            self.register_buffer("embeddings_zero", torch.zeros(input_dim, groups, dtype=torch.int8))
+            self.register_buffer(
+                "embeddings_zero", torch.zeros(input_dim, groups, dtype=torch.int8)
+            )
             self.register_buffer("g_idx", torch.zeros(output_dim))
 
     def forward(self, ids):
@@ -562,16 +624,24 @@ HELPERS["KerasQuantizedEmbedding"] = '''class KerasQuantizedEmbedding(nn.Module)
 HELPERS["KerasReversibleEmbedding"] = '''class KerasReversibleEmbedding(nn.Module):
     """keras.layers.ReversibleEmbedding (keras/src/layers/core/reversible_embedding.py).
 
-    forward(ids): the embeddings row of each id (quantized: as KerasQuantizedEmbedding);
-    forward(x, reverse=True): logits = x @ embeddings^T (tie_weights) or x @ reverse_embeddings,
-    optionally tanh(logits / cap) * cap. Quantized (int8/int4, _int8_call/_int4_call): x quantized per
-    row by AbsMaxQuantizer (x_scale = high / (max|x| + eps), round, clip) unless inputs_quantizer is
-    None; per-id scales: logits = (xq @ kernel) / (x_scale * scale), the integer product exact;
-    int4 groups: logits = (xq @ ((kernel - zero[g_idx]) * scale[g_idx])) / x_scale.
+    forward(ids): the embeddings row of each id (quantized: as KerasQuantizedEmbedding); forward(x,
+    reverse=True): logits = x @ embeddings^T (tie_weights) or x @ reverse_embeddings, optionally
+    tanh(logits / cap) * cap. Quantized (int8/int4, _int8_call/_int4_call): x quantized per row by
+    AbsMaxQuantizer (x_scale = high / (max|x| + eps), round, clip) unless inputs_quantizer is None;
+    per-id scales: logits = (xq @ kernel) / (x_scale * scale), the integer product exact; int4
+    groups: logits = (xq @ ((kernel - zero[g_idx]) * scale[g_idx])) / x_scale.
     """
 
-    def __init__(self, input_dim, output_dim, tie_weights=True, logit_soft_cap=None, mode=None, groups=None,
-                 inputs_quantizer=None):
+    def __init__(
+        self,
+        input_dim,
+        output_dim,
+        tie_weights=True,
+        logit_soft_cap=None,
+        mode=None,
+        groups=None,
+        inputs_quantizer=None,
+    ):
         super().__init__()
         self.tie_weights, self.logit_soft_cap, self.mode = tie_weights, logit_soft_cap, mode
         self.groups, self.inputs_quantizer = groups, inputs_quantizer
@@ -588,7 +658,9 @@ HELPERS["KerasReversibleEmbedding"] = '''class KerasReversibleEmbedding(nn.Modul
             self.register_buffer("g_idx", torch.zeros(d))
         if not tie_weights:
             self.register_buffer("reverse_embeddings", torch.zeros(d, n, dtype=torch.int8))
-            self.register_buffer("reverse_embeddings_scale", torch.ones(n if groups is None else (groups, n)))
+            self.register_buffer(
+                "reverse_embeddings_scale", torch.ones(n if groups is None else (groups, n))
+            )
             if groups is not None:
                 self.register_buffer("reverse_embeddings_zero", torch.zeros(groups, n))
 
@@ -599,12 +671,16 @@ HELPERS["KerasReversibleEmbedding"] = '''class KerasReversibleEmbedding(nn.Modul
         rows = self.embeddings[ids].to(self.embeddings_scale.dtype)
         if self.groups is not None:
             g = self.g_idx.long()
-            return (rows - self.embeddings_zero[ids][..., g].to(rows.dtype)) * self.embeddings_scale[ids][..., g]
+            return (
+                rows - self.embeddings_zero[ids][..., g].to(rows.dtype)
+            ) * self.embeddings_scale[ids][..., g]
         return rows / self.embeddings_scale[ids].unsqueeze(-1)
 
     def _reverse(self, x):
         if self.mode is None:
-            return torch.matmul(x, self.embeddings.t() if self.tie_weights else self.reverse_embeddings)
+            return torch.matmul(
+                x, self.embeddings.t() if self.tie_weights else self.reverse_embeddings
+            )
         if self.tie_weights:
             kernel, scale = self.embeddings.t(), self.embeddings_scale
             zero = self.embeddings_zero if self.groups is not None else None
@@ -640,21 +716,34 @@ HELPERS["KerasQuantizedEinsumDense"] = '''class KerasQuantizedEinsumDense(nn.Mod
 
     int8: with an inputs quantizer, xq = AbsMax(x) over the input's reduced axes (x_scale = high /
       (max|x| + eps), round half to even, clip); y = einsum(xq, kernel) (exact integer sums) /
-      (x_scale laid out as the output (transpose, expand, squeeze as Keras) * kernel_scale); without,
-      y = einsum(x, kernel) / kernel_scale.
+      (x_scale laid out as the output (transpose, expand, squeeze as Keras) * kernel_scale);
+      without, y = einsum(x, kernel) / kernel_scale.
     int4: kernel stored as (rows, ceil(columns/2)) signed nibbles (low first); unpacked to (rows,
-      columns), dequantized (/ scale per column, or (k - zero[g_idx]) * scale[g_idx] per row group) and
-      reshaped to the kernel shape; y = einsum(xq, w) / x_scale with an inputs quantizer (per column),
-      else einsum(x, w).
+      columns), dequantized (/ scale per column, or (k - zero[g_idx]) * scale[g_idx] per row group)
+      and reshaped to the kernel shape; y = einsum(xq, w) / x_scale with an inputs quantizer (per
+      column), else einsum(x, w).
     float8: y = einsum(qdq(x, inputs_scale), qdq(kernel, kernel_scale)); bias rounded to bfloat16.
     compute_dtype ('bfloat16' under mixed_bfloat16): inputs and float variables cast to it, as Keras
     autocasts them, and every step computed in it.
     """
 
-    def __init__(self, equation, mode, kernel_shape, stored, bias_shape=None, scale_shape=None, groups=None,
-                 inputs_quantizer=None, input_axes=None, kernel_reduced_axes=None, compute_dtype="float32"):
+    def __init__(
+        self,
+        equation,
+        mode,
+        kernel_shape,
+        stored,
+        bias_shape=None,
+        scale_shape=None,
+        groups=None,
+        inputs_quantizer=None,
+        input_axes=None,
+        kernel_reduced_axes=None,
+        compute_dtype="float32",
+    ):
         super().__init__()
-        # float32: follow the module's own float dtype (net.double() works); else Keras's compute dtype
+        # float32: follow the module's own float dtype (net.double() works); else Keras's compute
+        # dtype
         self.compute_dtype = None if compute_dtype == "float32" else getattr(torch, compute_dtype)
         self.equation, self.mode, self.kernel_shape = equation, mode, tuple(kernel_shape)
         self.groups, self.inputs_quantizer, self.input_axes = groups, inputs_quantizer, input_axes
@@ -702,8 +791,11 @@ HELPERS["KerasQuantizedEinsumDense"] = '''class KerasQuantizedEinsumDense(nn.Mod
         if self.compute_dtype is not None:
             x = x.to(self.compute_dtype)
         if self.mode == "float8":
-            y = torch.einsum(self.equation, self._qdq(x, self.inputs_scale),
-                             self._qdq(self.kernel.to(x.dtype), self.kernel_scale))
+            y = torch.einsum(
+                self.equation,
+                self._qdq(x, self.inputs_scale),
+                self._qdq(self.kernel.to(x.dtype), self.kernel_scale),
+            )
             return y if self.bias is None else y + self.bias.to(torch.bfloat16).to(y.dtype)
         kernel_scale = self.kernel_scale.to(x.dtype)
         if self.mode == "int8":
@@ -730,7 +822,8 @@ HELPERS["KerasQuantizedEinsumDense"] = '''class KerasQuantizedEinsumDense(nn.Mod
 
 '''
 HELPERS["KerasEinsumDense"] = '''class KerasEinsumDense(nn.Module):
-    """keras.layers.EinsumDense: einsum(equation, x, kernel) + bias, kernel and bias in Keras's layout."""
+    """keras.layers.EinsumDense: einsum(equation, x, kernel) + bias, kernel and bias in Keras's
+    layout."""
 
     def __init__(self, equation, kernel_shape, bias_shape=None):
         super().__init__()
@@ -744,8 +837,9 @@ HELPERS["KerasEinsumDense"] = '''class KerasEinsumDense(nn.Module):
 
 '''
 HELPERS["KerasStackedRNN"] = '''class KerasStackedRNN(nn.Module):
-    """keras.layers.RNN over a list of cells (StackedRNNCells): each cell's module runs over the whole
-    sequence in turn (same mask); go_backwards reverses the input (and mask) once, for the whole stack."""
+    """keras.layers.RNN over a list of cells (StackedRNNCells): each cell's module runs over the
+    whole sequence in turn (same mask); go_backwards reverses the input (and mask) once, for the
+    whole stack."""
 
     def __init__(self, cells, go_backwards=False):
         super().__init__()
@@ -772,11 +866,30 @@ HELPERS["KerasConvLSTM"] = '''class KerasConvLSTM(nn.Module):
     Masks, go_backwards and return_sequences follow Keras's RNN loop (as KerasRNNMixin).
     """
 
-    def __init__(self, rank, in_channels, filters, kernel_size, strides, dilation, same, bias, activation,
-                 recurrent_activation, go_backwards, return_sequences, zero_output_for_mask):
+    def __init__(
+        self,
+        rank,
+        in_channels,
+        filters,
+        kernel_size,
+        strides,
+        dilation,
+        same,
+        bias,
+        activation,
+        recurrent_activation,
+        go_backwards,
+        return_sequences,
+        zero_output_for_mask,
+    ):
         super().__init__()
         self.rank, self.filters = rank, filters
-        self.kernel_size, self.strides, self.dilation, self.same = kernel_size, strides, dilation, same
+        self.kernel_size, self.strides, self.dilation, self.same = (
+            kernel_size,
+            strides,
+            dilation,
+            same,
+        )
         self.kernel = nn.Parameter(torch.zeros(*kernel_size, in_channels, 4 * filters))
         self.recurrent_kernel = nn.Parameter(torch.zeros(*kernel_size, filters, 4 * filters))
         self.bias = nn.Parameter(torch.zeros(4 * filters)) if bias else None
@@ -809,14 +922,20 @@ HELPERS["KerasConvLSTM"] = '''class KerasConvLSTM(nn.Module):
             hw = self.conv(same_pad(h, self.kernel_size, ones, ones), rw)
             xi, xf, xc, xo = xw.chunk(4, 1)
             hi, hf, hc, ho = hw.chunk(4, 1)
-            i, f, o = keras_activation(self.rec_act, xi + hi), keras_activation(self.rec_act, xf + hf), keras_activation(self.rec_act, xo + ho)
+            i, f, o = (
+                keras_activation(self.rec_act, xi + hi),
+                keras_activation(self.rec_act, xf + hf),
+                keras_activation(self.rec_act, xo + ho),
+            )
             c_new = f * c + i * keras_activation(self.act, xc + hc)
             h_new = o * keras_activation(self.act, c_new)
             out, new = h_new, [h_new, c_new]
             if mask is not None:
                 m = mask[:, t].to(torch.bool).reshape(-1, *([1] * (r + 1)))
-                out = torch.where(m, out, torch.zeros_like(out) if self.zero_output_for_mask else prev)
-                new = [torch.where(m, n, s) for n, s in zip(new, states)]
+                out = torch.where(
+                    m, out, torch.zeros_like(out) if self.zero_output_for_mask else prev
+                )
+                new = [torch.where(m, n, states[j]) for j, n in enumerate(new)]
             states, prev = new, out
             outs.append(out)
         back = (0, *range(2, r + 2), 1)
@@ -835,14 +954,36 @@ HELPERS["KerasMultiHeadAttentionEinsum"] = '''class KerasMultiHeadAttentionEinsu
     before it and masked weights to 0 after it, as keras.layers.Softmax does. ``mask`` arrives
     already broadcastable to the scores."""
 
-    def __init__(self, q_dim, k_dim, v_dim, heads, key_dim, value_dim, out_shape, bias,
-                 proj_eq, dot_eq, combine_eq, out_eq, norm_dims):
+    def __init__(
+        self,
+        q_dim,
+        k_dim,
+        v_dim,
+        heads,
+        key_dim,
+        value_dim,
+        out_shape,
+        bias,
+        proj_eq,
+        dot_eq,
+        combine_eq,
+        out_eq,
+        norm_dims,
+    ):
         super().__init__()
         self.key_dim = key_dim
-        self.proj_eq, self.dot_eq, self.combine_eq, self.out_eq = proj_eq, dot_eq, combine_eq, out_eq
+        self.proj_eq, self.dot_eq, self.combine_eq, self.out_eq = (
+            proj_eq,
+            dot_eq,
+            combine_eq,
+            out_eq,
+        )
         self.norm_dims = tuple(norm_dims)
-        for name, shape in (("query", (q_dim, heads, key_dim)), ("key", (k_dim, heads, key_dim)),
-                            ("value", (v_dim, heads, value_dim))):
+        for name, shape in (
+            ("query", (q_dim, heads, key_dim)),
+            ("key", (k_dim, heads, key_dim)),
+            ("value", (v_dim, heads, value_dim)),
+        ):
             setattr(self, name + "_kernel", nn.Parameter(torch.zeros(shape)))
             setattr(self, name + "_bias", nn.Parameter(torch.zeros(shape[1:])) if bias else None)
         self.output_kernel = nn.Parameter(torch.zeros((heads, value_dim) + tuple(out_shape)))
@@ -854,7 +995,7 @@ HELPERS["KerasMultiHeadAttentionEinsum"] = '''class KerasMultiHeadAttentionEinsu
 
     def forward(self, query, value, key=None, mask=None):
         key = value if key is None else key
-        q = self._proj(query, self.query_kernel, self.query_bias) * (1.0 / self.key_dim ** 0.5)
+        q = self._proj(query, self.query_kernel, self.query_bias) * (1.0 / self.key_dim**0.5)
         k = self._proj(key, self.key_kernel, self.key_bias)
         v = self._proj(value, self.value_kernel, self.value_bias)
         scores = torch.einsum(self.dot_eq, k, q)
@@ -873,3 +1014,18 @@ HELPERS["KerasMultiHeadAttentionEinsum"] = '''class KerasMultiHeadAttentionEinsu
         return out, scores
 
 '''
+
+for _n in (1, 2, 3):
+    HELPERS[f"KerasBatchNorm{_n}d"] = (
+        f"class KerasBatchNorm{_n}d(_KerasBatchNorm, nn.BatchNorm{_n}d):\n    pass\n"
+    )
+
+#: helpers whose source uses another helper: that one is emitted first
+HELPER_DEPS = {
+    "KerasBatchNorm1d": ("KerasBatchNorm",),
+    "KerasBatchNorm2d": ("KerasBatchNorm",),
+    "KerasBatchNorm3d": ("KerasBatchNorm",),
+    "KerasSimpleRNN": ("KerasRNN",),
+    "KerasLSTM": ("KerasRNN",),
+    "KerasGRU": ("KerasRNN",),
+}

@@ -191,7 +191,7 @@ def _emit_mha(e):
         mask = None
         if parts:
             mask = e.temp("mask")
-            e.line(f"{mask} = " + " & ".join(f"({p})" if " " in p else p for p in parts))
+            e.line(f"{mask} = " + " & ".join(_grouped(p) if len(parts) > 1 else p for p in parts))
         e.gen.helpers.add("KerasMultiHeadAttention")
         m = e.module(f"KerasMultiHeadAttention({qd}, {kd}, {vd}, {heads}, {key_dim}, {value_dim}, {out_dim}, "
                      f"bias={bool(cfg.get('use_bias', True))})")
@@ -205,7 +205,7 @@ def _emit_mha(e):
         mask = None
         if parts:
             mask = e.temp("mask")
-            e.line(f"{mask} = " + " & ".join(f"({p})" if " " in p else p for p in parts))
+            e.line(f"{mask} = " + " & ".join(_grouped(p) if len(parts) > 1 else p for p in parts))
             # _masked_softmax: singleton axes inserted before the 2 * len(attention_axes) last ones.
             mrank = max(ranks)
             if mrank > scores_rank:
@@ -287,3 +287,14 @@ def _emit_attention(e):
     e.output(out, mask=q_mask)
     if e.call.kwargs.get("return_attention_scores"):
         e.output(w, index=1, mask=None)
+
+
+def _grouped(expr: str) -> str:
+    """``expr`` in parentheses when it has an operator outside brackets (an operand of ``&``)."""
+    depth = 0
+    for c in expr:
+        depth += c in "([{"
+        depth -= c in ")]}"
+        if c == " " and depth == 0:
+            return f"({expr})"
+    return expr

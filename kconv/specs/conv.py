@@ -238,8 +238,10 @@ def _conv_args(e, n):
 
 
 def _conv_src(n, cin, cout, k, s, pad, d, groups, bias) -> str:
-    return (f"nn.Conv{n}d({cin}, {cout}, kernel_size={k}, stride={s}, padding={pad}, dilation={d}, "
-            f"groups={groups}, bias={bias})")
+    from ..emit.codegen import CONV_DEFAULTS, ctor
+
+    return ctor(f"nn.Conv{n}d", cin, cout, k, stride=s, padding=pad, dilation=d, groups=groups, bias=bias,
+                defaults=CONV_DEFAULTS)
 
 
 def _emit_conv(n, kind="conv"):
@@ -258,7 +260,7 @@ def _emit_conv(n, kind="conv"):
         else:
             e.gen.helpers.add("SeparableConv")
             src = (f"SeparableConv({_conv_src(n, cin, cin * mult, k, s, pad, d, cin, False)}, "
-                   f"nn.Conv{n}d({cin * mult}, {int(e.cfg['filters'])}, kernel_size=1, bias={bias}))")
+                   f"{_conv_src(n, cin * mult, int(e.cfg['filters']), 1, 1, 0, 1, 1, bias)})")
         e.output(f"{e.module(src)}({x})", layout=e.conv_layout(), activation=True)
 
     return emit
@@ -283,8 +285,11 @@ def _emit_transpose(n):
             op.append(extra)
             start = (full - o) // 2 if (full > o and e.cfg.get("padding") == "same") else 0
             crops.append((start, o))
-        m = e.module(f"nn.ConvTranspose{n}d({cin}, {int(e.cfg['filters'])}, kernel_size={k}, stride={s}, "
-                     f"output_padding={tuple(op)}, dilation={d}, bias={bool(e.cfg.get('use_bias', True))})")
+        from ..emit.codegen import CONV_DEFAULTS, ctor
+
+        m = e.module(ctor(f"nn.ConvTranspose{n}d", cin, int(e.cfg["filters"]), k, stride=s,
+                          output_padding=tuple(op), dilation=d, bias=bool(e.cfg.get("use_bias", True)),
+                          defaults=CONV_DEFAULTS))
         y = f"{m}({e.input(0, e.conv_layout())})"
         full_sizes = [(i - 1) * ss + (kk - 1) * dd + 1 + p for i, kk, ss, dd, p in zip(dims, k, s, d, op)]
         if any(st != 0 or o != f for (st, o), f in zip(crops, full_sizes)):

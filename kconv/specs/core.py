@@ -420,7 +420,8 @@ def _emit_dense(e):
     if _qmode(e.cfg):
         _emit_quantized_dense(e, _qmode(e.cfg), x, int(n_in))
         return
-    m = e.module(f"nn.Linear({int(n_in)}, {int(e.cfg['units'])}, bias={bool(e.cfg.get('use_bias', True))})")
+    bias = "" if e.cfg.get("use_bias", True) else ", bias=False"
+    m = e.module(f"nn.Linear({int(n_in)}, {int(e.cfg['units'])}{bias})")
     e.output(f"{m}({x})", activation=True)
 
 

@@ -124,11 +124,14 @@ def _emit_bn(e):
     # `if training and self.trainable`).
     frozen = not e.layer.trainable or (bool(e.layer.weights) and not any(w.trainable for w in e.layer.weights)
                                        and (e.cfg.get("scale", True) or e.cfg.get("center", True)))
-    e.gen.helpers.add("KerasBatchNorm")
+    e.gen.helpers.add(f"KerasBatchNorm{dim}d")
     extra = ", frozen=True" if frozen else ""
     if e.cfg.get("renorm"):
         extra += f", renorm={_renorm_args(e)!r}"
-    m = e.module(f"KerasBatchNorm{dim}d({int(c)}, eps={eps!r}, momentum={momentum!r}{extra})")
+    from ..emit.codegen import BN_DEFAULTS, ctor
+
+    m = e.module(ctor(f"KerasBatchNorm{dim}d", int(c), eps=eps, momentum=momentum, defaults=BN_DEFAULTS)[:-1]
+                 + f"{extra})")
     e.default_ok("num_batches_tracked")
     if not e.cfg.get("scale", True):
         e.default_ok("weight")  # torch initialises weight to 1: Keras scale=False
@@ -175,7 +178,9 @@ def _emit_bn_axes(e, axes, rank):
         c *= int(d)
     eps = float(e.cfg.get("epsilon", 1e-3))
     momentum = round(1.0 - float(e.cfg.get("momentum", 0.99)), 12)
-    m = e.module(f"nn.BatchNorm1d({c}, eps={eps!r}, momentum={momentum!r})")
+    from ..emit.codegen import BN_DEFAULTS, ctor
+
+    m = e.module(ctor("nn.BatchNorm1d", c, eps=eps, momentum=momentum, defaults=BN_DEFAULTS))
     e.default_ok("num_batches_tracked")
     if not e.cfg.get("scale", True):
         e.default_ok("weight")
@@ -183,9 +188,10 @@ def _emit_bn_axes(e, axes, rank):
         e.default_ok("bias")
     x = e.input(0, "keras")
     src, dst = tuple(axes), tuple(range(1, len(axes) + 1))
-    moved = f"{x}.movedim({src}, {dst})"
-    y = f"{m}({moved}.reshape({moved}.shape[0], {c}, -1)).reshape({moved}.shape)"
-    e.output(f"{y}.movedim({dst}, {src})")
+    moved, y = e.temp("moved"), e.temp("flat")
+    e.line(f"{moved} = {x}.movedim({src}, {dst})")
+    e.line(f"{y} = {m}({moved}.reshape({moved}.shape[0], {c}, -1))")
+    e.output(f"{y}.reshape({moved}.shape).movedim({dst}, {src})")
 
 
 def _trailing_layout(e, axes, rank):
@@ -215,7 +221,7 @@ def _emit_ln(e):
     elif not (scale or center):
         m = e.module(f"nn.LayerNorm({shape}, eps={eps!r}, elementwise_affine=False)")
     else:
-        m = e.module(f"nn.LayerNorm({shape}, eps={eps!r}, bias={bool(center)})")
+        m = e.module(f"nn.LayerNorm({shape}, eps={eps!r}{'' if center else ', bias=False'})")
         if not scale:
             e.default_ok("weight")
     layout = _trailing_layout(e, axes, rank)

@@ -277,7 +277,7 @@ def _rnn_module(e, cls, cfg, input_size, zero_output_for_mask):
     keras = (f"go_backwards={bool(cfg.get('go_backwards', False))}, "
              f"return_sequences={bool(cfg.get('return_sequences', False))}, "
              f"zero_output_for_mask={bool(zero_output_for_mask)}{_dropout_args(cls, cfg)}")
-    e.gen.helpers.add("KerasRNN")
+    e.gen.helpers.add(f"Keras{cls}")
     if cls == "SimpleRNN":
         fast = act in ("tanh", "relu")
         nl = f", nonlinearity={act!r}" if act == "relu" else ""

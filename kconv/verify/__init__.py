@@ -383,7 +383,7 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
                 else:
                     got = torch_side.run(net, xs, channels_first=channels_first, device=device)
         except Exception as e:  # the converted model does not run here: a failed verification, not a crash
-            failed = _torch_failure(e, device)
+            failed = _torch_failure(e, device, _var_layers(ir, channels_first))
             notes.append(failed)
             got, training = [], False
         outputs = []
@@ -410,7 +410,8 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
                 with prec:
                     torch_side.run(tnet, xs, channels_first=channels_first, device=device, trace=mod.TRACE)
             except Exception as e:
-                trace_failed = (torch_side.failing_layer(e), _torch_failure(e, device))
+                layers_of = _var_layers(ir, channels_first)
+                trace_failed = (torch_side.failing_layer(e, layers_of), _torch_failure(e, device, layers_of))
             with progress.task("tracing every Keras layer"):
                 k_values = keras_side.layer_outputs(keras_model, xs, notes=notes)
             layers = []
@@ -440,10 +441,22 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
                         reference=ref_label, layers=layers, trace=trace_how, notes=notes, precision=prec.label)
 
 
-def _torch_failure(exc: BaseException, device: str) -> str:
+def _var_layers(ir, channels_first: bool) -> dict:
+    """{forward variable: (Keras layer, class)} of the code kconv generates for ``ir`` ({} if none)."""
+    from ..emit.codegen import Generator
+
+    gen = Generator(ir, channels_first_io=channels_first)
+    try:
+        gen.generate()
+    except Exception:  # naming the layer is a courtesy: never a second failure
+        return {}
+    return gen.var_layers
+
+
+def _torch_failure(exc: BaseException, device: str, var_layers: dict | None = None) -> str:
     from . import torch_side
 
-    where = torch_side.failing_layer(exc)
+    where = torch_side.failing_layer(exc, var_layers)
     msg = " ".join(str(exc).split())[:300]
     return (f"the converted model raised {type(exc).__name__} on {device}" + (f" in layer {where}" if where else "")
             + f": {msg}")

@@ -222,9 +222,11 @@ class precision:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
 
 
-def failing_layer(exc: BaseException) -> str:
-    """'name (Class)' of the emitted layer whose line raised ``exc`` (from the traceback: the deepest
-    frame in the emitted model.py, and the '# name: Class' comment above its line), or ''."""
+def failing_layer(exc: BaseException, var_layers: dict | None = None) -> str:
+    """'name (Class)' of the emitted layer whose line raised ``exc``, or ''. The line is the deepest
+    frame in the emitted model.py; its layer is the first forward variable assigned from there on
+    that ``var_layers`` ({variable: (Keras layer, class)}, from the Generator) knows, or a
+    '# name: Class' comment above it (what kconv wrote before it stopped emitting them)."""
     import linecache
     import re
 
@@ -237,6 +239,14 @@ def failing_layer(exc: BaseException) -> str:
     if found is None:
         return ""
     fname, line = found
+    for n in range(line, line + 200):
+        text = linecache.getline(fname, n)
+        if not text or text.lstrip().startswith(("def ", "return ")):
+            break
+        m = re.match(r"\s*([A-Za-z_]\w*)(?:, [A-Za-z_]\w*)* = ", text)
+        if m and var_layers and m.group(1) in var_layers:
+            name, cls = var_layers[m.group(1)]
+            return f"{name} ({cls})"
     for n in range(line, 0, -1):
         m = re.match(r"\s*# (.+?): (\S+)", linecache.getline(fname, n))
         if m:
