@@ -6,6 +6,7 @@ the other layout (the edges of a conv stack, Flatten, axis-bound ops that cannot
 """
 from __future__ import annotations
 
+import builtins
 import re
 from dataclasses import dataclass, field
 
@@ -185,12 +186,16 @@ class Emit:
     def line(self, code: str):
         self.cls.forward.append(code)
 
-    def var(self, index: int = 0) -> str:
-        """The forward-local variable holding output ``index`` of this call (unique in the class)."""
+    def var(self, index: int = 0, suffix: str = "") -> str:
+        """The forward-local variable holding output ``index`` of this call (unique in the class);
+        ``suffix`` names it ``<layer>_<suffix>`` (a returned state: ``lstm_h``)."""
         key = (self.layer.name, self.node, index)
         if key not in self.cls.varnames:
-            base = identifier(self.layer.name)
-            cand = base if (self.node, index) == (0, 0) else f"{base}_{self.node}_{index}"
+            base = local_name(self.layer.name)
+            if suffix:
+                base = cand = f"{base}_{suffix}" if self.node == 0 else f"{base}_{self.node}_{suffix}"
+            else:
+                cand = base if (self.node, index) == (0, 0) else f"{base}_{self.node}_{index}"
             i = 1
             while cand in self.cls.used_vars:
                 cand = f"{base}_v{i}"
@@ -378,7 +383,7 @@ class Generator:
         cf_io = top and self.channels_first_io
         for ref in model.inputs:
             layer = model.layer(ref.layer)
-            arg = attrs[layer.name]
+            arg = attrs[layer.name] + ("_" if attrs[layer.name] in _BUILTINS else "")
             cls.args.append(arg)
             cls.used_vars.add(arg)
             cls.varnames[(ref.layer, ref.node, ref.index)] = arg
@@ -561,6 +566,16 @@ def ctor(cls: str, *args, defaults: dict | None = None, **kwargs) -> str:
 
 CONV_DEFAULTS = dict(stride=1, padding=0, dilation=1, groups=1, bias=True, output_padding=0)
 BN_DEFAULTS = dict(eps=1e-5, momentum=0.1)
+
+
+_BUILTINS = frozenset(dir(builtins))
+
+
+def local_name(name: str) -> str:
+    """A forward-local variable for Keras name ``name``: its identifier, not shadowing a builtin
+    (a layer named 'any' gives ``any_``)."""
+    ident = identifier(name)
+    return ident + "_" if ident in _BUILTINS else ident
 
 
 def _norm(text: str) -> str:

@@ -75,25 +75,28 @@ def wrap(stmt: str, indent: str, suffix: str = "") -> list[str]:
         return [indent + stmt + suffix]
     if stmt.endswith(":") and not suffix:
         return wrap(stmt[:-1], indent, ":")
-    closes = [i for i, c, d in _scan(stmt) if c in _CLOSE and d == 0]
+    lead = len(stmt) - len(stmt.lstrip(_CLOSE))  # a tail ') / f(x)' continues an earlier split
+    rest = stmt[lead:]
+    closes = [i for i, c, d in _scan(rest) if c in _CLOSE and d == 0]
     for close in reversed(closes):
-        o = _matching_open(stmt, close)
+        o = _matching_open(rest, close)
         if o is None:
             break
+        o, close = o + lead, close + lead
         head, body, tail = stmt[: o + 1], stmt[o + 1 : close], stmt[close:]
-        if len(indent) + len(head) > WIDTH or len(indent) + len(tail) + len(suffix) > WIDTH:
+        if len(indent) + len(head) > WIDTH:
             continue
+        tail_lines = wrap(tail, indent, suffix)  # ') / other(...)': split the same way
         inner = indent + "    "
         items = _items(body)
         if len(inner) + len(body.strip()) <= WIDTH and not body.rstrip().endswith(","):
-            return [indent + head, inner + body.strip(), indent + tail + suffix]
+            return [indent + head, inner + body.strip(), *tail_lines]
         lines = [indent + head]
         if close == ")" and len(items) == 1 and not body.rstrip().endswith(",") and not _is_call(head):
-            return lines + wrap(items[0], inner) + [indent + tail + suffix]  # parentheses that group
+            return lines + wrap(items[0], inner) + tail_lines  # parentheses that group
         for item in items:
             lines += wrap(item, inner, ",")
-        lines.append(indent + tail + suffix)
-        return lines
+        return lines + tail_lines
     return [indent + stmt + suffix]
 
 

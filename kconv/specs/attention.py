@@ -193,7 +193,8 @@ def _emit_mha(e):
             mask = e.temp("mask")
             e.line(f"{mask} = " + " & ".join(_grouped(p) if len(parts) > 1 else p for p in parts))
         e.gen.helpers.add("KerasMultiHeadAttention")
-        m = e.module(f"KerasMultiHeadAttention({qd}, {kd}, {vd}, {heads}, {key_dim}, {value_dim}, {out_dim}, "
+        m = e.module(f"KerasMultiHeadAttention(q_dim={qd}, k_dim={kd}, v_dim={vd}, heads={heads}, "
+                     f"key_dim={key_dim}, value_dim={value_dim}, out_dim={out_dim}, "
                      f"bias={bool(cfg.get('use_bias', True))})")
     else:
         out_shape = out_shape or (int(qd),)
@@ -217,20 +218,25 @@ def _emit_mha(e):
                 idx = ", ".join(["..."] + ["None"] * (scores_rank - mrank) + [":"] * (2 * n))
                 e.line(f"{mask} = {mask}[{idx}]")
         e.gen.helpers.add("KerasMultiHeadAttentionEinsum")
-        m = e.module(f"KerasMultiHeadAttentionEinsum({qd}, {kd}, {vd}, {heads}, {key_dim}, {value_dim}, "
-                     f"{out_shape!r}, bias={bool(cfg.get('use_bias', True))}, proj_eq={proj_eq!r}, "
+        m = e.module(f"KerasMultiHeadAttentionEinsum(q_dim={qd}, k_dim={kd}, v_dim={vd}, heads={heads}, "
+                     f"key_dim={key_dim}, value_dim={value_dim}, out_shape={out_shape!r}, "
+                     f"bias={bool(cfg.get('use_bias', True))}, proj_eq={proj_eq!r}, "
                      f"dot_eq={dot_eq!r}, combine_eq={combine_eq!r}, out_eq={out_eq!r}, "
                      f"norm_dims={norm_dims!r})")
-    tmp = e.temp("run")
     # Keras 3.15 takes ops.dot_product_attention for rank-3 inputs without dropout or returned scores:
     # a fully masked query row then attends uniformly. The explicit path (_masked_softmax -> Softmax)
     # zeroes it instead (keras/src/layers/attention/multi_head_attention.py _compute_attention).
     explicit = general or float(cfg.get("dropout") or 0) > 0 or bool(e.call.kwargs.get("return_attention_scores"))
     extra = "" if explicit or not mask else ", zero_masked_rows=False"
-    e.line(f"{tmp} = {m}({q}, {v}, {k if k is not None else 'None'}, {mask or 'None'}{extra})")
-    e.output(f"{tmp}[0]", mask=q_mask)
+    args = "".join([f", key={k}" if k is not None else "", f", mask={mask}" if mask else "", extra])
+    call = f"{m}({q}, {v}{args})"
     if e.call.kwargs.get("return_attention_scores"):
-        e.output(f"{tmp}[1]", index=1, mask=None)
+        scores = e.var(1, suffix="scores")
+        e.line(f"{e.var(0)}, {scores} = {call}")
+        e.output(e.var(0), mask=q_mask)
+        e.output(scores, index=1, mask=None)
+    else:
+        e.output(f"{call}[0]", mask=q_mask)
 
 
 @emits("Attention", "AdditiveAttention")

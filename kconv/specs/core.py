@@ -701,7 +701,25 @@ def _emit_rescaling(e):
         e.output(f"{e.input(0)} * {s} + {o}")
         return
     x = e.input(0, None)
-    e.output(f"{x} * {_num(scale)} + {_num(offset)}", layout=e.layout(0))
+    e.output(_scaled(x, float(scale), float(offset)), layout=e.layout(0))
+
+
+def _scaled(x: str, scale: float, offset: float) -> str:
+    """``x * scale + offset`` as a person writes it: ``x * (1 / 255)`` for 0.00392156862745098 (the
+    same double), no ``* 1.0`` or ``+ 0.0``."""
+    expr = x
+    if scale != 1.0:
+        inv = 1.0 / scale if scale else 0.0
+        inv_src = repr(int(inv)) if inv.is_integer() and abs(inv) < 1e6 else repr(inv)
+        if scale and len(repr(scale)) > 8 and len(inv_src) <= 7 and 1.0 / float(inv_src) == scale:
+            expr = f"{x} * (1 / {inv_src})"
+        else:
+            expr = f"{x} * {_num(scale)}"
+    if offset > 0:
+        expr += f" + {_num(offset)}"
+    elif offset < 0:
+        expr += f" - {_num(-offset)}"
+    return expr
 
 
 def _flat(v):

@@ -303,9 +303,27 @@ def _initial_state(e):
     return "[" + ", ".join(init) + "]"
 
 
-def _mask_arg(e):
-    m = e.mask(0)
-    return "None" if m is None else m
+def _call(e, m, x):
+    """``m(x, mask=..., initial_state=...)``, the keyword arguments only where given."""
+    args = [x]
+    if e.mask(0) is not None:
+        args.append(f"mask={e.mask(0)}")
+    if _initial_state(e) != "None":
+        args.append(f"initial_state={_initial_state(e)}")
+    return f"{m}({', '.join(args)})"
+
+
+_STATE_NAMES = {1: ("h",), 2: ("h", "c")}
+
+
+def _outputs_with_states(e, call, n_states, back="", out_mask=None):
+    """``y, (y_h, y_c) = call``: the output and the returned states, named."""
+    names = [e.var(i + 1, suffix=s) for i, s in enumerate(_STATE_NAMES[n_states])]
+    y = e.var(0) if not back else e.temp("seq")
+    e.line(f"{y}, ({', '.join(names)},) = {call}" if n_states == 1 else f"{y}, ({', '.join(names)}) = {call}")
+    e.output(f"{y}{back}", mask=out_mask)
+    for i, name in enumerate(names):
+        e.output(name, index=i + 1, mask=None)
 
 
 @emits("SimpleRNN", "LSTM", "GRU")
@@ -324,16 +342,12 @@ def _emit_rnn(e):
             e.unsupported("time_major=True with a mask or an initial_state")
         x = f"{x}.transpose(0, 1)"
         back = ".transpose(0, 1)" if cfg.get("return_sequences") else ""
-    call = f"{m}({x}, {_mask_arg(e)}, {_initial_state(e)})"
+    call = _call(e, m, x)
     out_mask = mask if cfg.get("return_sequences") else None
     if not cfg.get("return_state"):
         e.output(f"{call}[0]{back}", mask=out_mask)
         return
-    tmp = e.temp("run")
-    e.line(f"{tmp} = {call}")
-    e.output(f"{tmp}[0]{back}", mask=out_mask)
-    for i in range(_N_STATES[cls]):
-        e.output(f"{tmp}[1][{i}]", index=i + 1, mask=None)
+    _outputs_with_states(e, call, _N_STATES[cls], back, out_mask)
 
 
 @emits("RNN")
@@ -375,16 +389,12 @@ def _emit_rnn_cell(e):
 def _emit_recurrent(e, source, n_states, seq, return_state, module=None):
     m = module or e.module(source)
     mask = e.mask(0)
-    call = f"{m}({e.input(0)}, {_mask_arg(e)}, {_initial_state(e)})"
+    call = _call(e, m, e.input(0))
     out_mask = mask if seq else None
     if not return_state:
         e.output(f"{call}[0]", mask=out_mask)
         return
-    tmp = e.temp("run")
-    e.line(f"{tmp} = {call}")
-    e.output(f"{tmp}[0]", mask=out_mask)
-    for i in range(n_states):
-        e.output(f"{tmp}[1][{i}]", index=i + 1, mask=None)
+    _outputs_with_states(e, call, n_states, "", out_mask)
 
 
 @emits("Bidirectional")
@@ -404,7 +414,7 @@ def _emit_bidirectional(e):
     m = e.module(f"KerasBidirectional({fwd}, {bwd}, merge_mode={merge!r}, return_sequences={seq})")
     mask = e.mask(0)
     tmp = e.temp("run")
-    e.line(f"{tmp} = {m}({e.input(0)}, {_mask_arg(e)}, {_initial_state(e)})")
+    e.line(f"{tmp} = {_call(e, m, e.input(0))}")
     out_mask = mask if seq else None
     n_out = 2 if merge is None else 1
     for i in range(n_out):

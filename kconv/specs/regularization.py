@@ -48,7 +48,7 @@ def _emit_dropout(e):
     # noise_shape: Keras shape of the dropout mask (None = the input's size), in Keras layout.
     dims = tuple(None if d is None else int(d) for d in noise_shape)
     e.gen.helpers.add("NoiseShapeDropout")
-    m = e.module(f"NoiseShapeDropout({_rate(e)!r}, {dims})")
+    m = e.module(f"NoiseShapeDropout({_rate(e)!r}, noise_shape={dims})")
     e.output(f"{m}({e.input(0, 'keras')})")
 
 
@@ -63,7 +63,7 @@ def _emit_spatial(e):
         else:
             shape = (None, None, *([1] * (rank - 2)))
         e.gen.helpers.add("NoiseShapeDropout")
-        m = e.module(f"NoiseShapeDropout({_rate(e)!r}, {shape})")
+        m = e.module(f"NoiseShapeDropout({_rate(e)!r}, noise_shape={shape})")
         e.output(f"{m}({e.input(0, 'keras')})")
         return
     m = e.module(f"nn.Dropout{n}d({_rate(e)!r})")  # channels at dim 1 of the cf layout

@@ -104,15 +104,22 @@ def _emit_flatten(e):
 
 @emits("Reshape")
 def _emit_reshape(e):
-    target = tuple(int(v) for v in e.cfg["target_shape"])
-    e.output(f"{e.input(0, 'keras')}.reshape(-1, *{target})" if -1 not in target
-             else f"{e.input(0, 'keras')}.reshape({e.input(0, 'keras')}.shape[0], *{target})")
+    target = [int(v) for v in e.cfg["target_shape"]]
+    out = e.out_shapes[0] if e.out_shapes else None
+    if -1 in target and out is not None and len(out) == len(target) + 1 and None not in out[1:]:
+        target = [int(d) for d in out[1:]]  # the size Keras inferred: an empty batch reshapes too
+    x = e.input(0, "keras")
+    if not x.isidentifier():
+        t = e.temp("in")
+        e.line(f"{t} = {x}")
+        x = t
+    e.output(f"{x}.reshape({x}.shape[0], {', '.join(str(d) for d in target)})")
 
 
 @emits("Permute")
 def _emit_permute(e):
     dims = tuple(int(d) for d in e.cfg["dims"])
-    e.output(f"{e.input(0, 'keras')}.permute(0, *{dims})")
+    e.output(f"{e.input(0, 'keras')}.permute(0, {', '.join(str(d) for d in dims)})")
 
 
 @emits("RepeatVector")

@@ -243,7 +243,7 @@ def failing_layer(exc: BaseException, var_layers: dict | None = None) -> str:
         text = linecache.getline(fname, n)
         if not text or text.lstrip().startswith(("def ", "return ")):
             break
-        m = re.match(r"\s*([A-Za-z_]\w*)(?:, [A-Za-z_]\w*)* = ", text)
+        m = re.match(r"\s*([A-Za-z_]\w*)[\w ,()]* = ", text)
         if m and var_layers and m.group(1) in var_layers:
             name, cls = var_layers[m.group(1)]
             return f"{name} ({cls})"

@@ -150,8 +150,8 @@ class Model(nn.Module):
         self.dense_1 = nn.Linear(32, 2)
 
     def forward(self, sequential_input):
-        convlstm2d_1 = self.convlstm2d_1(sequential_input, None, None)[0]
-        convlstm2d_2 = self.convlstm2d_2(convlstm2d_1, None, None)[0]
+        convlstm2d_1 = self.convlstm2d_1(sequential_input)[0]
+        convlstm2d_2 = self.convlstm2d_2(convlstm2d_1)[0]
         flatten_1 = convlstm2d_2.flatten(1)
         dense_1 = self.dense_1(flatten_1)
         return dense_1

@@ -316,7 +316,7 @@ class Model(nn.Module):
         self.dense_2 = nn.Linear(78, 2)
 
     def forward(self, seq, img, steps):
-        bidirectional_1_run = self.bidirectional_1(seq, None, None)
+        bidirectional_1_run = self.bidirectional_1(seq)
         bidirectional_1 = bidirectional_1_run[0][0]
         atrousconvolution2d_1 = self.atrousconvolution2d_1(img)
         timedistributed_1_in = steps
@@ -326,7 +326,7 @@ class Model(nn.Module):
             timedistributed_1_in.shape[1],
             *timedistributed_1_layer.shape[1:],
         )
-        bidirectional_2_run = self.bidirectional_2(bidirectional_1, None, None)
+        bidirectional_2_run = self.bidirectional_2(bidirectional_1)
         bidirectional_2 = bidirectional_2_run[0][0]
         flatten_1 = atrousconvolution2d_1.flatten(1)
         flatten_2 = timedistributed_1.flatten(1)

@@ -281,8 +281,8 @@ class Model(nn.Module):
     def forward(self, sequential_input):
         emb_0 = self.emb_0(sequential_input.long())
         conv_1 = self.conv_1(emb_0.permute(0, 2, 1))
-        rnn_2 = self.rnn_2(conv_1.permute(0, 2, 1), None, None)[0]
-        lstm_3 = self.lstm_3(rnn_2, None, None)[0]
-        gru_4 = self.gru_4(lstm_3, None, None)[0]
+        rnn_2 = self.rnn_2(conv_1.permute(0, 2, 1))[0]
+        lstm_3 = self.lstm_3(rnn_2)[0]
+        gru_4 = self.gru_4(lstm_3)[0]
         out_5 = self.out_5(gru_4)
         return out_5

@@ -314,9 +314,9 @@ class Model(nn.Module):
     def forward(self, input_1):
         embedding_1_mask = input_1 != 0
         embedding_1 = self.embedding_1(input_1.long())
-        gru_1 = self.gru_1(embedding_1, embedding_1_mask, None)[0]
-        bidirectional_1_run = self.bidirectional_1(gru_1, embedding_1_mask, None)
+        gru_1 = self.gru_1(embedding_1, mask=embedding_1_mask)[0]
+        bidirectional_1_run = self.bidirectional_1(gru_1, mask=embedding_1_mask)
         bidirectional_1 = bidirectional_1_run[0][0]
-        lstm_1 = self.lstm_1(bidirectional_1, embedding_1_mask, None)[0]
+        lstm_1 = self.lstm_1(bidirectional_1, mask=embedding_1_mask)[0]
         dense_1 = self.dense_1(lstm_1)
         return dense_1

@@ -249,7 +249,7 @@ class Model(nn.Module):
     def forward(self, sequential_input):
         embedding_1_mask = sequential_input != 0
         embedding_1 = self.embedding_1(sequential_input.long())
-        gru_1 = self.gru_1(embedding_1, embedding_1_mask, None)[0]
-        lstm_1 = self.lstm_1(gru_1, embedding_1_mask, None)[0]
+        gru_1 = self.gru_1(embedding_1, mask=embedding_1_mask)[0]
+        lstm_1 = self.lstm_1(gru_1, mask=embedding_1_mask)[0]
         dense_1 = self.dense_1(lstm_1)
         return dense_1

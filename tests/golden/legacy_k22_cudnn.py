@@ -292,8 +292,8 @@ class Model(nn.Module):
         self.dense_1 = nn.Linear(4, 3)
 
     def forward(self, input_1):
-        cu_dnnlstm_1 = self.cu_dnnlstm_1(input_1, None, None)[0]
-        bidirectional_1_run = self.bidirectional_1(cu_dnnlstm_1, None, None)
+        cu_dnnlstm_1 = self.cu_dnnlstm_1(input_1)[0]
+        bidirectional_1_run = self.bidirectional_1(cu_dnnlstm_1)
         bidirectional_1 = bidirectional_1_run[0][0]
         dense_1 = self.dense_1(bidirectional_1)
         return dense_1

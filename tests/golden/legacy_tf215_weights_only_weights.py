@@ -297,8 +297,8 @@ class Model(nn.Module):
     def forward(self, input_1):
         embedding_mask = input_1 != 0
         embedding = self.embedding(input_1.long())
-        bidirectional_run = self.bidirectional(embedding, embedding_mask, None)
+        bidirectional_run = self.bidirectional(embedding, mask=embedding_mask)
         bidirectional = bidirectional_run[0][0]
-        lstm = self.lstm(bidirectional, embedding_mask, None)[0]
+        lstm = self.lstm(bidirectional, mask=embedding_mask)[0]
         dense = self.dense(lstm)
         return dense

@@ -247,7 +247,7 @@ class Model(nn.Module):
     def forward(self, input_1):
         embedding_mask = input_1 != 0
         embedding = self.embedding(input_1.long())
-        lstm = self.lstm(embedding, embedding_mask, None)[0]
-        gru = self.gru(lstm, embedding_mask, None)[0]
+        lstm = self.lstm(embedding, mask=embedding_mask)[0]
+        gru = self.gru(lstm, mask=embedding_mask)[0]
         dense = self.dense(gru)
         return dense

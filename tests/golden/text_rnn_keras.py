@@ -247,7 +247,7 @@ class Model(nn.Module):
     def forward(self, input_layer):
         embedding = self.embedding(input_layer.long())
         not_equal = input_layer != 0
-        lstm = self.lstm(embedding, not_equal, None)[0]
-        gru = self.gru(lstm, not_equal, None)[0]
+        lstm = self.lstm(embedding, mask=not_equal)[0]
+        gru = self.gru(lstm, mask=not_equal)[0]
         dense = self.dense(gru)
         return dense
