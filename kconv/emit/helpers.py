@@ -482,8 +482,14 @@ HELPERS["KerasMultiHeadAttention"] = '''class KerasMultiHeadAttention(nn.Module)
         y = torch.einsum("abc,cde->abde", x, w)
         return y if b is None else y + b
 
-    def forward(self, query, value, key: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                zero_masked_rows: bool = True):
+    def forward(
+        self,
+        query,
+        value,
+        key: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        zero_masked_rows: bool = True,
+    ):
         key = value if key is None else key
         q = self._proj(query, self.query_kernel, self.query_bias) * (1.0 / self.key_dim**0.5)
         k = self._proj(key, self.key_kernel, self.key_bias)
