@@ -481,8 +481,10 @@ class Generator:
         if s is None or len(s) < 3 or any(d is None for d in s[2:]) or not e.out_shapes or e.out_shapes[0] is None:
             self._unsupported(e, "TimeDistributed(model): unknown non-time input dimensions")
             return
-        x = e.temp("in")
-        e.line(f"{x} = {e.input(0)}")
+        x = e.input(0)
+        if not x.isidentifier():  # used twice below
+            x = e.temp("in")
+            e.line(f"{x} = {e.input(0)}")
         y = e.temp("step")
         e.line(f"{y} = {mod}({x}.reshape(-1, {', '.join(str(int(d)) for d in s[2:])}))")
         e.output(f"{y}.unflatten(0, ({x}.shape[0], {x}.shape[1]))", mask=None)

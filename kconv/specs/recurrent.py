@@ -448,8 +448,10 @@ def _emit_time_distributed(e):
     inner_out = spec.output_shape(sub, [inner_in]) if spec.output_shape else None
     if isinstance(inner_out, list) or inner_out is None:
         e.unsupported(f"TimeDistributed({cls}) output shape")
-    x = e.temp("in")
-    e.line(f"{x} = {e.input(0)}")
+    x = e.input(0)
+    if not x.isidentifier():  # used twice below
+        x = e.temp("in")
+        e.line(f"{x} = {e.input(0)}")
     holder = e.module("nn.Module()")
     ref = TensorRef(f"{e.layer.name}/<step input>", 0, 0)
     inner = Layer(name=f"{e.layer.name}_layer", class_name=cls, config=sub,

@@ -319,13 +319,8 @@ class Model(nn.Module):
         bidirectional_1_run = self.bidirectional_1(seq)
         bidirectional_1 = bidirectional_1_run[0][0]
         atrousconvolution2d_1 = self.atrousconvolution2d_1(img)
-        timedistributed_1_in = steps
-        timedistributed_1_layer = self.timedistributed_1.layer(timedistributed_1_in.reshape(-1, 5))
-        timedistributed_1 = timedistributed_1_layer.reshape(
-            timedistributed_1_in.shape[0],
-            timedistributed_1_in.shape[1],
-            *timedistributed_1_layer.shape[1:],
-        )
+        timedistributed_1_layer = self.timedistributed_1.layer(steps.reshape(-1, 5))
+        timedistributed_1 = timedistributed_1_layer.unflatten(0, (steps.shape[0], steps.shape[1]))
         bidirectional_2_run = self.bidirectional_2(bidirectional_1)
         bidirectional_2 = bidirectional_2_run[0][0]
         flatten_1 = atrousconvolution2d_1.flatten(1)
