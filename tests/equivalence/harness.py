@@ -296,7 +296,7 @@ def tooling_checks(module, out_dir, inputs, expected, rtol, atol, channels_first
                    weights_format="safetensors"):
     """Every equivalence case also goes where PyTorch users take a model (tests/equivalence/tooling.py):
     the meta device (no tensor is built on the CPU), .double() against Keras, deepcopy and pickle,
-    backward() in train mode (frozen parameters get no gradient)."""
+    backward() in train mode (frozen parameters get no gradient); on CUDA in float32 where a GPU is."""
     from . import tooling
 
     arrays = [np.asarray(a) for a in _as_list(inputs)]
@@ -308,6 +308,10 @@ def tooling_checks(module, out_dir, inputs, expected, rtol, atol, channels_first
     if weights_format == "safetensors":
         tooling.check_pickle(out_dir, arrays, expected, rtol, atol)
     tooling.check_backward(module, arrays)
+    import torch
+
+    if torch.cuda.is_available():  # every equivalence case on the GPU too, where there is one
+        tooling.check_cuda(module, arrays, expected, rtol, atol)
 
 
 def check_channels_first(model_or_builder, inputs, tmp_path, **kw):

@@ -164,3 +164,16 @@ def check_script(net, arrays, expected, rtol, atol):
 
     scripted = torch.jit.script(net)
     close(run(scripted, arrays), expected, rtol, atol, "jit.script")
+
+
+def check_cuda(net, arrays, expected, rtol, atol):
+    """On CUDA in full float32 (TF32 off): Keras's numbers, and every output on the GPU."""
+    import torch
+
+    from kconv.verify import torch_side
+
+    m = copy.deepcopy(net).to("cuda")
+    with torch_side.precision("cuda", allow_tf32=False), torch.no_grad():
+        outs = outputs(m(*tensors(arrays, device="cuda")))
+    assert all(o.device.type == "cuda" for o in outs), [str(o.device) for o in outs]
+    close([o.float().cpu().numpy() for o in outs], expected, rtol, atol, "cuda float32")
