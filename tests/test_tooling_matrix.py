@@ -262,12 +262,11 @@ def test_family(family, tool):
 
 
 @pytest.mark.keras
+@pytest.mark.parametrize("family", ["recurrent"], indirect=True)
 def test_export_with_dynamic_sequence_length_is_refused_for_rnns(family):
     """Known limit, kept visible: a recurrent model exports with a dynamic batch, not a dynamic sequence
     length (torch.export specialises the fused nn.LSTM/GRU call's length; the step loop is unrolled)."""
     name, out, net, a, b, exp_b, dynamic_seq, script = family
-    if name != "recurrent":
-        pytest.skip("recurrent family only")
     from torch.export import Dim
 
     with pytest.raises(Exception, match="seq"):
@@ -275,12 +274,11 @@ def test_export_with_dynamic_sequence_length_is_refused_for_rnns(family):
 
 
 @pytest.mark.keras
+@pytest.mark.parametrize("family", ["recurrent_masked"], indirect=True)
 def test_masked_rnn_trace_generalises_across_padding(family):
     """Traced on unpadded rows, run on right-, left-padded and gappy rows: Keras's answer (the RNN path is
     chosen by whether a mask is given, not by the data)."""
     name, out, net, a, b, exp_b, dynamic_seq, script = family
-    if name != "recurrent_masked":
-        pytest.skip("masked recurrent family only")
     assert (b[0] == 0).any() and not (a[0] == 0).any()
     T.check_trace(net, a, b, exp_b, RTOL, ATOL)
 
