@@ -233,10 +233,10 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
         n_states,
         activation,
         recurrent_activation,
-        go_backwards,
-        return_sequences,
-        zero_output_for_mask,
-        fast,
+        go_backwards=False,
+        return_sequences=False,
+        zero_output_for_mask=False,
+        fast=False,
         reset_after=True,
         dropout=0.0,
         recurrent_dropout=0.0,
@@ -340,7 +340,9 @@ HELPERS["KerasRNN"] = '''class KerasRNNMixin:
 HELPERS["KerasSimpleRNN"] = '''class KerasSimpleRNN(KerasRNNMixin, nn.RNN):
     """keras.layers.SimpleRNN: h = activation(x @ kernel + bias + h @ recurrent_kernel)."""
 
-    def __init__(self, input_size, units, bias, activation, nonlinearity="tanh", **keras):
+    def __init__(
+        self, input_size, units, bias=True, activation="tanh", nonlinearity="tanh", **keras
+    ):
         nn.RNN.__init__(
             self, input_size, units, nonlinearity=nonlinearity, bias=bias, batch_first=True
         )
@@ -360,7 +362,15 @@ HELPERS["KerasLSTM"] = '''class KerasLSTM(KerasRNNMixin, nn.LSTM):
     """keras.layers.LSTM in torch gate order i, f, g, o; Keras's one bias is bias_ih, bias_hh is
     zero."""
 
-    def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
+    def __init__(
+        self,
+        input_size,
+        units,
+        bias=True,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        **keras,
+    ):
         nn.LSTM.__init__(self, input_size, units, bias=bias, batch_first=True)
         self.keras_setup(2, activation, recurrent_activation, **keras)
 
@@ -384,7 +394,15 @@ HELPERS["KerasGRU"] = '''class KerasGRU(KerasRNNMixin, nn.GRU):
     the recurrent matmul of the candidate: n = act(x_n + (r * h) @ W_hn), which nn.GRU cannot
     express."""
 
-    def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
+    def __init__(
+        self,
+        input_size,
+        units,
+        bias=True,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        **keras,
+    ):
         nn.GRU.__init__(self, input_size, units, bias=bias, batch_first=True)
         self.keras_setup(1, activation, recurrent_activation, **keras)
 

@@ -273,22 +273,28 @@ def _rnn_module(e, cls, cfg, input_size, zero_output_for_mask):
         e.unsupported("input feature size unknown")
     units = int(cfg["units"])
     act = _act_name(cfg, "activation", "tanh")
-    bias = bool(cfg.get("use_bias", True))
-    keras = (f"go_backwards={bool(cfg.get('go_backwards', False))}, "
-             f"return_sequences={bool(cfg.get('return_sequences', False))}, "
-             f"zero_output_for_mask={bool(zero_output_for_mask)}{_dropout_args(cls, cfg)}")
     e.gen.helpers.add(f"Keras{cls}")
+    # keyword arguments where they differ from the runtime class's defaults (kconv/emit/helpers.py)
+    kw = {"bias": bool(cfg.get("use_bias", True)), "activation": _act_ref(e, act)}
     if cls == "SimpleRNN":
         fast = act in ("tanh", "relu")
-        nl = f", nonlinearity={act!r}" if act == "relu" else ""
-        return (f"KerasSimpleRNN({int(input_size)}, {units}, bias={bias}, activation={_act_ref(e, act)}{nl}, "
-                f"{keras}, fast={fast})")
-    rec = _act_name(cfg, "recurrent_activation", "sigmoid")
-    reset_after = bool(cfg.get("reset_after", True))
-    fast = act == "tanh" and rec == "sigmoid" and (cls == "LSTM" or reset_after)
-    extra = f", reset_after={reset_after}" if cls == "GRU" else ""
-    return (f"Keras{cls}({int(input_size)}, {units}, bias={bias}, activation={_act_ref(e, act)}, "
-            f"recurrent_activation={_act_ref(e, rec)}, {keras}, fast={fast}{extra})")
+        if act == "relu":
+            kw["nonlinearity"] = repr(act)
+    else:
+        rec = _act_name(cfg, "recurrent_activation", "sigmoid")
+        kw["recurrent_activation"] = _act_ref(e, rec)
+        reset_after = bool(cfg.get("reset_after", True))
+        fast = act == "tanh" and rec == "sigmoid" and (cls == "LSTM" or reset_after)
+    kw.update(go_backwards=bool(cfg.get("go_backwards", False)),
+              return_sequences=bool(cfg.get("return_sequences", False)),
+              zero_output_for_mask=bool(zero_output_for_mask), fast=fast)
+    if cls == "GRU":
+        kw["reset_after"] = reset_after
+    defaults = {"bias": True, "activation": repr("tanh"), "recurrent_activation": repr("sigmoid"),
+                "go_backwards": False, "return_sequences": False, "zero_output_for_mask": False, "fast": False,
+                "reset_after": True}
+    args = "".join(f", {k}={v}" for k, v in kw.items() if k not in defaults or defaults[k] != v)
+    return f"Keras{cls}({int(input_size)}, {units}{args}{_dropout_args(cls, cfg)})"
 
 
 def _initial_state(e):
@@ -413,10 +419,14 @@ def _emit_bidirectional(e):
     e.gen.helpers.add("KerasBidirectional")
     m = e.module(f"KerasBidirectional({fwd}, {bwd}, merge_mode={merge!r}, return_sequences={seq})")
     mask = e.mask(0)
-    tmp = e.temp("run")
-    e.line(f"{tmp} = {_call(e, m, e.input(0))}")
+    call = _call(e, m, e.input(0))
     out_mask = mask if seq else None
     n_out = 2 if merge is None else 1
+    if n_out == 1 and not fcfg.get("return_state"):
+        e.output(f"{call}[0][0]", mask=out_mask)  # (merged output,), states
+        return
+    tmp = e.temp("run")
+    e.line(f"{tmp} = {call}")
     for i in range(n_out):
         e.output(f"{tmp}[0][{i}]", index=i, mask=out_mask)
     if fcfg.get("return_state"):

@@ -75,10 +75,10 @@ class KerasRNNMixin:
         n_states,
         activation,
         recurrent_activation,
-        go_backwards,
-        return_sequences,
-        zero_output_for_mask,
-        fast,
+        go_backwards=False,
+        return_sequences=False,
+        zero_output_for_mask=False,
+        fast=False,
         reset_after=True,
         dropout=0.0,
         recurrent_dropout=0.0,
@@ -184,7 +184,15 @@ class KerasGRU(KerasRNNMixin, nn.GRU):
     the recurrent matmul of the candidate: n = act(x_n + (r * h) @ W_hn), which nn.GRU cannot
     express."""
 
-    def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
+    def __init__(
+        self,
+        input_size,
+        units,
+        bias=True,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        **keras,
+    ):
         nn.GRU.__init__(self, input_size, units, bias=bias, batch_first=True)
         self.keras_setup(1, activation, recurrent_activation, **keras)
 
@@ -228,7 +236,15 @@ class KerasLSTM(KerasRNNMixin, nn.LSTM):
     """keras.layers.LSTM in torch gate order i, f, g, o; Keras's one bias is bias_ih, bias_hh is
     zero."""
 
-    def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
+    def __init__(
+        self,
+        input_size,
+        units,
+        bias=True,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        **keras,
+    ):
         nn.LSTM.__init__(self, input_size, units, bias=bias, batch_first=True)
         self.keras_setup(2, activation, recurrent_activation, **keras)
 
@@ -254,24 +270,17 @@ class Model(nn.Module):
             KerasLSTM(
                 4,
                 3,
-                bias=True,
-                activation="tanh",
                 recurrent_activation="hard_sigmoid",
-                go_backwards=False,
                 return_sequences=True,
                 zero_output_for_mask=True,
-                fast=False,
             ),
             KerasLSTM(
                 4,
                 3,
-                bias=True,
-                activation="tanh",
                 recurrent_activation="hard_sigmoid",
                 go_backwards=True,
                 return_sequences=True,
                 zero_output_for_mask=True,
-                fast=False,
             ),
             merge_mode="concat",
             return_sequences=True,
@@ -283,29 +292,9 @@ class Model(nn.Module):
         self.timedistributed_1 = nn.Module()
         self.timedistributed_1.layer = nn.Linear(5, 3)
         self.bidirectional_2 = KerasBidirectional(
+            KerasGRU(6, 2, recurrent_activation="hard_sigmoid", reset_after=False),
             KerasGRU(
-                6,
-                2,
-                bias=True,
-                activation="tanh",
-                recurrent_activation="hard_sigmoid",
-                go_backwards=False,
-                return_sequences=False,
-                zero_output_for_mask=False,
-                fast=False,
-                reset_after=False,
-            ),
-            KerasGRU(
-                6,
-                2,
-                bias=True,
-                activation="tanh",
-                recurrent_activation="hard_sigmoid",
-                go_backwards=True,
-                return_sequences=False,
-                zero_output_for_mask=False,
-                fast=False,
-                reset_after=False,
+                6, 2, recurrent_activation="hard_sigmoid", go_backwards=True, reset_after=False
             ),
             merge_mode="sum",
             return_sequences=False,
@@ -316,13 +305,11 @@ class Model(nn.Module):
         self.dense_2 = nn.Linear(78, 2)
 
     def forward(self, seq, img, steps):
-        bidirectional_1_run = self.bidirectional_1(seq)
-        bidirectional_1 = bidirectional_1_run[0][0]
+        bidirectional_1 = self.bidirectional_1(seq)[0][0]
         atrousconvolution2d_1 = self.atrousconvolution2d_1(img)
         timedistributed_1_layer = self.timedistributed_1.layer(steps.reshape(-1, 5))
         timedistributed_1 = timedistributed_1_layer.unflatten(0, (steps.shape[0], steps.shape[1]))
-        bidirectional_2_run = self.bidirectional_2(bidirectional_1)
-        bidirectional_2 = bidirectional_2_run[0][0]
+        bidirectional_2 = self.bidirectional_2(bidirectional_1)[0][0]
         flatten_1 = atrousconvolution2d_1.flatten(1)
         flatten_2 = timedistributed_1.flatten(1)
         merge_1 = torch.cat([bidirectional_2, flatten_1, flatten_2], dim=1)

@@ -41,10 +41,10 @@ class KerasRNNMixin:
         n_states,
         activation,
         recurrent_activation,
-        go_backwards,
-        return_sequences,
-        zero_output_for_mask,
-        fast,
+        go_backwards=False,
+        return_sequences=False,
+        zero_output_for_mask=False,
+        fast=False,
         reset_after=True,
         dropout=0.0,
         recurrent_dropout=0.0,
@@ -150,7 +150,15 @@ class KerasGRU(KerasRNNMixin, nn.GRU):
     the recurrent matmul of the candidate: n = act(x_n + (r * h) @ W_hn), which nn.GRU cannot
     express."""
 
-    def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
+    def __init__(
+        self,
+        input_size,
+        units,
+        bias=True,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        **keras,
+    ):
         nn.GRU.__init__(self, input_size, units, bias=bias, batch_first=True)
         self.keras_setup(1, activation, recurrent_activation, **keras)
 
@@ -194,7 +202,15 @@ class KerasLSTM(KerasRNNMixin, nn.LSTM):
     """keras.layers.LSTM in torch gate order i, f, g, o; Keras's one bias is bias_ih, bias_hh is
     zero."""
 
-    def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
+    def __init__(
+        self,
+        input_size,
+        units,
+        bias=True,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        **keras,
+    ):
         nn.LSTM.__init__(self, input_size, units, bias=bias, batch_first=True)
         self.keras_setup(2, activation, recurrent_activation, **keras)
 
@@ -217,44 +233,15 @@ class Model(nn.Module):
     def __init__(self):
         super().__init__()
         self.embedding_1 = nn.Embedding(50, 8)
-        self.lstm_1 = KerasLSTM(
-            8,
-            6,
-            bias=True,
-            activation="tanh",
-            recurrent_activation="hard_sigmoid",
-            go_backwards=False,
-            return_sequences=True,
-            zero_output_for_mask=False,
-            fast=False,
-        )
+        self.lstm_1 = KerasLSTM(8, 6, recurrent_activation="hard_sigmoid", return_sequences=True)
         # not trained in Keras
         self.lstm_1.bias_hh_l0.requires_grad_(False)
         self.gru_1 = KerasGRU(
-            6,
-            5,
-            bias=True,
-            activation="tanh",
-            recurrent_activation="hard_sigmoid",
-            go_backwards=False,
-            return_sequences=True,
-            zero_output_for_mask=False,
-            fast=False,
-            reset_after=False,
+            6, 5, recurrent_activation="hard_sigmoid", return_sequences=True, reset_after=False
         )
         # not trained in Keras
         self.gru_1.bias_hh_l0.requires_grad_(False)
-        self.lstm_2 = KerasLSTM(
-            5,
-            4,
-            bias=True,
-            activation="tanh",
-            recurrent_activation="hard_sigmoid",
-            go_backwards=False,
-            return_sequences=False,
-            zero_output_for_mask=False,
-            fast=False,
-        )
+        self.lstm_2 = KerasLSTM(5, 4, recurrent_activation="hard_sigmoid")
         # not trained in Keras
         self.lstm_2.bias_hh_l0.requires_grad_(False)
         self.dense_1 = nn.Linear(4, 3)

@@ -75,10 +75,10 @@ class KerasRNNMixin:
         n_states,
         activation,
         recurrent_activation,
-        go_backwards,
-        return_sequences,
-        zero_output_for_mask,
-        fast,
+        go_backwards=False,
+        return_sequences=False,
+        zero_output_for_mask=False,
+        fast=False,
         reset_after=True,
         dropout=0.0,
         recurrent_dropout=0.0,
@@ -184,7 +184,15 @@ class KerasGRU(KerasRNNMixin, nn.GRU):
     the recurrent matmul of the candidate: n = act(x_n + (r * h) @ W_hn), which nn.GRU cannot
     express."""
 
-    def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
+    def __init__(
+        self,
+        input_size,
+        units,
+        bias=True,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        **keras,
+    ):
         nn.GRU.__init__(self, input_size, units, bias=bias, batch_first=True)
         self.keras_setup(1, activation, recurrent_activation, **keras)
 
@@ -228,7 +236,15 @@ class KerasLSTM(KerasRNNMixin, nn.LSTM):
     """keras.layers.LSTM in torch gate order i, f, g, o; Keras's one bias is bias_ih, bias_hh is
     zero."""
 
-    def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
+    def __init__(
+        self,
+        input_size,
+        units,
+        bias=True,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        **keras,
+    ):
         nn.LSTM.__init__(self, input_size, units, bias=bias, batch_first=True)
         self.keras_setup(2, activation, recurrent_activation, **keras)
 
@@ -250,42 +266,10 @@ class KerasLSTM(KerasRNNMixin, nn.LSTM):
 class Model(nn.Module):
     def __init__(self):
         super().__init__()
-        self.cu_dnnlstm_1 = KerasLSTM(
-            5,
-            6,
-            bias=True,
-            activation="tanh",
-            recurrent_activation="sigmoid",
-            go_backwards=False,
-            return_sequences=True,
-            zero_output_for_mask=False,
-            fast=True,
-        )
+        self.cu_dnnlstm_1 = KerasLSTM(5, 6, return_sequences=True, fast=True)
         self.bidirectional_1 = KerasBidirectional(
-            KerasGRU(
-                6,
-                4,
-                bias=True,
-                activation="tanh",
-                recurrent_activation="sigmoid",
-                go_backwards=False,
-                return_sequences=False,
-                zero_output_for_mask=False,
-                fast=True,
-                reset_after=True,
-            ),
-            KerasGRU(
-                6,
-                4,
-                bias=True,
-                activation="tanh",
-                recurrent_activation="sigmoid",
-                go_backwards=True,
-                return_sequences=False,
-                zero_output_for_mask=False,
-                fast=True,
-                reset_after=True,
-            ),
+            KerasGRU(6, 4, fast=True),
+            KerasGRU(6, 4, go_backwards=True, fast=True),
             merge_mode="sum",
             return_sequences=False,
         )
@@ -293,7 +277,6 @@ class Model(nn.Module):
 
     def forward(self, input_1):
         cu_dnnlstm_1 = self.cu_dnnlstm_1(input_1)[0]
-        bidirectional_1_run = self.bidirectional_1(cu_dnnlstm_1)
-        bidirectional_1 = bidirectional_1_run[0][0]
+        bidirectional_1 = self.bidirectional_1(cu_dnnlstm_1)[0][0]
         dense_1 = self.dense_1(bidirectional_1)
         return dense_1

@@ -75,10 +75,10 @@ class KerasRNNMixin:
         n_states,
         activation,
         recurrent_activation,
-        go_backwards,
-        return_sequences,
-        zero_output_for_mask,
-        fast,
+        go_backwards=False,
+        return_sequences=False,
+        zero_output_for_mask=False,
+        fast=False,
         reset_after=True,
         dropout=0.0,
         recurrent_dropout=0.0,
@@ -184,7 +184,15 @@ class KerasGRU(KerasRNNMixin, nn.GRU):
     the recurrent matmul of the candidate: n = act(x_n + (r * h) @ W_hn), which nn.GRU cannot
     express."""
 
-    def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
+    def __init__(
+        self,
+        input_size,
+        units,
+        bias=True,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        **keras,
+    ):
         nn.GRU.__init__(self, input_size, units, bias=bias, batch_first=True)
         self.keras_setup(1, activation, recurrent_activation, **keras)
 
@@ -228,7 +236,15 @@ class KerasLSTM(KerasRNNMixin, nn.LSTM):
     """keras.layers.LSTM in torch gate order i, f, g, o; Keras's one bias is bias_ih, bias_hh is
     zero."""
 
-    def __init__(self, input_size, units, bias, activation, recurrent_activation, **keras):
+    def __init__(
+        self,
+        input_size,
+        units,
+        bias=True,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        **keras,
+    ):
         nn.LSTM.__init__(self, input_size, units, bias=bias, batch_first=True)
         self.keras_setup(2, activation, recurrent_activation, **keras)
 
@@ -252,44 +268,14 @@ class Model(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(50, 8)
         self.bidirectional = KerasBidirectional(
+            KerasGRU(8, 5, return_sequences=True, zero_output_for_mask=True, fast=True),
             KerasGRU(
-                8,
-                5,
-                bias=True,
-                activation="tanh",
-                recurrent_activation="sigmoid",
-                go_backwards=False,
-                return_sequences=True,
-                zero_output_for_mask=True,
-                fast=True,
-                reset_after=True,
-            ),
-            KerasGRU(
-                8,
-                5,
-                bias=True,
-                activation="tanh",
-                recurrent_activation="sigmoid",
-                go_backwards=True,
-                return_sequences=True,
-                zero_output_for_mask=True,
-                fast=True,
-                reset_after=True,
+                8, 5, go_backwards=True, return_sequences=True, zero_output_for_mask=True, fast=True
             ),
             merge_mode="ave",
             return_sequences=True,
         )
-        self.lstm = KerasLSTM(
-            5,
-            4,
-            bias=True,
-            activation="tanh",
-            recurrent_activation="sigmoid",
-            go_backwards=False,
-            return_sequences=False,
-            zero_output_for_mask=False,
-            fast=True,
-        )
+        self.lstm = KerasLSTM(5, 4, fast=True)
         # not trained in Keras
         self.lstm.bias_hh_l0.requires_grad_(False)
         self.dense = nn.Linear(4, 3)
@@ -297,8 +283,7 @@ class Model(nn.Module):
     def forward(self, input_1):
         embedding_mask = input_1 != 0
         embedding = self.embedding(input_1.long())
-        bidirectional_run = self.bidirectional(embedding, mask=embedding_mask)
-        bidirectional = bidirectional_run[0][0]
+        bidirectional = self.bidirectional(embedding, mask=embedding_mask)[0][0]
         lstm = self.lstm(bidirectional, mask=embedding_mask)[0]
         dense = self.dense(lstm)
         return dense
