@@ -46,6 +46,15 @@ def options(model: Path) -> dict:
     return opts
 
 
+def extensions(model: Path) -> list:
+    """The example extension a custom-layer fixture converts with (fixtures/custom/extensions.json)."""
+    listing = model.parent / "extensions.json"
+    if not listing.exists():
+        return []
+    name = json.loads(listing.read_text()).get(model.name.rsplit(".", 1)[0])
+    return [str(Path(__file__).resolve().parent.parent / "examples" / "extensions" / name)] if name else []
+
+
 def pairs(dirs):
     for d in dirs:
         for io in sorted(Path(d).rglob("*.io.npz")):
@@ -63,7 +72,10 @@ def run_one(model, io, device, tmp):
     import kconv
     from kconv.verify import torch_side
 
-    out = kconv.convert(model, Path(tmp) / f"{model.parent.name}_{model.name}", **options(model))
+    from kconv import extend
+
+    with extend.active(extensions(model)):
+        out = kconv.convert(model, Path(tmp) / f"{model.parent.name}_{model.name}", **options(model))
     data = np.load(io)
     ins = [data[k] for k in sorted(data.files) if k.startswith("input_")]
     exp = [data[k] for k in sorted(data.files) if k.startswith("output_")]

@@ -344,3 +344,10 @@ def test_python_lambda_mapped_by_layer_name_never_runs_the_files_code(tmp_path, 
     w, b = net.dense.weight, net.dense.bias
     torch.testing.assert_close(net(x), x @ w.T + b)
     assert not marker.exists()
+
+
+def test_the_fixture_extension_listing_matches():
+    """fixtures/custom/extensions.json (read by scripts/gpu_check.py) names each fixture's extension."""
+    listing = json.loads((FIX / "extensions.json").read_text())
+    listing.pop("_comment")
+    assert listing == {f.rsplit(".", 1)[0]: ext for f, (ext, _) in CASES.items()}
