@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 F32_TOL = 1e-5
 TF32_TOL = 5e-3
 SKIP = ("weights_only",)  # Keras must pair these: covered by tests/test_legacy.py
-SKIP_DIRS = ("custom",)  # custom layers: converted only with their kconv extension (tests/test_extensions*)
 
 
 def options(model: Path) -> dict:
@@ -61,8 +60,7 @@ def pairs(dirs):
             stem = io.name[: -len(".io.npz")]
             for ext in (".keras", ".h5"):
                 model = io.with_name(stem + ext)
-                if model.exists() and not any(s in model.name for s in SKIP) \
-                        and not any(p in SKIP_DIRS for p in model.relative_to(d).parts[:-1]):
+                if model.exists() and not any(s in model.name for s in SKIP):
                     yield model, io
 
 
