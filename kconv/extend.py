@@ -99,8 +99,9 @@ def layer(*class_names: str, torch, weights=(), output_shape=None, mask: Optiona
     implementation ``torch``: an ``nn.Module`` subclass built as ``cls(config)`` (plus
     ``input_shape=`` the first input's Keras shape, or ``input_shapes=`` all of them, when its
     ``__init__`` has that parameter: e.g. for the size of a weight built from the input), or, for a weightless
-    layer, a function called as ``fn(*inputs, config)``. ``weights``: :class:`WeightDecl` in the order build() creates them (kconv
-    pairs them with the file in Keras's storage order: trainable ones first); the ``torch`` name is the module's parameter or buffer. ``output_shape(config,
+    layer, a function called as ``fn(*inputs, config)``. ``weights``: :class:`WeightDecl` in the order build()
+    creates them (kconv pairs them with the file in Keras's storage order: trainable ones first); the ``torch``
+    name is the module's parameter or buffer. ``output_shape(config,
     input_shapes)``: the Keras output shape (batch axis included; None for unknown sizes) or a list
     of shapes. ``mask``: see :data:`MASK_MODES`. ``needs``: module-level functions, classes or other
     objects the implementation uses, copied with it."""
@@ -130,7 +131,8 @@ def layer(*class_names: str, torch, weights=(), output_shape=None, mask: Optiona
     ext.sources = _sources(ext, class_names[0])
     spec = LayerSpec(class_names=tuple(class_names), family="extension",
                      summary=summary or f"custom layer, converted by the extension {ext.origin}",
-                     weights=lambda cfg: storage_order(weights, cfg), output_shape=output_shape, keras_subobjects=tuple(keras_subobjects),
+                     weights=lambda cfg: storage_order(weights, cfg), output_shape=output_shape,
+                     keras_subobjects=tuple(keras_subobjects),
                      no_weights_reason="" if weights else "declared weightless by its extension",
                      emit=lambda e: _emit_custom(e, ext), notes=tuple(notes))
     specs.register(spec)
@@ -437,7 +439,8 @@ def _load_entry_points():
         except KconvError:
             raise
         except Exception as e:
-            raise ExtensionError(f"extension entry point {ep.name} ({ep.value}) failed: {type(e).__name__}: {e}") from None
+            raise ExtensionError(
+                f"extension entry point {ep.name} ({ep.value}) failed: {type(e).__name__}: {e}") from None
         finally:
             _ORIGIN.pop()
 
@@ -463,7 +466,8 @@ def source_names() -> set:
 
 def loaded() -> dict:
     """{'layers': [class names], 'lambdas': [layer or function names]} of the active declarations."""
-    return {"layers": sorted(_LAYERS), "lambdas": [n for x in _LAMBDAS for n in (*x.lambda_layers, *x.lambda_functions)]}
+    lambdas = [n for x in _LAMBDAS for n in (*x.lambda_layers, *x.lambda_functions)]
+    return {"layers": sorted(_LAYERS), "lambdas": lambdas}
 
 
 @contextlib.contextmanager

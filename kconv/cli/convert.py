@@ -38,7 +38,8 @@ from .verify import emit_result, tolerance_options
               help="After converting, run `kconv verify` on each result (needs Keras; exit 1 on a mismatch).")
 @click.option("--per-layer", is_flag=True, help="With --verify: compare every layer output.")
 @tolerance_options
-def convert_cmd(models, out, fmt, channels_first, config, by_name, backend_of_writer, force, do_verify, per_layer, atol, rtol, seed, batch_size, dims,
+def convert_cmd(models, out, fmt, channels_first, config, by_name, backend_of_writer, force, do_verify, per_layer,
+                atol, rtol, seed, batch_size, dims,
                 device, allow_tf32):
     """Convert Keras model files to standalone PyTorch modules.
 

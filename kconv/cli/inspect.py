@@ -24,7 +24,8 @@ def _num(n: int) -> str:
 
 
 def _header(rep: dict) -> str:
-    fmt = {"h5": "legacy HDF5", "keras": "Keras 3 .keras archive", "savedmodel": "TF SavedModel directory"}.get(rep["format"], rep["format"])
+    formats = {"h5": "legacy HDF5", "keras": "Keras 3 .keras archive", "savedmodel": "TF SavedModel directory"}
+    fmt = formats.get(rep["format"], rep["format"])
     writer = f"Keras {rep['keras_version']}" if rep["keras_version"] else "Keras version not recorded"
     if rep.get("backend"):
         writer += f", backend {rep['backend']}"
@@ -81,7 +82,8 @@ def _layers(layers, lines, depth, torch_side, meanings):
             if w.get("note"):
                 lines.append(f"{pad}        note: {w['note']}")
             if w.get("nonfinite"):
-                lines.append(f"{pad}        WARNING: {w['nonfinite']['nan']} NaN and {w['nonfinite']['inf']} Inf values")
+                bad = w["nonfinite"]
+                lines.append(f"{pad}        WARNING: {bad['nan']} NaN and {bad['inf']} Inf values")
             if torch_side:
                 for t in w["torch"]:
                     lines.append(f"{pad}        -> torch {t['key']} {_fmt_shape(t['shape'])} by {t['transform']}")

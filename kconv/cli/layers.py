@@ -12,7 +12,7 @@ from . import main
 def catalogue() -> list[dict]:
     out = []
     seen = set()
-    for name, spec in sorted(specs.registry().items(), key=lambda kv: (kv[1].family, kv[0])):
+    for _name, spec in sorted(specs.registry().items(), key=lambda kv: (kv[1].family, kv[0])):
         if id(spec) in seen:
             continue
         seen.add(id(spec))
@@ -50,7 +50,7 @@ def layers_cmd(as_json):
         click.echo(f"{names}: {e['summary']}{conv}")
         for w in e["weights"]:
             cond = " (conditional)" if w["conditional"] else ""
-            tr = "" if w["trainable"] is True else " non-trainable" if w["trainable"] is False else " trainable per config"
+            tr = {True: "", False: " non-trainable"}.get(w["trainable"], " trainable per config")
             if w["torch"]:
                 t = f" -> {w['torch']}" + (f" by {w['transform']}" if w["transform"] else " (per config)")
             else:

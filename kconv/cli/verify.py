@@ -18,8 +18,10 @@ TOLERANCE_OPTIONS = [
                       "[default: 1e-4; 5e-3 with --allow-tf32]"),
     click.option("--rtol", type=float, default=None,
                  help="Relative tolerance (see --atol). [default: 1e-4; 5e-3 with --allow-tf32]"),
-    click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the generated inputs."),
-    click.option("--batch-size", type=click.IntRange(1), default=2, show_default=True, help="Batch size of the generated inputs."),
+    click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+                 help="Seed of the generated inputs."),
+    click.option("--batch-size", type=click.IntRange(1), default=2, show_default=True,
+                 help="Batch size of the generated inputs."),
     click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
                  help="Size of an unknown input axis: INPUT:AXIS=SIZE (input layer name, Keras axis, batch = 0), "
                       "AXIS=SIZE (every input) or seq=SIZE (axis 1). Default 16. Repeatable."),
@@ -132,7 +134,7 @@ def _jobs(pairs, root) -> list:
     if not pairs or len(pairs) % 2:
         raise VerifyInputError("give MODEL DIR pairs (a Keras model file and its kconv output directory), "
                                "or --all ROOT")
-    for m, d in zip(pairs[::2], pairs[1::2]):
+    for _m, d in zip(pairs[::2], pairs[1::2]):
         if not Path(d).is_dir():
             raise VerifyInputError(f"{d}: not a directory; arguments are MODEL DIR pairs")
     return list(zip(pairs[::2], pairs[1::2]))

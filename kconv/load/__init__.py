@@ -10,7 +10,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from ..errors import ConfigError, KconvError, ModelFileError, WeightMismatchError
+from ..errors import KconvError, ModelFileError, WeightMismatchError
 from ..ir import Model
 from . import h5safe
 from . import shapes as _shapes

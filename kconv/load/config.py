@@ -292,7 +292,8 @@ def _sequential(name: str, layers: list[Layer], cfg: dict) -> Model:
         elif cfg.get("build_input_shape"):
             shape = cfg["build_input_shape"]
         inp = Layer(name=f"{name}_input", class_name="InputLayer",
-                    config={"batch_shape": shape, "dtype": layers[0].config.get("dtype", "float32") if layers else "float32",
+                    config={"batch_shape": shape,
+                            "dtype": layers[0].config.get("dtype", "float32") if layers else "float32",
                             "synthetic": True},
                     notes=["no InputLayer in the Sequential config: input added by kconv"])
         rest = layers

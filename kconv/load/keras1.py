@@ -50,7 +50,8 @@ _RENAMES = {
     "PReLU": {"init": "alpha_initializer"},
     "Conv": _CONV,
     # legacy/interfaces.py legacy_convlstm2d_support
-    "ConvLSTM": {"nb_filter": "filters", "subsample": "strides", "border_mode": "padding", "dim_ordering": "data_format",
+    "ConvLSTM": {"nb_filter": "filters", "subsample": "strides", "border_mode": "padding",
+                 "dim_ordering": "data_format",
                  "inner_activation": "recurrent_activation", "init": "kernel_initializer",
                  "inner_init": "recurrent_initializer", "W_regularizer": "kernel_regularizer",
                  "U_regularizer": "recurrent_regularizer", "b_regularizer": "bias_regularizer",

@@ -101,7 +101,9 @@ def check_layer(name: str, class_name: str, cfg: dict):
         if v is not None and not isinstance(v, (str, dict)):
             _bad(name, key, v, "an activation name")
     for key, value, accepted in specs.check_choices(class_name, cfg):  # the declaration's enum-like keys
-        shown = ", ".join(repr(v) for v in accepted[:8]) + (f", ... ({len(accepted)} values)" if len(accepted) > 8 else "")
+        shown = ", ".join(repr(v) for v in accepted[:8])
+        if len(accepted) > 8:
+            shown += f", ... ({len(accepted)} values)"
         _bad(name, key, value, f"one of {shown}, as Keras accepts for {class_name}")
     for key in ("axis", "shared_axes", "dims"):
         if cfg.get(key) is not None:

@@ -70,7 +70,9 @@ class WeightDecl:
             return []
         if callable(self.torch):
             return list(self.torch(cfg))
-        t = self.transform(cfg) if callable(self.transform) and not isinstance(self.transform, Transform) else self.transform
+        t = self.transform
+        if callable(t) and not isinstance(t, Transform):
+            t = t(cfg)
         return [(self.torch, t)]
 
 

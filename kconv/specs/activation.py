@@ -66,7 +66,6 @@ declare(
 
 # --- PyTorch emission ------------------------------------------------------------------------------
 from . import emits  # noqa: E402
-from .core import _num  # noqa: E402
 
 
 @emits("Activation")

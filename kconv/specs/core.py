@@ -444,7 +444,8 @@ def _emit_einsum_dense(e):
         _emit_quantized_einsum_dense(e, _qmode(cfg), eq, shapes)
         return
     e.gen.helpers.add("KerasEinsumDense")
-    m = e.module(f"KerasEinsumDense({eq!r}, {shapes['kernel']!r}, {shapes.get('bias') if cfg.get('bias_axes') else None!r})")
+    bias_shape = shapes.get("bias") if cfg.get("bias_axes") else None
+    m = e.module(f"KerasEinsumDense({eq!r}, {shapes['kernel']!r}, {bias_shape!r})")
     e.output(f"{m}({e.input(0, 'keras')})", activation=True)
 
 
@@ -546,7 +547,8 @@ def _inputs_quantizer(e, mode, default_on=None):
         e.unsupported(f"activation quantizer {q.get('class_name') if isinstance(q, dict) else q!r} is not converted")
     c = q.get("config") or {}
     lo, hi = c.get("value_range", (-127, 127))
-    if c.get("output_dtype", "int8") != "int8" or not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
+    integer_range = all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi))
+    if c.get("output_dtype", "int8") != "int8" or not integer_range:
         e.unsupported("activation quantizer other than int8 AbsMaxQuantizer with an integer value_range")
     eps = c.get("epsilon", 1e-7)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
@@ -631,7 +633,8 @@ def _emit_reversible_embedding(e):
         if cfg.get("lora_rank"):
             e.unsupported(f"LoRA on a {mode} quantized ReversibleEmbedding is not converted")
         if _compute_dtype(e, "ReversibleEmbedding") != "float32":
-            e.unsupported(f"quantized ReversibleEmbedding computing in {e.cfg.get('dtype')} (only float32 is converted)")
+            e.unsupported(f"quantized ReversibleEmbedding computing in {e.cfg.get('dtype')} "
+                          "(only float32 is converted)")
         groups = -(-d // int4_block_size(cfg)) if _int4_grouped(cfg) else None
         # ReversibleEmbedding._int8_build/_int4_build: AbsMaxQuantizer(axis=-1) on the reverse inputs
         # unless a quantization_config says otherwise.

@@ -61,7 +61,7 @@ class _quiet_stderr:
 
 
 def is_keras_model(obj) -> bool:
-    return hasattr(obj, "layers") and hasattr(obj, "inputs") and callable(getattr(obj, "__call__", None)) \
+    return hasattr(obj, "layers") and hasattr(obj, "inputs") and callable(obj) \
         and type(obj).__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
 
 
@@ -76,7 +76,8 @@ def load_model(path):
         raise KerasUnavailableError(
             f"{path}: the installed Keras {k.__version__} cannot load it ({type(e).__name__}: {msg[:300]}); "
             "compute the reference where it loads and pass --reference FILE.npz (see README)"
-            + ("; custom layers or functions: pass --keras-objects FILE.py" if _custom_lookup_failed(msg) else "")) from None
+            + ("; custom layers or functions: pass --keras-objects FILE.py" if _custom_lookup_failed(msg) else "")
+        ) from None
 
 
 def _custom_lookup_failed(msg: str) -> bool:

@@ -167,7 +167,7 @@ def html_report(r) -> str:
              ".bar{height:12px;display:inline-block}.ok{background:#3a3}.bad{background:#d33}"
              ".track{width:300px;background:#eee;display:inline-block}"
              ".pass{color:#282}.fail{color:#c22;font-weight:bold}</style></head><body>",
-             f"<h1>kconv verify</h1>"]
+             "<h1>kconv verify</h1>"]
     for line in header_lines(r):
         parts.append(f"<p>{esc(line)}</p>")
     verdict = verdict_lines(r)

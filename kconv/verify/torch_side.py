@@ -76,7 +76,7 @@ def instrument(shipped: str, plain: str, traced: str) -> str | None:
     """
     plain_l, traced_l, shipped_l = plain.splitlines(), traced.splitlines(), shipped.splitlines()
     inserts: dict = {}
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, plain_l, traced_l, autojunk=False).get_opcodes():
+    for tag, i1, _i2, j1, j2 in difflib.SequenceMatcher(None, plain_l, traced_l, autojunk=False).get_opcodes():
         if tag == "insert":
             inserts[i1] = traced_l[j1:j2]
         elif tag != "equal":
