@@ -307,6 +307,18 @@ def _names_attr(obj, key, ctx: Context) -> list[str]:
     return [_text(n) for n in arr]
 
 
+def _listed_weights(g, names, label: str, ctx) -> list:
+    """[(name, dataset)] of the weights a legacy layer group lists; a listed but absent one is a problem."""
+    stored = []
+    for n in names:
+        ds = h5safe.child(g, n, missing_ok=True)
+        if ds is None:
+            ctx.problems.append(f"layer {label!r}: weight {n!r} listed but missing")
+            continue
+        stored.append((n, ds))
+    return stored
+
+
 def attach_legacy(model: Model, wgroup, ctx: Context):
     """``wgroup``: the group holding ``layer_names`` (``model_weights``, or the root of a weights file)."""
     import h5py
@@ -329,13 +341,7 @@ def attach_legacy(model: Model, wgroup, ctx: Context):
         if not isinstance(g, h5py.Group):
             raise ModelFileError(path, f"{g.name}: a dataset where the layer's group was expected")
         names = _names_attr(g, "weight_names", ctx)
-        stored = []
-        for n in names:
-            ds = h5safe.child(g, n, missing_ok=True)
-            if ds is None:
-                ctx.problems.append(f"layer {layer.name!r}: weight {n!r} listed but missing")
-                continue
-            stored.append((n, ds))
+        stored = _listed_weights(g, names, layer.name, ctx)
         if layer.model is not None:
             _distribute(layer, stored, ctx)
         elif _keras1_layer(layer):
@@ -378,13 +384,7 @@ def attach_legacy_by_order(model: Model, wgroup, ctx: Context):
                    "name instead")
         raise WeightMismatchError([message], path=path)
     for k, ((name, g, names), layer) in enumerate(zip(saved, layers)):
-        stored = []
-        for n in names:
-            ds = h5safe.child(g, n, missing_ok=True)
-            if ds is None:
-                ctx.problems.append(f"layer {name!r}: weight {n!r} listed but missing")
-                continue
-            stored.append((n, ds))
+        stored = _listed_weights(g, names, name, ctx)
         layer.stored_as = name
         expected = _count_expected(layer)
         if expected is not None and expected != len(stored):
