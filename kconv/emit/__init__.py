@@ -103,7 +103,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_state(model: Model, net, arrays: dict, defaults: set):
+def build_state(net, arrays: dict, defaults: set):
     import torch
 
     sd = net.state_dict()
@@ -129,7 +129,7 @@ def build_state(model: Model, net, arrays: dict, defaults: set):
 
 
 def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: bool = False,
-            observer=None, force: bool = False) -> Path:
+            force: bool = False) -> Path:
     """Write ``out_dir/model.py``, the weights and the manifest; nothing is left behind on failure.
 
     An existing ``out_dir`` is updated only where kconv wrote it: its files listed in the previous
@@ -165,7 +165,7 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
         (tmp / "model.py").write_text(source)
         mod = _import(tmp / "model.py")
         net = mod.Model()
-        state = build_state(model, net, arrays, gen.defaults)
+        state = build_state(net, arrays, gen.defaults)
         net.load_state_dict(state, strict=True)
         wname = "model.safetensors" if fmt == "safetensors" else "model.pt"
         if fmt == "safetensors":

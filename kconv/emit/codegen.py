@@ -92,7 +92,6 @@ class Emit:
         self.cfg = layer.config
         self.in_shapes = [self._v(r).shape for r in self.call.inputs]
         self.out_shapes = self.call.output_shapes
-        self._module_added = False
         self._masks_set: set = set()
         self.mask_read = False
 
@@ -165,7 +164,6 @@ class Emit:
         if self.attr not in self.cls.registered:
             self.cls.registered.add(self.attr)
             self.cls.init.append(f"self.{self.attr} = {expr}")
-        self._module_added = True
         return f"self.{self.attr}"
 
     def buffer(self, suffix: str, expr: str) -> str:

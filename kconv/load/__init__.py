@@ -16,12 +16,11 @@ from . import h5safe
 from . import shapes as _shapes
 from . import validate, writer
 from .config import build_model
-from .limits import DEFAULT as DEFAULT_LIMITS, Limits
+from .limits import Limits
 from .weights import Context, attach_keras3, attach_legacy, attach_legacy_by_order, check_shapes
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
-MAX_CONFIG_BYTES = DEFAULT_LIMITS.max_config_bytes  # kept for callers of the old constant
 MAX_METADATA_BYTES = 1 << 20
 
 # What a damaged file can make the standard library, h5py or the config walk raise. Anything in

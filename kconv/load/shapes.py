@@ -38,7 +38,7 @@ def infer(model: Model, input_shapes: list | None = None) -> list:
                 rest.append((layer, n))
                 continue
             shapes = [known.get((r.layer, r.node, r.index)) for r in call.inputs]
-            outs = _call_shapes(layer, call, shapes, model)
+            outs = _call_shapes(layer, call, shapes)
             call.output_shapes = outs
             for i, s in enumerate(outs):
                 known[(layer.name, n, i)] = s
@@ -62,7 +62,7 @@ def _kw_refs(call):
     return out
 
 
-def _call_shapes(layer: Layer, call, shapes, outer) -> list:
+def _call_shapes(layer: Layer, call, shapes) -> list:
     if layer.model is not None and layer.wraps_model:  # TimeDistributed(model): the model on each step
         s = shapes[0] if shapes else None
         if s is None or len(s) < 2:

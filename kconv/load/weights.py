@@ -94,7 +94,7 @@ def _key_of_name(name: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Matching stored tensors to declarations
 
-def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, trainable_scope: bool, where: str,
+def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, trainable_scope: bool,
            ctx: Context, key_of=None):
     """Give ``layer`` its weights from ``stored`` [(name, dataset)], with roles from its declaration.
 
@@ -151,7 +151,7 @@ def assign(layer: Layer, stored: list[tuple[str, object]], by_name: bool, traina
             weights[i] = _weight(n, ds, decls[i], cfg, trainable_layer, ctx)
     for i, d in enumerate(decls):
         if weights[i] is None:
-            synthetic = _synthesize(layer, d, weights, decls, trainable_layer)
+            synthetic = _synthesize(layer, d, weights, trainable_layer)
             if synthetic is not None:
                 weights[i] = synthetic
             else:
@@ -185,7 +185,7 @@ def _converted_rnn(layer: Layer, stored, ctx: Context):
     return cudnn.convert(layer, stored, ctx.problems)
 
 
-def _synthesize(layer, decl, weights, decls, trainable_layer):
+def _synthesize(layer, decl, weights, trainable_layer):
     """LoRA factors are not stored in .keras files (merged into the kernel or embeddings on save):
     lora_<base>_a has the base's shape with the last axis replaced by the rank, lora_<base>_b is
     (rank, last axis of the base) (keras/src/layers/*: enable_lora)."""
@@ -289,7 +289,7 @@ def attach_keras3(model: Model, group, ctx: Context, trainable_scope: bool = Tru
             continue
         spec = specs.get(layer.class_name)
         stored = _vars_in(g, spec.keras_subobjects if spec else (), ctx) if g is not None else []
-        assign(layer, stored, by_name=False, trainable_scope=trainable_scope, where="model.weights.h5", ctx=ctx)
+        assign(layer, stored, by_name=False, trainable_scope=trainable_scope, ctx=ctx)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def attach_legacy(model: Model, wgroup, ctx: Context):
         elif _keras1_layer(layer):
             _assign_keras1(layer, stored, ctx)
         else:
-            assign(layer, _converted_rnn(layer, stored, ctx), by_name=True, trainable_scope=True, where=path,
+            assign(layer, _converted_rnn(layer, stored, ctx), by_name=True, trainable_scope=True,
                    ctx=ctx)
 
 
@@ -397,7 +397,7 @@ def attach_legacy_by_order(model: Model, wgroup, ctx: Context):
         elif _keras1_layer(layer):
             _assign_keras1(layer, stored, ctx)
         else:
-            assign(layer, _converted_rnn(layer, stored, ctx), by_name=True, trainable_scope=True, where=path,
+            assign(layer, _converted_rnn(layer, stored, ctx), by_name=True, trainable_scope=True,
                    ctx=ctx)
 
 
@@ -446,7 +446,7 @@ def _distribute_by_order(outer: Layer, stored, ctx: Context):
         per_leaf[leaf.name].append((i, item))
     for leaf, t in leaves:
         ordered = [item for _, item in sorted(per_leaf[leaf.name], key=lambda p: p[0])]
-        assign(leaf, _converted_rnn(leaf, ordered, ctx), by_name=False, trainable_scope=t, where=ctx.path, ctx=ctx)
+        assign(leaf, _converted_rnn(leaf, ordered, ctx), by_name=False, trainable_scope=t, ctx=ctx)
 
 
 def _keras1_layer(layer: Layer) -> bool:
@@ -478,7 +478,7 @@ def _assign_keras1(layer: Layer, stored, ctx: Context):
                 part = keras1.gate_weights(types.SimpleNamespace(class_name=cls, name=str(icfg.get("name", ""))),
                                            part, layer.notes if k == 0 else [])
             out.extend(part)
-        assign(layer, out, by_name=False, trainable_scope=True, where=ctx.path, ctx=ctx)
+        assign(layer, out, by_name=False, trainable_scope=True, ctx=ctx)
         for w in layer.weights:
             if "+" in w.name:
                 w.note = "assembled from the Keras 1 per-gate arrays " + ", ".join(w.name.split("+"))
@@ -487,7 +487,7 @@ def _assign_keras1(layer: Layer, stored, ctx: Context):
         for n, ds in stored:
             h5safe.check_dataset(ds, ctx.limits, n)
         stored = keras1.gate_weights(layer, stored, layer.notes)
-    assign(layer, stored, by_name=True, trainable_scope=True, where=ctx.path, ctx=ctx,
+    assign(layer, stored, by_name=True, trainable_scope=True, ctx=ctx,
            key_of=lambda n: keras1.key_of(layer.class_name, layer.name, n))
     for w in layer.weights:
         if "+" in w.name:
@@ -529,8 +529,7 @@ def _distribute(outer: Layer, stored, ctx: Context):
             continue
         per_layer[owner].append((n, ds))
     for layer, t in leaves:
-        assign(layer, _converted_rnn(layer, per_layer[layer.name], ctx), by_name=True, trainable_scope=t,
-               where=ctx.path, ctx=ctx)
+        assign(layer, _converted_rnn(layer, per_layer[layer.name], ctx), by_name=True, trainable_scope=t, ctx=ctx)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,10 +15,6 @@ def same_shape(cfg, shapes):
     return shapes[0]
 
 
-def _dense_kernel_transform(cfg):
-    return Permute((1, 0))
-
-
 def _dense_shape(cfg, shapes):
     return (*shapes[0][:-1], cfg["units"])
 

@@ -97,7 +97,7 @@ def _axes(e):
     return sorted(axis_index(int(a), rank) for a in axes), rank
 
 
-def _dims_in(e, axes, rank, layout):
+def _dims_in(axes, rank, layout):
     """torch dims of Keras ``axes`` for the input held in ``layout``."""
     from ..emit.codegen import keras_axis_to_torch
 
@@ -108,7 +108,7 @@ def _dims_in(e, axes, rank, layout):
 def _emit_bn(e):
     axes, rank = _axes(e)
     if len(axes) != 1:
-        _emit_bn_axes(e, axes, rank)
+        _emit_bn_axes(e, axes)
         return
     a = axes[0]
     c = e.in_shapes[0][a]
@@ -139,7 +139,7 @@ def _emit_bn(e):
         e.default_ok("bias")  # torch initialises bias to 0: Keras center=False
     # torch normalises over dim 1: use the layout where the Keras axis is dim 1, else move it there.
     for layout in (e.layout(0), "cf" if rank >= 3 else "keras", "keras"):
-        if _dims_in(e, [a], rank, layout) == [1]:
+        if _dims_in([a], rank, layout) == [1]:
             e.output(f"{m}({e.input(0, layout)})", layout=layout)
             return
     x = e.input(0, "keras")
@@ -164,7 +164,7 @@ def _renorm_args(e):
     return (round(1.0 - float(m), 12), *vals)
 
 
-def _emit_bn_axes(e, axes, rank):
+def _emit_bn_axes(e, axes):
     """BatchNormalization over several axes (tf.keras 2; Keras 3 refuses it): the axes moved behind
     the batch axis and flattened into one channel axis of a BatchNorm1d (parameters flattened
     row-major by the declaration), then moved back."""
@@ -200,7 +200,7 @@ def _trailing_layout(e, axes, rank):
     for layout in (e.layout(0), "keras", "cf"):
         if layout == "cf" and rank < 3:
             continue
-        if _dims_in(e, axes, rank, layout) == want:
+        if _dims_in(axes, rank, layout) == want:
             return layout
     return None
 

@@ -60,11 +60,6 @@ class _quiet_stderr:
         return False
 
 
-def is_keras_model(obj) -> bool:
-    return hasattr(obj, "layers") and hasattr(obj, "inputs") and callable(obj) \
-        and type(obj).__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
-
-
 def load_model(path):
     k = keras()
     try:
