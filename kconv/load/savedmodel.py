@@ -304,7 +304,7 @@ def _load_savedmodel(path: Path, ctx: Context) -> Model:
         elif layer.class_name != "InputLayer" and _expects(layer):
             ctx.problems.append(f"layer {layer.name!r}: not found in {source.split()[0]}")
             continue
-        assign(layer, stored, by_name=True, trainable_scope=True, where=str(path), ctx=ctx)
+        assign(layer, stored, by_name=True, trainable_scope=True, ctx=ctx)
     model.keras_version = tf_version
     model.backend = "tensorflow"
     return model
