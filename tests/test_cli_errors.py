@@ -156,3 +156,38 @@ def test_progress_on_stderr_only_and_quiet(tmp_path, quiet):
     assert conv.returncode == 0
     assert ("reading and transforming weights" in conv.stderr) is not quiet
     assert conv.stdout == ""
+
+
+@pytest.mark.parametrize("bug", [KeyError("units"), TypeError("'NoneType' object is not subscriptable"),
+                                 ValueError("bad"), IndexError("list index out of range")])
+def test_a_bug_in_an_emitter_is_an_internal_error(tmp_path, monkeypatch, bug):
+    """A converter that raises (a kconv bug) is exit 4 'internal error', never blamed on the user's config."""
+    from kconv import specs
+
+    def buggy(e):
+        raise bug
+
+    monkeypatch.setattr(specs.get("Dense"), "emit", buggy)
+    r = cli("convert", FIXTURES / "cnn.h5", "-o", tmp_path / "out")
+    assert r.exit_code == 4, r.output
+    assert f"kconv: internal error: {type(bug).__name__}" in r.output
+    assert "config" not in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_required_config_key_is_exit_2(tmp_path):
+    """What the emitters index without a guard, the declaration requires: a file lacking it is refused
+    at load (exit 2, naming the layer and the key), as Keras's from_config refuses it."""
+    import json
+    import zipfile
+
+    src = FIXTURES / "cnn.keras"
+    cfg = json.loads(zipfile.ZipFile(src).read("config.json"))
+    dense = next(ly for ly in cfg["config"]["layers"] if ly["class_name"] == "Dense")
+    del dense["config"]["units"]
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(path, "w") as b:
+        for info in a.infolist():
+            b.writestr(info.filename, json.dumps(cfg) if info.filename == "config.json" else a.read(info.filename))
+    r = _one_clean_line(cli("convert", path, "-o", tmp_path / "out"))
+    assert "'units' is missing" in r and dense["config"]["name"] in r

@@ -386,6 +386,9 @@ class Generator:
             cls.used_vars.add(arg)
             cls.varnames[(ref.layer, ref.node, ref.index)] = arg
             shape = layer.calls[0].output_shapes[0] if layer.calls and layer.calls[0].output_shapes else None
+            if top and shape is None:
+                raise ConfigError(layer.name, "the file records no shape for this model input (batch_shape): "
+                                              "Keras cannot build the model without it")
             layout = CF if cf_io and shape is not None and len(shape) >= 3 else KERAS
             values[(ref.layer, ref.node, ref.index)] = Value(arg, layout, shape)
         for layer, node in self._order(model):
@@ -434,11 +437,12 @@ class Generator:
                 self._freeze(e)
             except _Unsupported as exc:
                 self._unsupported(e, str(exc))
-            except (KeyError, TypeError, ValueError, IndexError, ConfigError) as exc:
-                if not self.problems:  # after an unsupported layer, later failures may be its echo
-                    if isinstance(exc, ConfigError):
-                        raise
-                    raise ConfigError(layer.name, f"config not understood by the converter ({exc!r})") from None
+            except Exception:
+                # A config the loader let through is refused by the emitter as a ConfigError (exit 2);
+                # anything else raised here is a bug in kconv (exit 4), never the user's config. After
+                # an unsupported layer, a later failure may be its echo: the report lists the cause.
+                if not self.problems:
+                    raise
                 self._unsupported(e, None)
         outs = []
         for ref in model.outputs:

@@ -68,6 +68,10 @@ def _axes(layer, key, v):
 
 
 def check_layer(name: str, class_name: str, cfg: dict):
+    spec = specs.get(class_name)
+    for key in spec.required if spec else ():
+        if key not in cfg:
+            raise ConfigError(name, f"config key {key!r} is missing (Keras cannot build a {class_name} without it)")
     for key in POSITIVE_INT:
         if key in cfg and cfg[key] is not None and not (_is_int(cfg[key]) and 0 < cfg[key] <= MAX_DIM):
             _bad(name, key, cfg[key], "a positive integer")

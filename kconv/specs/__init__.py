@@ -160,6 +160,9 @@ class LayerSpec:
     # Call arguments that change what a call computes (Bidirectional's return_state, ReversibleEmbedding's
     # reverse): the shape rule and the emitter see them merged into the config of that call.
     call_kwargs: tuple = ()
+    # Config keys Keras cannot build the layer without (its constructor's required arguments): a file
+    # lacking one is refused when it is loaded (kconv.load.validate), as Keras's from_config would.
+    required: tuple = ()
 
     def all_choices(self) -> dict:
         return {**COMMON_CHOICES, **self.choices}

@@ -101,6 +101,7 @@ for n in (1, 2, 3):
             *LORA_EXTRAS,
         ),
         output_shape=conv_shape(n),
+        required=("filters", "kernel_size"),
         choices={"padding": Choice(PADDING_CAUSAL if n == 1 else PADDING)},
         notes=("'same' with stride > 1 pads more on the right/bottom: torch needs explicit padding",
                "Theano-written kernels are true convolutions: flipped spatially (--backend-of-writer)"),
@@ -116,6 +117,7 @@ for n in (1, 2, 3):
             WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.filters_bias),
         ),
         output_shape=deconv_shape(n),
+        required=("filters", "kernel_size"),
         choices={"padding": Choice(PADDING)},
         notes=("kernel is stored (k.., out, in): torch ConvTranspose wants (in, out, k..)",),
     )
@@ -132,6 +134,7 @@ for n in (1, 2):
             WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.depthwise_bias),
         ),
         output_shape=conv_shape(n, _depth_channels),
+        required=("kernel_size",),
         choices={"padding": Choice(PADDING)},
     )
     declare(
@@ -139,6 +142,7 @@ for n in (1, 2):
         f"SeparableConvolution{n}D",
         family="conv",
         summary=f"{n}D depthwise convolution followed by a pointwise (1x1) convolution",
+        required=("filters", "kernel_size"),
         weights=(
             WeightDecl("depthwise_kernel", torch="depthwise.weight", transform=_stored_kernel(n, depthwise_to_torch(n)),
                        shape=_ws.depthwise_kernel(n)),

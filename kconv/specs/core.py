@@ -199,6 +199,7 @@ declare(
         *LORA_EXTRAS,
     ),
     output_shape=_dense_shape,
+    required=("units",),
 )
 
 def _einsum_kernel_transform(cfg):
@@ -314,6 +315,7 @@ declare(
     summary="token id -> row of the embeddings table",
     weights=EMBEDDING_WEIGHTS,
     output_shape=lambda cfg, shapes: (*shapes[0], cfg["output_dim"]),
+    required=("input_dim", "output_dim"),
     notes=("mask_zero=True masks downstream layers where the id is 0",),
 )
 

@@ -50,6 +50,7 @@ def _rnn(cls, summary, ih="weight_ih_l0", hh="weight_hh_l0", gate_order=None, bi
         ),
         output_shape=lambda cfg, shapes: _rnn_shape({**cfg, "_cell": cls}, shapes),
         keras_subobjects=("cell",),
+        required=("units",),
         notes=notes,
     )
 
