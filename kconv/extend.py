@@ -134,7 +134,8 @@ def layer(*class_names: str, torch, weights=(), output_shape=None, mask: Optiona
                      weights=lambda cfg: storage_order(weights, cfg), output_shape=output_shape,
                      keras_subobjects=tuple(keras_subobjects),
                      no_weights_reason="" if weights else "declared weightless by its extension",
-                     emit=lambda e: _emit_custom(e, ext), notes=tuple(notes))
+                     emit=lambda e: _emit_custom(e, ext), notes=tuple(notes),
+                     uses_mask=mask == "use", output_mask="keep" if mask == "keep" else "")
     specs.register(spec)
     for n in class_names:
         _LAYERS[n] = ext

@@ -45,30 +45,6 @@ class Value:
 
 _UNSET = object()
 
-# --- Keras masks ---------------------------------------------------------------------------------
-# In Sequential models and Keras 2 files a mask travels implicitly with the tensor (Keras 3 records it
-# as an explicit `mask=` input only for layers whose call() takes one). What each layer does with an
-# incoming mask follows Keras (keras/src/layers/layer.py: supports_masking is true when a layer sets it
-# or overrides compute_mask; tf_keras raises at build time for a masked input to a layer without it).
-# Layers that keep the mask of their first input (supports_masking, default compute_mask):
-MASK_KEEP = frozenset({
-    "Dense", "Activation", "ELU", "LeakyReLU", "PReLU", "ReLU", "Softmax", "Identity", "BatchNormalization",
-    "GroupNormalization", "LayerNormalization", "UnitNormalization", "Normalization", "Rescaling",
-    "ActivityRegularization", "AlphaDropout", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-    "SpatialDropout3D", "GaussianDropout", "GaussianNoise", "TimeDistributed", "MultiHeadAttention",
-})
-# Merge layers: Keras 3 ORs the masks when every input has one (keras/src/layers/merging/base_merge.py;
-# Concatenate on the last axis amounts to the same); tf_keras ANDs the masks that exist.
-MASK_MERGE = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"})
-# Layers whose call() uses the mask at inference: their emitter must read it (Emit.mask) or the
-# conversion is refused rather than silently ignoring the mask.
-MASK_USERS = frozenset({
-    "Softmax", "Lambda", "Dot", "Attention", "AdditiveAttention", "MultiHeadAttention", "GroupQueryAttention",
-    "GlobalAveragePooling1D", "SimpleRNN", "LSTM", "GRU", "RNN", "Bidirectional", "TimeDistributed",
-    "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
-})
-
-
 @dataclass
 class ClassSource:
     name: str
@@ -217,7 +193,7 @@ class Emit:
         """Bind output ``index`` to ``expr`` (applying the layer's ``activation`` when asked).
 
         ``mask``: the output's Keras mask expression (None: none); left out, Keras's default
-        propagation for the layer class applies (see MASK_KEEP)."""
+        propagation of the layer's declaration applies (LayerSpec.output_mask)."""
         shape = self.out_shapes[index] if index < len(self.out_shapes) else None
         if activation:
             expr = self.activation(expr, layout, shape)
@@ -492,9 +468,13 @@ class Generator:
         e.output(f"{y}.unflatten(0, ({x}.shape[0], {x}.shape[1]))", mask=None)
 
     def _propagate_mask(self, e: "Emit"):
-        """Give each output of the call its Keras mask, unless the emitter set it (Emit.set_mask)."""
+        """Give each output of the call its Keras mask, unless the emitter set it (Emit.set_mask), as the
+        layer's declaration says (LayerSpec.uses_mask, output_mask). In Sequential models and Keras 2
+        files a mask travels implicitly with the tensor; Keras 3 records it as an explicit ``mask=``
+        input only for layers whose call() takes one (Emit.mask reads either)."""
         cls = e.layer.class_name
-        if e.has_mask() and cls in MASK_USERS and not e.mask_read:
+        spec = specs.get(cls)
+        if e.has_mask() and spec.uses_mask and not e.mask_read:
             raise _Unsupported("Keras uses the input mask in this layer; masked input is not converted here")
         n_out = max(1, len(e.out_shapes))
         for index in range(n_out):
@@ -502,9 +482,11 @@ class Generator:
             if index in e._masks_set or key not in e.values:
                 continue
             mask = None
-            if cls in MASK_KEEP and index == 0:
+            if spec.output_mask == "keep" and index == 0:
                 mask = e.mask(0) if e.has_mask() else None
-            elif cls in MASK_MERGE and index == 0 and e.has_mask():
+            elif spec.output_mask == "merge" and index == 0 and e.has_mask():
+                # Keras 3 ORs the masks when every input has one (keras/src/layers/merging/base_merge.py;
+                # Concatenate on the last axis amounts to the same); tf_keras ANDs the masks that exist.
                 masks = [e.mask(i) for i in range(e.n_inputs)]
                 if cls == "Concatenate" and e.cfg.get("axis", -1) not in (-1, len(e.in_shapes[0]) - 1):
                     raise _Unsupported("a Keras mask through Concatenate on a non-feature axis is not converted")

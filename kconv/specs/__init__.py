@@ -163,6 +163,14 @@ class LayerSpec:
     # Config keys Keras cannot build the layer without (its constructor's required arguments): a file
     # lacking one is refused when it is loaded (kconv.load.validate), as Keras's from_config would.
     required: tuple = ()
+    # Keras masks (the (batch, time) mask that travels with a tensor; keras/src/layers/layer.py:
+    # supports_masking / compute_mask). ``uses_mask``: call() uses the incoming mask at inference, so
+    # the emitter must read it (Emit.mask) or masked input is refused, never silently ignored.
+    # ``output_mask``: the mask of output 0 when the emitter sets none: "keep" (the first input's:
+    # supports_masking with the default compute_mask), "merge" (merge layers, see kconv.emit.codegen),
+    # or "" (none; an incoming mask stops here).
+    uses_mask: bool = False
+    output_mask: str = ""
 
     def all_choices(self) -> dict:
         return {**COMMON_CHOICES, **self.choices}

@@ -7,6 +7,7 @@ from .core import same_shape
 
 declare(
     "Activation",
+    output_mask="keep",
     family="activation",
     summary="applies a built-in activation function",
     output_shape=same_shape,
@@ -15,6 +16,7 @@ declare(
 
 declare(
     "ReLU",
+    output_mask="keep",
     family="activation",
     summary="max(x, 0) with optional max_value, negative_slope and threshold",
     output_shape=same_shape,
@@ -23,6 +25,7 @@ declare(
 
 declare(
     "LeakyReLU",
+    output_mask="keep",
     family="activation",
     summary="x if x > 0 else negative_slope * x",
     output_shape=same_shape,
@@ -32,6 +35,7 @@ declare(
 
 declare(
     "PReLU",
+    output_mask="keep",
     family="activation",
     summary="LeakyReLU with a learned slope per element (shared over shared_axes)",
     weights=(WeightDecl("alpha", torch="alpha", shape=_ws.prelu_alpha),),
@@ -41,6 +45,7 @@ declare(
 
 declare(
     "ELU",
+    output_mask="keep",
     family="activation",
     summary="x if x > 0 else alpha * (exp(x) - 1)",
     output_shape=same_shape,
@@ -49,6 +54,7 @@ declare(
 
 declare(
     "Softmax",
+    uses_mask=True, output_mask="keep",
     family="activation",
     summary="softmax over axis",
     output_shape=same_shape,

@@ -30,6 +30,7 @@ def _mha_shape(cfg, shapes):
 
 declare(
     "MultiHeadAttention",
+    uses_mask=True, output_mask="keep",
     family="attention",
     summary="multi-head attention with separate query/key/value/output projections",
     weights=_mha_weights,
@@ -40,6 +41,7 @@ declare(
 
 declare(
     "Attention",
+    uses_mask=True,
     family="attention",
     summary="dot-product (Luong) attention",
     weights=(WeightDecl("scale", when=lambda c: c.get("use_scale", False), torch="scale"),
@@ -51,6 +53,7 @@ declare(
 
 declare(
     "AdditiveAttention",
+    uses_mask=True,
     family="attention",
     summary="additive (Bahdanau) attention",
     weights=(WeightDecl("scale", when=lambda c: c.get("use_scale", True), torch="scale"),),

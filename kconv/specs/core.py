@@ -188,6 +188,7 @@ declare(
 
 declare(
     "Dense",
+    output_mask="keep",
     family="core",
     summary="y = activation(x @ kernel + bias) over the last axis (any input rank)",
     weights=(
@@ -341,6 +342,7 @@ declare(
 
 declare(
     "Identity",
+    output_mask="keep",
     family="core",
     summary="returns its input",
     output_shape=same_shape,
@@ -349,6 +351,7 @@ declare(
 
 declare(
     "Lambda",
+    uses_mask=True,
     family="core",
     summary="arbitrary Python function stored as bytecode: never executed by kconv",
     output_shape=lambda cfg, shapes: _lambda_shape(cfg, shapes),
@@ -365,6 +368,7 @@ def _lambda_shape(cfg, shapes):
 
 declare(
     "Rescaling",
+    output_mask="keep",
     family="core",
     summary="y = x * scale + offset",
     output_shape=same_shape,
@@ -382,6 +386,7 @@ def _normalization_axes(cfg, rank):
 
 declare(
     "Normalization",
+    output_mask="keep",
     family="core",
     summary="y = (x - mean) / sqrt(variance) with statistics stored at adapt() time",
     # Statistics passed to the constructor (mean=, variance=) are config, not weights.

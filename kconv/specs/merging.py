@@ -38,11 +38,11 @@ def dot(cfg, shapes):
 for cls, what in [("Add", "sum"), ("Subtract", "difference (two inputs)"), ("Multiply", "product"),
                   ("Average", "mean"), ("Maximum", "maximum"), ("Minimum", "minimum")]:
     declare(cls, family="merging", summary=f"elementwise {what} of its inputs", output_shape=broadcast,
-            no_weights_reason=NO_PARAMS)
+            no_weights_reason=NO_PARAMS, output_mask="merge")
 declare("Concatenate", family="merging", summary="concatenates its inputs along axis", output_shape=concat,
-        no_weights_reason=NO_PARAMS)
+        no_weights_reason=NO_PARAMS, output_mask="merge")
 declare("Dot", family="merging", summary="batched dot product along axes (optionally L2-normalised)",
-        output_shape=dot, no_weights_reason=NO_PARAMS)
+        output_shape=dot, no_weights_reason=NO_PARAMS, uses_mask=True)
 
 
 # --- PyTorch emission ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ def _bn_flat(cfg):
 
 declare(
     "BatchNormalization",
+    output_mask="keep",
     family="normalization",
     summary="y = gamma * (x - moving_mean) / sqrt(moving_variance + epsilon) + beta at inference",
     weights=(
@@ -45,6 +46,7 @@ declare(
 
 declare(
     "LayerNormalization",
+    output_mask="keep",
     family="normalization",
     summary="normalise over `axis` (int or list) per sample, then scale and shift",
     weights=(
@@ -59,6 +61,7 @@ declare(
 
 declare(
     "GroupNormalization",
+    output_mask="keep",
     family="normalization",
     summary="normalise over groups of channels per sample, then scale and shift per channel",
     weights=(
@@ -78,6 +81,7 @@ declare(
 
 declare(
     "UnitNormalization",
+    output_mask="keep",
     family="normalization",
     summary="x / ||x||_2 over `axis`",
     output_shape=same_shape,

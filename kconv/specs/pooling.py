@@ -44,6 +44,8 @@ for n in (1, 2, 3):
             summary=f"{verb} over all {n}D positions (keepdims optional)",
             output_shape=global_shape,
             no_weights_reason="pooling, no parameters",
+            # keras/src/layers/pooling/global_average_pooling1d.py: the mean over unmasked steps
+            uses_mask=(kind, n) == ("Average", 1),
         )
 
 

@@ -51,6 +51,7 @@ def _rnn(cls, summary, ih="weight_ih_l0", hh="weight_hh_l0", gate_order=None, bi
         output_shape=lambda cfg, shapes: _rnn_shape({**cfg, "_cell": cls}, shapes),
         keras_subobjects=("cell",),
         required=("units",),
+        uses_mask=True,
         notes=notes,
     )
 
@@ -98,6 +99,7 @@ def _bidirectional_shape(cfg, shapes):
 
 declare(
     "Bidirectional",
+    uses_mask=True,
     family="recurrent",
     summary="runs a recurrent layer forwards and backwards and merges the outputs (merge_mode)",
     weights=_bidirectional_weights,
@@ -116,6 +118,7 @@ def _td_shape(cfg, shapes):
 
 declare(
     "TimeDistributed",
+    uses_mask=True, output_mask="keep",
     family="recurrent",
     summary="applies the wrapped layer to every time step",
     weights=lambda cfg: _wrapped(cfg, "layer", "layer"),
@@ -166,6 +169,7 @@ def _rnn_cell_shape(cfg, shapes):
 
 declare(
     "RNN",
+    uses_mask=True,
     family="recurrent",
     summary="runs a recurrent cell (SimpleRNNCell, LSTMCell, GRUCell or a list of them) over time",
     weights=_rnn_cell_weights,
@@ -223,6 +227,7 @@ for _rank in (1, 2, 3):
             WeightDecl("bias", when=_has_bias, torch="bias"),
         ),
         output_shape=_convlstm_shape(_rank),
+        uses_mask=True,
         keras_subobjects=("cell",),
         choices={"padding": Choice(PADDING)},
         notes=("the recurrent convolution is always 'same' with stride 1 (padding applies to the input one)",),
@@ -446,10 +451,8 @@ def _emit_time_distributed(e):
     spec = get(cls) if cls else None
     if spec is None or spec.emit is None or cls in ("TimeDistributed", "Bidirectional") or cls in _N_STATES:
         e.unsupported(f"TimeDistributed({cls}) is not converted")
-    from ..emit.codegen import MASK_USERS
-
     if e.has_mask():  # keras/src/layers/rnn/time_distributed.py passes mask[t] only to layers taking one
-        if cls in MASK_USERS:
+        if spec.uses_mask:
             e.unsupported(f"masked input to TimeDistributed({cls}) is not converted")
         e.mask(0)
     s = e.in_shapes[0]

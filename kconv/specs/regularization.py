@@ -19,6 +19,7 @@ for cls, summary in [
         family="regularization",
         summary=summary + "; identity at inference",
         output_shape=same_shape,
+        output_mask="keep",
         no_weights_reason="identity at inference, no parameters",
     )
 
