@@ -171,6 +171,9 @@ class LayerSpec:
     # or "" (none; an incoming mask stops here).
     uses_mask: bool = False
     output_mask: str = ""
+    # (cfg) -> (class name, config) of a declared class that computes the same function from the same
+    # weights (CuDNNLSTM: LSTM(tanh, sigmoid)); wrappers (Bidirectional) convert the layer as that class.
+    same_as: Optional[Callable[[dict], tuple]] = None
 
     def all_choices(self) -> dict:
         return {**COMMON_CHOICES, **self.choices}

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..transforms import Reshape, Take, Transform
-from . import _REGISTRY, WeightDecl, declare, emits, get
+from . import WeightDecl, declare, emits, get
 from . import _wshapes as _ws
 from .recurrent import GRU_ORDER, _rnn_shape
 
@@ -103,6 +103,7 @@ def _cudnn(cls: str, summary: str, kt, rt, bias_targets):
         ),
         output_shape=lambda cfg, shapes: _rnn_shape({**cfg, "_cell": EQUIVALENT[cls]}, shapes),
         keras_subobjects=("cell",),
+        same_as=lambda cfg: equivalent(cls, cfg),
         notes=("kernels are stored in cuDNN memory order: each gate block is reshaped, not transposed",
                "the bias holds input and recurrent biases (torch bias_ih / bias_hh)"),
     )
@@ -143,7 +144,7 @@ def _emit_cudnn(e):
     """Emitted by the LSTM/GRU converter with the equivalent config (same weights, same torch names)."""
     if e.has_mask():
         e.unsupported("masked input (Keras's CuDNN layers do not support masking)")
-    cls, cfg = equivalent(e.layer.class_name, e.cfg)
+    cls, cfg = get(e.layer.class_name).same_as(e.cfg)
     original = e.layer
     e.layer = dataclasses.replace(original, class_name=cls, config=cfg)
     e.cfg = cfg
@@ -159,36 +160,3 @@ def _emit_merge(e):
     if e.cfg.get("mode_type", "raw") != "raw":
         e.unsupported(f"Merge with a Python function as mode ({str(mode)[:40]!r}): code is never run")
     e.unsupported(f"Merge mode {mode!r} is not converted")
-
-
-def _bidirectional_with_cudnn(inner_emit):
-    """Bidirectional(CuDNNGRU/CuDNNLSTM): the wrapped configs replaced by their LSTM/GRU equivalents
-    for the Bidirectional converter (weights come from the declarations above, unchanged)."""
-
-    def emit(e):
-        cfg = e.cfg
-        subs = {k: cfg.get(k) for k in ("layer", "backward_layer")}
-        if not any(isinstance(s, dict) and s.get("class_name") in EQUIVALENT for s in subs.values()):
-            return inner_emit(e)
-        new = dict(cfg)
-        for k, sub in subs.items():
-            if isinstance(sub, dict) and sub.get("class_name") in EQUIVALENT:
-                cls, scfg = equivalent(sub["class_name"], sub.get("config", {}))
-                new[k] = {**sub, "class_name": cls, "config": scfg}
-        if e.has_mask():
-            e.unsupported("masked input (Keras's CuDNN layers do not support masking)")
-        e.cfg = new
-        try:
-            return inner_emit(e)
-        finally:
-            e.cfg = cfg
-
-    emit.wrapped = inner_emit
-    return emit
-
-
-_bidi = _REGISTRY.get("Bidirectional")
-if _bidi is not None and _bidi.emit is not None and not hasattr(_bidi.emit, "wrapped"):
-    # TODO(recurrent.py owner): a hook in recurrent._rnn_module for "equivalent" classes would make
-    # this adapter unnecessary; it changes nothing for other wrapped layers.
-    _bidi.emit = _bidirectional_with_cudnn(_bidi.emit)

@@ -409,11 +409,23 @@ def _emit_recurrent(e, source, n_states, seq, return_state, module=None):
     _outputs_with_states(e, call, n_states, "", out_mask)
 
 
+def _same(e, cls, cfg):
+    """A wrapped layer's class and config as the class its declaration computes the same function as
+    (LayerSpec.same_as: CuDNNLSTM -> LSTM), refused with a mask the wrapped class does not take."""
+    spec = get(cls) if cls else None
+    if spec is None or spec.same_as is None:
+        return cls, cfg
+    if e.has_mask() and not spec.uses_mask:
+        e.unsupported(f"masked input ({cls} does not support masking)")
+    return spec.same_as(cfg)
+
+
 @emits("Bidirectional")
 def _emit_bidirectional(e):
     cfg = e.cfg
-    fcls, fcfg = _inner(cfg, "layer")
-    bcls, bcfg = _inner(cfg, "backward_layer") if cfg.get("backward_layer") else (fcls, {**fcfg, "go_backwards": True})
+    fcls, fcfg = _same(e, *_inner(cfg, "layer"))
+    bcls, bcfg = (_same(e, *_inner(cfg, "backward_layer")) if cfg.get("backward_layer")
+                  else (fcls, {**fcfg, "go_backwards": True}))
     seq = bool(fcfg.get("return_sequences", False))
     merge = cfg.get("merge_mode", "concat")
     if merge not in ("concat", "sum", "ave", "mul", None):
