@@ -21,6 +21,7 @@ from ..errors import KconvError, ModelFileError, OutputError, WeightMismatchErro
 from ..ir import Layer, Model
 from ..transforms import Zeros
 from ..naming import module_names
+from .blocks import torch_key
 from .codegen import Generator
 
 MANIFEST = "kconv.json"
@@ -129,13 +130,14 @@ def build_state(net, arrays: dict, defaults: set):
 
 
 def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: bool = False,
-            force: bool = False) -> Path:
+            force: bool = False, blocks: bool = False) -> Path:
     """Write ``out_dir/model.py``, the weights and the manifest; nothing is left behind on failure.
 
     An existing ``out_dir`` is updated only where kconv wrote it: its files listed in the previous
     manifest (unchanged since) are replaced; any other file, or a kconv file edited since, makes it
     refuse (:class:`OutputError`) unless ``force``. Even with ``force`` a file kconv did not write
-    is never deleted or overwritten.
+    is never deleted or overwritten. ``blocks``: layers sharing a block name prefix become submodules
+    (kconv.emit.blocks); the state-dict keys and the manifest follow the nesting.
     """
     import torch
 
@@ -151,9 +153,14 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
     shown = str(out_dir)
     out_dir = Path(os.path.abspath(out_dir))
     plan = _plan_target(out_dir, shown, force)
-    gen = Generator(model, channels_first_io=channels_first)
+    gen = Generator(model, channels_first_io=channels_first, blocks=blocks)
     source = gen.generate()
     arrays, rows = tensors_for(model)
+    if blocks:
+        arrays = {torch_key(gen, k): v for k, v in arrays.items()}
+        for row in rows:
+            if row.get("torch_key"):
+                row["torch_key"] = torch_key(gen, row["torch_key"])
     parent = out_dir.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -185,6 +192,7 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
             "writer_backend_note": model.backend_note,
             "weights_file": wname,
             "channels_first": channels_first,
+            "blocks": blocks,
             "inputs": [r.layer for r in model.inputs],
             "outputs": [str(r) for r in model.outputs],
             # what kconv wrote here, with the content it wrote: a later conversion into the same

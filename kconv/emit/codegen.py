@@ -54,6 +54,10 @@ class ClassSource:
     registered: set = field(default_factory=set)
     varnames: dict = field(default_factory=dict)
     used_vars: set = field(default_factory=lambda: {"self", "torch", "F", "nn", "TRACE"})
+    prefix: str = ""  # the state-dict path of the module this class is (nested models: 'outer.')
+    # (layer, call, len(init), len(forward)) before each layer call's code, and once after the last:
+    # what each call emitted (kconv.emit.blocks groups by it)
+    units: list = field(default_factory=list)
 
 
 class Emit:
@@ -260,11 +264,14 @@ def layer_problems(layer: Layer) -> str | None:
 
 
 class Generator:
-    def __init__(self, model: Model, channels_first_io: bool = False, trace: bool = False):
+    def __init__(self, model: Model, channels_first_io: bool = False, trace: bool = False, blocks: bool = False):
         """``trace``: the emitted module also records every layer output, in Keras layout, in the
         module-level dict ``TRACE`` (keys: Keras layer paths, nested models as 'outer/inner').
-        Used by verify --per-layer; the shipped model.py is generated without it."""
+        Used by verify --per-layer; the shipped model.py is generated without it. ``blocks``: layers
+        sharing a block name prefix become submodules (kconv.emit.blocks; keys: :meth:`torch_key`)."""
         self.trace = trace
+        self.blocks = blocks
+        self.key_map: dict = {}
         self.root = model
         self.keras_major = int(model.keras_version.split(".")[0]) if model.keras_version[:1].isdigit() else 3
         self.channels_first_io = channels_first_io
@@ -318,6 +325,10 @@ class Generator:
         self._class(self.root, "Model")
         if self.problems:
             raise UnsupportedError(self.problems)
+        if self.blocks:
+            from .blocks import group_blocks
+
+            group_blocks(self)
         blocks = [HELPERS[h] for h in helper_order(self.helpers)]
         if self.activation_fns:
             blocks.insert(0, activations.function_source(self.activation_fns, self.keras_major))
@@ -348,7 +359,7 @@ class Generator:
             name = f"{base}{i}"
             i += 1
         self.class_names.add(name)
-        cls = ClassSource(name)
+        cls = ClassSource(name, prefix=prefix)
         cls.used_vars |= self.reserved
         self.classes.append(cls)
         attrs = module_names([ly.name for ly in model.layers])
@@ -370,6 +381,7 @@ class Generator:
         for layer, node in self._order(model):
             if layer.class_name == "InputLayer" and not layer.calls[node].inputs:
                 continue
+            cls.units.append((layer, node, len(cls.init), len(cls.forward)))
             if layer.model is not None:
                 if layer.name not in sub_classes:
                     trace = self.trace
@@ -420,6 +432,7 @@ class Generator:
                 if not self.problems:
                     raise
                 self._unsupported(e, None)
+        cls.units.append((None, None, len(cls.init), len(cls.forward)))
         outs = []
         for ref in model.outputs:
             v = values[(ref.layer, ref.node, ref.index)]
@@ -593,18 +606,25 @@ _ASSIGN = re.compile(r"([A-Za-z_]\w*) = (.*)$")
 def _drop_unused(lines: list[str]) -> list[str]:
     """Drop assignments of module-free expressions whose variable nothing reads (a mask no layer
     uses), repeatedly."""
-    lines = list(lines)
+    dead = _dead_lines(lines)
+    return [line for i, line in enumerate(lines) if i not in dead]
+
+
+def _dead_lines(lines: list[str]) -> set[int]:
+    """The indices of the lines :func:`_drop_unused` drops."""
+    dead: set[int] = set()
     while True:
-        text = "\n".join(lines)
-        dead = None
+        text = "\n".join(line for i, line in enumerate(lines) if i not in dead)
+        found = None
         for i, line in enumerate(lines):
             m = _ASSIGN.match(line)
-            if m and "self." not in m.group(2) and len(re.findall(rf"\b{m.group(1)}\b", text)) == 1:
-                dead = i
+            if (i not in dead and m and "self." not in m.group(2)
+                    and len(re.findall(rf"\b{m.group(1)}\b", text)) == 1):
+                found = i
                 break
-        if dead is None:
-            return lines
-        del lines[dead]
+        if found is None:
+            return dead
+        dead.add(found)
 
 
 def _layout(lines: list[str], indent: str) -> list[str]:
