@@ -32,10 +32,13 @@ def _cases() -> dict:
     cases = {p.name.replace(".", "_"): (p, {}) for p in sorted([*FIXTURES.glob("*.keras"), *FIXTURES.glob("*.h5")])}
     for case, (name, opts) in LEGACY_CASES.items():
         cases["legacy_" + case.replace(".", "_")] = (LEGACY / name, opts)
+    cases["resblocks_keras_blocks"] = (FIXTURES / "blocks" / "resblocks.keras", {})
     return cases
 
 
 CASES = _cases()
+#: Generator options of the cases converted with more than the defaults (kconv convert --blocks)
+GENERATOR_OPTIONS = {"resblocks_keras_blocks": {"blocks": True}}
 
 
 def _ruff() -> str:
@@ -64,7 +67,7 @@ def ruff_problems(paths) -> str:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_golden(case):
     path, opts = CASES[case]
-    source = Generator(kconv.load(path, **opts)).generate()
+    source = Generator(kconv.load(path, **opts), **GENERATOR_OPTIONS.get(case, {})).generate()
     golden = GOLDEN / f"{case}.py"
     if REGENERATE:
         GOLDEN.mkdir(exist_ok=True)

@@ -102,7 +102,7 @@ def group_blocks(gen) -> None:
         if not groups:
             continue
         _build(cls, groups, units, gen, block_classes, ClassSource)
-    gen.classes.extend(block_classes)
+    gen.classes.extend(reversed(block_classes))  # rendered in reverse: blocks in forward order
     gen.defaults = {torch_key(gen, k) for k in gen.defaults}
 
 
@@ -343,6 +343,21 @@ def _strip_trace(line: str) -> str:
     return f"({m.group(2)})" if m else line
 
 
+_BLOCK_KEY = "kconv:block"
+
+
+def _trace_relative(line: str, block_path: str) -> str:
+    """A trace line of a block member, keyed relative to the block being run (the same line in every
+    instance): TRACE['conv2_block3_1_conv'] = ... -> TRACE[TRACE['kconv:block'] + '_1_conv'] = ..."""
+    m = re.match(r"TRACE\[('[^']*'|\"[^\"]*\")\] = (.*)$", line)
+    if not m:
+        return line
+    key = ast.literal_eval(m.group(1))
+    if not key.startswith(block_path):
+        raise _Abort()
+    return f"TRACE[TRACE[{_BLOCK_KEY!r}] + {key[len(block_path):]!r}] = {m.group(2)}"
+
+
 def _rename(line: str, var_map: dict, attr_map: dict, strings: bool) -> str:
     """``line`` with forward variables (not attributes of other objects) and ``self.<attr>`` renamed;
     ``strings``: also register_buffer's name literals (constructor lines)."""
@@ -412,10 +427,16 @@ def _build(cls, groups: list, units: list, gen, block_classes: list, ClassSource
         src.args = params
         src.used_vars = set(var_map.values())
         src.init = [_rename(ln, {}, attr_map, True) for k in g.units for ln in units[k].init]
-        src.forward = [_rename(ln, var_map, attr_map, False) for k in g.units for ln in units[k].forward]
+        block_path = cls.keras_prefix + g.prefix
+        src.forward = [_rename(_trace_relative(ln, block_path), var_map, attr_map, False)
+                       for k in g.units for ln in units[k].forward]
         outs = [var_map[o] for o in g.outputs]
         src.forward.append("return " + ", ".join(outs))
-        text = gen._render(src).split("\n", 1)[1]
+        # the class is chosen on the code without trace lines: the trace variant (verify --per-layer)
+        # is the shipped file plus lines, and its blocks are the same classes
+        plain = ClassSource("Block", init=src.init, args=src.args,
+                            forward=[ln for ln in src.forward if not ln.startswith("TRACE[")])
+        text = gen._render(plain).split("\n", 1)[1]
         if text not in rendered:
             name = _class_name(g.prefix)
             base, i = name, 1
@@ -448,6 +469,8 @@ def _build(cls, groups: list, units: list, gen, block_classes: list, ClassSource
             forward += units[k].forward
         elif g.attr not in done:
             done.add(g.attr)
+            if gen.trace:  # the Keras path of the block being run: its trace lines' keys start with it
+                forward.append(f"TRACE[{_BLOCK_KEY!r}] = {cls.keras_prefix + g.prefix!r}")
             forward.append(f"{', '.join(g.outputs)} = self.{g.attr}({', '.join(g.inputs)})")
     cls.init = init
     cls.forward = forward + cls._kconv_tail

@@ -55,6 +55,7 @@ class ClassSource:
     varnames: dict = field(default_factory=dict)
     used_vars: set = field(default_factory=lambda: {"self", "torch", "F", "nn", "TRACE"})
     prefix: str = ""  # the state-dict path of the module this class is (nested models: 'outer.')
+    keras_prefix: str = ""  # its Keras path (nested models: 'outer/')
     # (layer, call, len(init), len(forward)) before each layer call's code, and once after the last:
     # what each call emitted (kconv.emit.blocks groups by it)
     units: list = field(default_factory=list)
@@ -359,7 +360,7 @@ class Generator:
             name = f"{base}{i}"
             i += 1
         self.class_names.add(name)
-        cls = ClassSource(name, prefix=prefix)
+        cls = ClassSource(name, prefix=prefix, keras_prefix=keras_prefix)
         cls.used_vars |= self.reserved
         self.classes.append(cls)
         attrs = module_names([ly.name for ly in model.layers])

@@ -329,12 +329,13 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
             if isinstance(model, (str, os.PathLike)):
                 _check_source(model, converted, man)
             channels_first = bool(man.get("channels_first", False))
+            blocks = bool(man.get("blocks", False))
             net = load_converted(converted, device=device)
             shipped_source = (Path(converted) / "model.py").read_text()
             converted_label = str(converted)
         else:
             net = converted.eval().to(device)
-            channels_first = False
+            channels_first = blocks = False
             converted_label = f"torch module {type(converted).__name__}"
 
         if training:
@@ -404,7 +405,8 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
         trace_how = ""
         if per_layer:
             mod, tnet, trace_how = torch_side.trace_module(ir, net, channels_first=channels_first,
-                                                           shipped_source=shipped_source, device=device)
+                                                           shipped_source=shipped_source, device=device,
+                                                           blocks=blocks)
             trace_failed = None
             try:
                 with prec:

@@ -113,21 +113,22 @@ def _import_source(source: str, workdir: Path):
 
 
 def trace_module(ir_model, net, channels_first: bool = False, shipped_source: str | None = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", blocks: bool = False):
     """(module with TRACE, loaded torch net, how it was made) for per-layer comparison.
 
     The trace variant comes from ``kconv.emit.codegen.Generator(..., trace=True)``; when the shipped
     source is known it is instrumented instead (so what is traced is what is shipped, edits included),
     falling back to the regenerated code when the edit cannot be matched. Weights: the state dict of the
-    loaded ``net`` (itself loaded strictly from DIR), loaded strictly.
+    loaded ``net`` (itself loaded strictly from DIR), loaded strictly. ``blocks``: DIR was converted
+    with --blocks (its manifest says so).
     """
     from ..emit.codegen import Generator
 
-    traced = Generator(ir_model, channels_first_io=channels_first, trace=True).generate()
+    traced = Generator(ir_model, channels_first_io=channels_first, trace=True, blocks=blocks).generate()
     how = "regenerated"
     source = traced
     if shipped_source is not None:
-        plain = Generator(ir_model, channels_first_io=channels_first).generate()
+        plain = Generator(ir_model, channels_first_io=channels_first, blocks=blocks).generate()
         merged = instrument(shipped_source, plain, traced)
         if merged is not None:
             source, how = merged, ("shipped" if shipped_source == plain else "shipped (edited)")
