@@ -64,7 +64,7 @@ def _build(name, shape):
     return model
 
 
-def _check(name, shape, tmp_path, fmt):
+def _check(name, shape, tmp_path, fmt, blocks=False):
     import torch
 
     import kconv
@@ -74,7 +74,7 @@ def _check(name, shape, tmp_path, fmt):
     ref = np.asarray(model(x, training=False))
     path = tmp_path / f"{name}.{fmt}"
     model.save(path)
-    out_dir = kconv.convert(path, tmp_path / "out")
+    out_dir = kconv.convert(path, tmp_path / "out", blocks=blocks)
     net = kconv.load_converted(out_dir)
     with torch.no_grad():
         out = net(torch.from_numpy(x)).numpy()
@@ -98,6 +98,13 @@ def test_application_converts_exactly_from_h5(name, tmp_path):
 @pytest.mark.parametrize("name", sorted(SLOW))
 def test_big_application_converts_exactly(name, tmp_path):
     _check(name, SLOW[name], tmp_path, "keras")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted({**FAST, **SLOW}))
+def test_application_converts_exactly_with_blocks(name, tmp_path):
+    """kconv convert --blocks (tests/test_blocks.py): the same numbers with the layers in block modules."""
+    _check(name, {**FAST, **SLOW}[name], tmp_path, "keras", blocks=True)
 
 
 @pytest.mark.parametrize("name", ["MobileNetV2", "ResNet50"])
