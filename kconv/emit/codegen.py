@@ -269,7 +269,7 @@ class Generator:
         """``trace``: the emitted module also records every layer output, in Keras layout, in the
         module-level dict ``TRACE`` (keys: Keras layer paths, nested models as 'outer/inner').
         Used by verify --per-layer; the shipped model.py is generated without it. ``blocks``: layers
-        sharing a block name prefix become submodules (kconv.emit.blocks; keys: :meth:`torch_key`)."""
+        sharing a block name prefix become submodules (kconv.emit.blocks; keys: blocks.torch_key)."""
         self.trace = trace
         self.blocks = blocks
         self.key_map: dict = {}
