@@ -1,4 +1,7 @@
-"""Output-shape arithmetic shared by the layer declarations (Keras's own formulas)."""
+"""Shape arithmetic shared by the layer declarations (Keras's own formulas): output shapes, and the
+helpers of the expected weight shapes (``WeightDecl.shape``) each family module declares next to its
+weights: (cfg, input_shape) -> tuple of int | None (None: that dimension is not checked), or None when
+the shape cannot be told (an unknown input dimension is simply None)."""
 from __future__ import annotations
 
 import math
@@ -66,3 +69,29 @@ def prod(dims):
 
 def axis_index(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
+
+
+# --- expected weight shapes ------------------------------------------------------------------------
+def int_value(v):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"not an int: {v!r}")
+    return v
+
+
+def dim(shape, axis):
+    """``shape[axis]`` or None when unknown."""
+    if shape is None:
+        return None
+    try:
+        d = shape[axis]
+    except (IndexError, TypeError):
+        return None
+    return d if isinstance(d, int) and not isinstance(d, bool) else None
+
+
+def last_dim(cfg, shape):
+    return dim(shape, -1)
+
+
+def units(cfg, shape=None):
+    return int_value(cfg["units"])

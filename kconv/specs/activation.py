@@ -2,8 +2,21 @@
 from __future__ import annotations
 
 from . import WeightDecl, declare
-from . import _wshapes as _ws
+from ._shapes import dim, int_value
 from .core import same_shape
+
+
+def _prelu_alpha_shape(cfg, shape):
+    """input_shape[1:], 1 on the shared_axes (keras/src/layers/activations/prelu.py build())."""
+    if shape is None:
+        return None
+    out = list(dim(shape, i) for i in range(1, len(shape)))
+    shared = cfg.get("shared_axes")
+    if shared is not None:
+        for a in (shared if isinstance(shared, (list, tuple)) else [shared]):
+            out[int_value(a) - 1] = 1
+    return tuple(out)
+
 
 declare(
     "Activation",
@@ -38,7 +51,7 @@ declare(
     output_mask="keep",
     family="activation",
     summary="LeakyReLU with a learned slope per element (shared over shared_axes)",
-    weights=(WeightDecl("alpha", torch="alpha", shape=_ws.prelu_alpha),),
+    weights=(WeightDecl("alpha", torch="alpha", shape=_prelu_alpha_shape),),
     output_shape=same_shape,
     notes=("alpha has shape input_shape[1:] with shared axes set to 1; torch nn.PReLU covers only per-channel",),
 )

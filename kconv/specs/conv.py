@@ -7,8 +7,7 @@ import numpy as np
 
 from ..transforms import IDENTITY, Flip, Permute, Reshape, Transform
 from . import PADDING, PADDING_CAUSAL, Choice, WeightDecl, declare
-from . import _wshapes as _ws
-from ._shapes import assemble, conv_length, deconv_length, spatial, tup
+from ._shapes import assemble, channels_last, conv_length, deconv_length, dim, int_value, spatial, tup
 from .core import LORA_EXTRAS
 
 
@@ -86,6 +85,55 @@ def _depth_channels(cfg, c):
     return None if c is None else c * cfg.get("depth_multiplier", 1)
 
 
+# --- expected weight shapes (WeightDecl.shape): keras/src/layers/convolutional/base_*conv.py build()
+def _in_channels(cfg, shape):
+    return dim(shape, -1) if channels_last(cfg) else dim(shape, 1)
+
+
+def _kernel_dims(cfg, n):
+    return tuple(int_value(k) for k in tup(cfg["kernel_size"], n))
+
+
+def _conv_kernel_shape(n):
+    def f(cfg, shape):
+        c = _in_channels(cfg, shape)
+        groups = int_value(cfg.get("groups", 1) or 1)
+        per_group = None if c is None else c // groups
+        k = _kernel_dims(cfg, n)
+        if cfg.get("_kernel_layout") == "channels_first":  # Keras 1 dim_ordering 'th': (out, in, k..)
+            return (int_value(cfg["filters"]), per_group, *k)
+        if cfg.get("_keras1_conv1d_kernel"):  # Keras 1.1+ Convolution1D: (k, 1, in, out)
+            return (*k, 1, per_group, int_value(cfg["filters"]))
+        return (*k, per_group, int_value(cfg["filters"]))
+    return f
+
+
+def _conv_transpose_kernel_shape(n):
+    return lambda cfg, shape: (*_kernel_dims(cfg, n), int_value(cfg["filters"]), _in_channels(cfg, shape))
+
+
+def _filters_shape(cfg, shape):
+    return (int_value(cfg["filters"]),)
+
+
+def _depthwise_kernel_shape(n):
+    return lambda cfg, shape: (*_kernel_dims(cfg, n), _in_channels(cfg, shape),
+                               int_value(cfg.get("depth_multiplier", 1)))
+
+
+def _depthwise_out(cfg, shape):
+    c = _in_channels(cfg, shape)
+    return None if c is None else c * int_value(cfg.get("depth_multiplier", 1))
+
+
+def _depthwise_bias_shape(cfg, shape):
+    return (_depthwise_out(cfg, shape),)
+
+
+def _pointwise_kernel_shape(n):
+    return lambda cfg, shape: (*([1] * n), _depthwise_out(cfg, shape), int_value(cfg["filters"]))
+
+
 for n in (1, 2, 3):
     declare(
         f"Conv{n}D",
@@ -96,8 +144,8 @@ for n in (1, 2, 3):
         weights=(
             # LoRA (lora_rank; keras/src/layers/convolutional/base_conv.py enable_lora) freezes the kernel.
             WeightDecl("kernel", torch="weight", transform=_stored_kernel(n, kernel_to_torch(n)),
-                       shape=_ws.conv_kernel(n), trainable=lambda c: not c.get("lora_rank")),
-            WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.filters_bias),
+                       shape=_conv_kernel_shape(n), trainable=lambda c: not c.get("lora_rank")),
+            WeightDecl("bias", when=_has_bias, torch="bias", shape=_filters_shape),
             *LORA_EXTRAS,
         ),
         output_shape=conv_shape(n),
@@ -113,8 +161,8 @@ for n in (1, 2, 3):
         summary=f"{n}D transposed convolution",
         weights=(
             WeightDecl("kernel", torch="weight", transform=_stored_kernel(n, kernel_to_torch(n)),
-                       shape=_ws.conv_transpose_kernel(n)),
-            WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.filters_bias),
+                       shape=_conv_transpose_kernel_shape(n)),
+            WeightDecl("bias", when=_has_bias, torch="bias", shape=_filters_shape),
         ),
         output_shape=deconv_shape(n),
         required=("filters", "kernel_size"),
@@ -130,8 +178,8 @@ for n in (1, 2):
         weights=(
             # Keras 2 stores 'depthwise_kernel:0'; Keras 3 names the same variable 'kernel'.
             WeightDecl("depthwise_kernel", torch="weight", transform=_stored_kernel(n, depthwise_to_torch(n)),
-                       aliases=("kernel",), shape=_ws.depthwise_kernel(n)),
-            WeightDecl("bias", when=_has_bias, torch="bias", shape=_ws.depthwise_bias),
+                       aliases=("kernel",), shape=_depthwise_kernel_shape(n)),
+            WeightDecl("bias", when=_has_bias, torch="bias", shape=_depthwise_bias_shape),
         ),
         output_shape=conv_shape(n, _depth_channels),
         required=("kernel_size",),
@@ -145,10 +193,10 @@ for n in (1, 2):
         required=("filters", "kernel_size"),
         weights=(
             WeightDecl("depthwise_kernel", torch="depthwise.weight", transform=_stored_kernel(n, depthwise_to_torch(n)),
-                       shape=_ws.depthwise_kernel(n)),
+                       shape=_depthwise_kernel_shape(n)),
             WeightDecl("pointwise_kernel", torch="pointwise.weight", transform=kernel_to_torch(n),
-                       shape=_ws.pointwise_kernel(n)),
-            WeightDecl("bias", when=_has_bias, torch="pointwise.bias", shape=_ws.filters_bias),
+                       shape=_pointwise_kernel_shape(n)),
+            WeightDecl("bias", when=_has_bias, torch="pointwise.bias", shape=_filters_shape),
         ),
         output_shape=conv_shape(n),
         choices={"padding": Choice(PADDING)},

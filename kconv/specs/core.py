@@ -7,8 +7,7 @@ import numpy as np
 
 from ..transforms import IDENTITY, Permute, Transform
 from . import WeightDecl, declare
-from . import _wshapes as _ws
-from ._shapes import axis_index
+from ._shapes import axis_index, int_value, last_dim, units
 
 
 def same_shape(cfg, shapes):
@@ -135,12 +134,17 @@ def _dense_kernel_targets(cfg):
     return [("weight", Permute((1, 0)))]
 
 
+# Expected weight shapes (WeightDecl.shape); quantized variants store packed or extra tensors: not checked.
 def _dense_kernel_shape(cfg, shape):
-    return None if _qmode(cfg) else _ws.dense_kernel(cfg, shape)
+    return None if _qmode(cfg) else (last_dim(cfg, shape), units(cfg))
 
 
 def _dense_bias_shape(cfg, shape):
-    return None if _qmode(cfg) else _ws.dense_bias(cfg, shape)
+    return None if _qmode(cfg) else (units(cfg),)
+
+
+def _embeddings_shape(cfg, shape):
+    return None if _qmode(cfg) else (int_value(cfg["input_dim"]), int_value(cfg["output_dim"]))
 
 
 # Keras 3 quantized Dense (dtype policy int8_from_float32 / int4 / float8_...) stores these after
@@ -268,7 +272,8 @@ def _int4_grouped(cfg):
 # int4: + scale, zero, g_idx, the last two only with sub-channel groups); float8 does not apply.
 def embedding_weights(float_name: str) -> tuple:
     return (
-        WeightDecl("embeddings", torch=_embeddings_targets(float_name), trainable=_frozen_base, shape=_ws.embeddings),
+        WeightDecl("embeddings", torch=_embeddings_targets(float_name), trainable=_frozen_base,
+                   shape=_embeddings_shape),
         WeightDecl("embeddings_scale", when=lambda c: _qmode(c) in ("int8", "int4"), trainable=False,
                    torch="embeddings_scale",
                    transform=lambda c: KeptQuantized("float32 per id and output group (multiplies)") if _int4_grouped(c)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..transforms import Reshape, Take, Transform
 from . import WeightDecl, declare, emits, get
-from . import _wshapes as _ws
+from ._shapes import last_dim, units
 from .recurrent import GRU_ORDER, _rnn_shape
 
 _GATES = {"CuDNNLSTM": 4, "CuDNNGRU": 3}
@@ -84,10 +84,6 @@ class Half(Transform):
                                                                           "recurrent") + " biases)"
 
 
-def _units(cfg):
-    return _ws.units(cfg)
-
-
 def _cudnn(cls: str, summary: str, kt, rt, bias_targets):
     n = _GATES[cls]
     declare(
@@ -96,10 +92,10 @@ def _cudnn(cls: str, summary: str, kt, rt, bias_targets):
         summary=summary,
         weights=(
             WeightDecl("kernel", torch="weight_ih_l0", transform=kt,
-                       shape=lambda cfg, s: (_ws.last(cfg, s), n * _units(cfg))),
+                       shape=lambda cfg, s: (last_dim(cfg, s), n * units(cfg))),
             WeightDecl("recurrent_kernel", torch="weight_hh_l0", transform=rt,
-                       shape=lambda cfg, s: (_units(cfg), n * _units(cfg))),
-            WeightDecl("bias", torch=bias_targets, shape=lambda cfg, s: (2 * n * _units(cfg),)),
+                       shape=lambda cfg, s: (units(cfg), n * units(cfg))),
+            WeightDecl("bias", torch=bias_targets, shape=lambda cfg, s: (2 * n * units(cfg),)),
         ),
         output_shape=lambda cfg, shapes: _rnn_shape({**cfg, "_cell": EQUIVALENT[cls]}, shapes),
         keras_subobjects=("cell",),

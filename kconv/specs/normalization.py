@@ -3,8 +3,34 @@ from __future__ import annotations
 
 from ..transforms import IDENTITY, Reshape
 from . import WeightDecl, declare
-from . import _wshapes as _ws
+from ._shapes import dim, int_value
 from .core import same_shape
+
+
+def _axis_dims(cfg, shape, default_axis=-1):
+    """(shape[a] for a in axis): the parameter shape of BatchNormalization, LayerNormalization,
+    GroupNormalization, RMSNormalization."""
+    axis = cfg.get("axis", default_axis)
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    axes = [int_value(a) for a in axes]
+    if shape is not None:
+        rank = len(shape)
+        axes = sorted(a + rank if a < 0 else a for a in axes)
+    return tuple(dim(shape, a) for a in axes)
+
+
+def _bn_param_shape(cfg, shape):
+    """tf.keras 2 BatchNormalization with several axes creates its parameters with the broadcast
+    shape (1 on the other axes, batch included: tf_keras batch_normalization.py build()); Keras 3
+    accepts one axis only."""
+    axis = cfg.get("axis", -1)
+    if isinstance(axis, (list, tuple)) and len(axis) > 1:
+        if shape is None:
+            return None
+        rank = len(shape)
+        axes = {int_value(a) + rank if int_value(a) < 0 else int_value(a) for a in axis}
+        return tuple(dim(shape, i) if i in axes else 1 for i in range(rank))
+    return _axis_dims(cfg, shape)
 
 
 def _key(k, default=True):
@@ -24,12 +50,12 @@ declare(
     family="normalization",
     summary="y = gamma * (x - moving_mean) / sqrt(moving_variance + epsilon) + beta at inference",
     weights=(
-        WeightDecl("gamma", when=_key("scale"), torch="weight", transform=_bn_flat, shape=_ws.batchnorm_param),
-        WeightDecl("beta", when=_key("center"), torch="bias", transform=_bn_flat, shape=_ws.batchnorm_param),
+        WeightDecl("gamma", when=_key("scale"), torch="weight", transform=_bn_flat, shape=_bn_param_shape),
+        WeightDecl("beta", when=_key("center"), torch="bias", transform=_bn_flat, shape=_bn_param_shape),
         WeightDecl("moving_mean", trainable=False, torch="running_mean", transform=_bn_flat,
-                   shape=_ws.batchnorm_param),
+                   shape=_bn_param_shape),
         WeightDecl("moving_variance", trainable=False, torch="running_var", transform=_bn_flat,
-                   shape=_ws.batchnorm_param),
+                   shape=_bn_param_shape),
         # Batch renormalization (keras/src/layers/normalization/batch_normalization.py, renorm=True) adds
         # three statistics used and updated in training mode only; inference uses the moving ones.
         WeightDecl("moving_stddev", when=_key("renorm", False), trainable=False, torch="moving_stddev",
@@ -51,9 +77,9 @@ declare(
     summary="normalise over `axis` (int or list) per sample, then scale and shift",
     weights=(
         WeightDecl("gamma", when=lambda c: c.get("scale", True) or c.get("rms_scaling", False), torch="weight",
-                   shape=_ws.axis_dims()),
+                   shape=_axis_dims),
         WeightDecl("beta", when=lambda c: c.get("center", True) and not c.get("rms_scaling", False), torch="bias",
-                   shape=_ws.axis_dims()),
+                   shape=_axis_dims),
     ),
     output_shape=same_shape,
     notes=("epsilon defaults to 1e-3 (torch 1e-5)",),
@@ -65,8 +91,8 @@ declare(
     family="normalization",
     summary="normalise over groups of channels per sample, then scale and shift per channel",
     weights=(
-        WeightDecl("gamma", when=_key("scale"), torch="weight", shape=_ws.axis_dims()),
-        WeightDecl("beta", when=_key("center"), torch="bias", shape=_ws.axis_dims()),
+        WeightDecl("gamma", when=_key("scale"), torch="weight", shape=_axis_dims),
+        WeightDecl("beta", when=_key("center"), torch="bias", shape=_axis_dims),
     ),
     output_shape=same_shape,
 )
@@ -75,7 +101,7 @@ declare(
     "RMSNormalization",
     family="normalization",
     summary="x / sqrt(mean(x^2) + epsilon) * scale over `axis`",
-    weights=(WeightDecl("scale", torch="weight", shape=_ws.axis_dims()),),
+    weights=(WeightDecl("scale", torch="weight", shape=_axis_dims),),
     output_shape=same_shape,
 )
 

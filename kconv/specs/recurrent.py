@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..transforms import IDENTITY, Flip, Permute, ReorderBlocks, Take, Zeros
 from . import PADDING, Choice, WeightDecl, declare, get
-from . import _wshapes as _ws
+from ._shapes import last_dim, units
 
 T = Permute((1, 0))
 # Keras GRU gates are z, r, h; torch nn.GRU expects r, z, n.
@@ -37,16 +37,30 @@ def _rnn_shape(cfg, shapes):
     return out
 
 
+_GATES = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}
+
+
+def _rnn_weight_shapes(cls):
+    """Expected (kernel, recurrent_kernel, bias) shapes of a SimpleRNN/LSTM/GRU (build() of its cell)."""
+    def bias(cfg, shape):
+        n = _GATES[cls] * units(cfg)
+        return (2, n) if cls == "GRU" and cfg.get("reset_after", True) else (n,)
+
+    return (lambda cfg, shape: (last_dim(cfg, shape), _GATES[cls] * units(cfg)),
+            lambda cfg, shape: (units(cfg), _GATES[cls] * units(cfg)), bias)
+
+
 def _rnn(cls, summary, ih="weight_ih_l0", hh="weight_hh_l0", gate_order=None, bias=None, notes=()):
     kt = T if gate_order is None else T.then(gate_order)
+    kernel_shape, recurrent_shape, bias_shape = _rnn_weight_shapes(cls)
     declare(
         cls,
         family="recurrent",
         summary=summary,
         weights=(
-            WeightDecl("kernel", torch=ih, transform=kt, shape=_ws.rnn_kernel(cls)),
-            WeightDecl("recurrent_kernel", torch=hh, transform=kt, shape=_ws.rnn_recurrent_kernel(cls)),
-            WeightDecl("bias", when=_has_bias, torch=bias or _one_bias, shape=_ws.rnn_bias(cls)),
+            WeightDecl("kernel", torch=ih, transform=kt, shape=kernel_shape),
+            WeightDecl("recurrent_kernel", torch=hh, transform=kt, shape=recurrent_shape),
+            WeightDecl("bias", when=_has_bias, torch=bias or _one_bias, shape=bias_shape),
         ),
         output_shape=lambda cfg, shapes: _rnn_shape({**cfg, "_cell": cls}, shapes),
         keras_subobjects=("cell",),
