@@ -1,18 +1,37 @@
-"""Benchmarks: kconv inspect / convert / the converted model against Keras, same machine, same run.
+"""Benchmarks that compare like with like: Keras, onnxruntime and kconv's PyTorch output, one machine, one run.
 
-    python scripts/bench.py [--out docs/benchmarks.md]
+    python scripts/bench.py [--quick] [--models A,B|FILE.h5] [--threads 1,all] [--out docs/benchmarks.md]
 
-Builds keras.applications models with weights=None (nothing downloaded), saves them to a temporary
-directory, and times:
-- `kconv inspect` (in a fresh subprocess, so import time counts) vs Keras load_model + summary()
-  (fresh subprocess too);
-- kconv conversion time and peak RSS vs Keras load time;
-- converted model CPU inference vs Keras/TensorFlow at batch 1 and 8.
+One run writes ``--out`` (docs/benchmarks.md) with:
+
+- the machine: CPU model, cores, memory, load average, library versions, kconv commit;
+- CPU inference of ``--models`` (keras.applications built with ``weights=None`` and
+  ``classifier_activation=None``, saved as legacy ``.h5``; a path to a Keras file is used as is) at
+  batch 1 and 8, for every thread count of ``--threads``. Each thread count runs in its own process,
+  and inside it every runtime has that many threads (``tf.config.threading`` intra-op, PyTorch
+  ``set_num_threads``, onnxruntime ``intra_op_num_threads``; inter-op pools 1) and the same input
+  array; the runtimes take turns, one call each per round, and the medians over the rounds are
+  reported, with speed ratios against Keras and onnxruntime and each runtime's max abs difference from
+  Keras. Runtimes: Keras/TF ``predict_on_batch`` (warm); onnxruntime on tf2onnx's ONNX (the optional
+  ``bench`` extra: "not installed" when it is missing); kconv's default output (eager,
+  ``inference_mode``); kconv's optimized output (``kconv.convert(..., optimize=True)``; "n/a" while
+  kconv has no such option); kconv + ``torch.compile`` (of the optimized output when there is one);
+- with CUDA (``torch.cuda.is_available()``): the same models on the GPU, float32 and bf16 autocast,
+  against Keras on the JAX backend, in one process that does not import TensorFlow;
+- ``kconv inspect`` against Keras load + ``summary()``, and conversion time and peak RSS, each in a
+  fresh process (imports included), for ``--convert-models``;
+- the layout operations in each converted forward (``scripts/permute_count.py``, when it exists);
+- a recurrent model (Embedding(mask_zero) -> Bidirectional LSTM -> Dense), Keras against kconv.
+
+``--quick`` is a smoke run (first model only, 3 rounds, 1 thread, one repetition of the fresh-process
+timings, a short recurrent model): it checks that everything runs, its numbers mean nothing.
+Worker processes are this script run with ``--worker``. ``KCONV_BENCH_ACCEL=cpu`` runs the
+accelerator section on the CPU (tests use it to exercise that path on machines without CUDA).
 """
 from __future__ import annotations
 
 import argparse
-import copy
+import json
 import os
 import platform
 import statistics
@@ -20,119 +39,510 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 PY = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = "MobileNetV2,EfficientNetB0,ResNet50"
+CONVERT_MODELS = "ResNet50,MobileNetV2,VGG16"
+BATCHES = (1, 8)
+# Column order in the tables and call order within a round.
+CPU_RUNTIMES = ("keras", "onnxruntime", "kconv", "kconv_opt", "kconv_compile")
+ACCEL_RUNTIMES = ("keras", "kconv", "kconv_bf16", "kconv_opt", "kconv_opt_bf16")
+VERSIONS = ("numpy", "tensorflow", "keras", "torch", "onnxruntime", "onnx", "tf2onnx", "jax", "jaxlib", "h5py")
 
 
-def run_timed(code: str, repeat: int = 3) -> tuple[float, str]:
+# ---------------------------------------------------------------------------------------------------
+# the parent: prepares files, starts one worker per measurement, writes the markdown
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="docs/benchmarks.md", help="markdown file to write (replaced whole)")
+    ap.add_argument("--models", default=DEFAULT_MODELS,
+                    help="keras.applications names or paths to Keras files (single input, single output) "
+                         f"for the inference tables (default {DEFAULT_MODELS})")
+    ap.add_argument("--convert-models", default=None,
+                    help=f"models for the inspect and conversion tables (default {CONVERT_MODELS}; "
+                         "with --quick: the first of --models)")
+    ap.add_argument("--threads", default=None,
+                    help="comma-separated thread counts, 'all' = every CPU (default 1,all; with --quick: 1)")
+    ap.add_argument("--rounds", type=int, default=None, help="timed rounds per cell (default 15; --quick: 3)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: first model, 3 rounds, 1 thread")
+    ap.add_argument("--worker", nargs=3, metavar=("KIND", "JOB", "RESULT"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        kind, job, result = args.worker
+        res = WORKERS[kind](json.loads(Path(job).read_text()))
+        Path(result).write_text(json.dumps(res))
+        return
+    t_start = time.perf_counter()
+    models = [m for m in args.models.split(",") if m]
+    if args.quick:
+        models = models[:1]
+    conv_models = [m for m in (args.convert_models or (models[0] if args.quick else CONVERT_MODELS)).split(",") if m]
+    threads = _thread_counts(args.threads or ("1" if args.quick else "1,all"))
+    rounds = args.rounds or (3 if args.quick else 15)
+    machine = machine_info()
+    tmp = Path(tempfile.mkdtemp(prefix="kconv_bench_"))
+    log(f"files in {tmp}")
+
+    log(f"preparing {', '.join(dict.fromkeys(models + conv_models))} (build, save .h5, ONNX, kconv convert)")
+    prepared = run_worker("prep", {"models": list(dict.fromkeys(models + conv_models)), "tmp": str(tmp),
+                                   "onnx": models}, tmp)
+    cpu = []
+    for n in threads:
+        log(f"CPU inference, {n} thread(s), {rounds} rounds")
+        job = {"threads": n, "models": [prepared[m] for m in models], "batches": [1] if args.quick else list(BATCHES),
+               "rounds": rounds, "warmup": 1 if args.quick else 3}
+        cpu.append(run_worker("infer", job, tmp, threads=n))
+    accel = None
+    accel_device = os.environ.get("KCONV_BENCH_ACCEL") or ("cuda" if _cuda_available() else None)
+    if accel_device:
+        log(f"{accel_device} inference against Keras on JAX")
+        accel = run_worker("accel", {"device": accel_device, "models": [prepared[m] for m in models],
+                                     "batches": [1] if args.quick else list(BATCHES), "rounds": rounds,
+                                     "warmup": 1 if args.quick else 5}, tmp)
+    reps = (1, 1, 1) if args.quick else (5, 3, 2)
+    log("inspect and convert in fresh processes")
+    fresh = [fresh_process_times(prepared[m], tmp, *reps) for m in conv_models]
+    log("layout operations (scripts/permute_count.py)")
+    permutes = permute_section([m for m in models + conv_models if not _is_file(m)], tmp, args.quick)
+    log("recurrent model")
+    rnn = run_worker("rnn", {"threads": 1, "rounds": rounds, "tmp": str(tmp),
+                             "steps": 20 if args.quick else 200, "batches": [1] if args.quick else [1, 32]},
+                     tmp, threads=1)
+    machine["load_end"] = _loadavg()
+    machine["wall"] = time.perf_counter() - t_start
+    text = render(machine, args, rounds, cpu, accel, fresh, permutes, rnn)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    part.write_text(text)
+    part.replace(out)
+    sys.stdout.write(text)
+    log(f"wrote {out} in {machine['wall']:.0f} s")
+
+
+def log(msg: str):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _thread_counts(spec: str) -> list[int]:
+    out = []
+    for s in spec.split(","):
+        n = os.cpu_count() or 1 if s.strip() == "all" else int(s)
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def _is_file(model: str) -> bool:
+    return "/" in model or model.endswith((".h5", ".keras", ".hdf5"))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def _env(threads: int | None = None) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(threads)
+    return env
+
+
+def run_worker(kind: str, job: dict, tmp: Path, threads: int | None = None):
+    """Run this script as a worker process (its own thread settings, imports and memory); its JSON result."""
+    jf, rf = tmp / f"job_{kind}.json", tmp / f"result_{kind}.json"
+    jf.write_text(json.dumps(job))
+    rf.unlink(missing_ok=True)
+    r = subprocess.run([PY, str(Path(__file__).resolve()), "--worker", kind, str(jf), str(rf)], env=_env(threads),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0 or not rf.exists():
+        sys.stderr.write(r.stdout[-6000:])
+        raise SystemExit(f"bench: the {kind} worker failed (exit {r.returncode})")
+    return json.loads(rf.read_text())
+
+
+def machine_info() -> dict:
+    cpu, physical = platform.processor() or platform.machine(), set()
+    try:
+        phys_id = "0"
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, val = (s.strip() for s in line.partition(":"))
+            if key == "model name":
+                cpu = val
+            elif key == "physical id":
+                phys_id = val
+            elif key == "core id":
+                physical.add((phys_id, val))
+    except OSError:
+        pass
+    mem = ""
+    try:
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        kb = int(next(ln for ln in meminfo if ln.startswith("MemTotal")).split()[1])
+        mem = f"{kb / 2**20:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    versions = {}
+    for pkg in VERSIONS:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    if versions["tensorflow"] == "not installed":
+        try:
+            versions["tensorflow"] = metadata.version("tensorflow-cpu")
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"cpu": cpu, "logical": os.cpu_count(), "physical": len(physical) or None, "mem": mem,
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+            "versions": versions, "commit": commit, "load_start": _loadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+# ---------------------------------------------------------------------------------------------------
+# fresh-process timings: inspect, convert, Keras load
+
+
+def run_timed(code: str, repeat: int) -> tuple[float, str]:
     """Median wall time of a fresh `python -c code` (import costs included) and its last stdout."""
     times, out = [], ""
     for _ in range(repeat):
         t = time.perf_counter()
-        r = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True)
+        r = subprocess.run([PY, "-c", code], capture_output=True, text=True, env=_env())
         times.append(time.perf_counter() - t)
+        if r.returncode != 0:
+            raise SystemExit(f"bench: fresh process failed:\n{code}\n{r.stderr[-3000:]}")
         out = r.stdout
     return statistics.median(times), out
 
 
-def build(name: str, path_h5: Path, path_keras: Path):
+def fresh_process_times(model: dict, tmp: Path, rep_inspect: int, rep_convert: int, rep_keras: int) -> dict:
+    h5 = model["h5"]
+    t_inspect, _ = run_timed("import sys; sys.argv=['kconv','inspect',%r,'--json'];"
+                             "from kconv.cli import main\ntry: main()\nexcept SystemExit: pass" % h5, rep_inspect)
+    keras_pre = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import time, keras;"
+    t_keras_summary, _ = run_timed(keras_pre + f"m=keras.saving.load_model({h5!r}, compile=False);"
+                                   "m.summary(print_fn=lambda *a, **k: None)", rep_keras)
+    # Peak RSS from /proc/self/status VmHWM: ru_maxrss survives exec on Linux and would report the
+    # parent's peak instead of the child's. Each run converts into a new directory.
+    out_dir = Path(tmp) / f"{model['name']}_fresh"
+    conv = ("import sys, time; t0=time.perf_counter(); import kconv; t=time.perf_counter();"
+            f"kconv.convert({h5!r}, sys.argv[1]); t1=time.perf_counter();"
+            "hwm=[ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0].split()[1];"
+            "print(t1-t, t1-t0, int(hwm)/1024)")
+    runs = []
+    for i in range(rep_convert):
+        t = time.perf_counter()
+        r = subprocess.run([PY, "-c", conv, str(out_dir) + str(i)], capture_output=True, text=True, env=_env())
+        wall = time.perf_counter() - t
+        if r.returncode != 0:
+            raise SystemExit(f"bench: kconv convert {h5} failed:\n{r.stderr[-3000:]}")
+        runs.append((wall, *(float(v) for v in r.stdout.split())))
+    t_kload, out = run_timed(keras_pre + f"t=time.perf_counter(); keras.saving.load_model({h5!r}, compile=False);"
+                             "print(time.perf_counter()-t)", rep_keras)
+    return {"name": model["name"], "mb": Path(h5).stat().st_size / 1e6,
+            "weights_mb": model["weights_bytes"] / 1e6,
+            "inspect": t_inspect, "keras_summary": t_keras_summary,
+            "convert_wall": statistics.median(r[0] for r in runs),
+            "convert_call": statistics.median(r[1] for r in runs),
+            "rss": statistics.median(r[3] for r in runs), "keras_load": float(out.split()[-1]),
+            "reps": [rep_inspect, rep_convert, rep_keras]}
+
+
+def permute_section(apps: list[str], tmp: Path, quick: bool) -> dict:
+    script = ROOT / "scripts" / "permute_count.py"
+    if not script.exists():
+        return {"status": "scripts/permute_count.py is not in this checkout"}
+    cmd = [PY, str(script), "--markdown", "--cache", str(tmp / "permute_apps")]
+    if quick:
+        if not apps:
+            return {"status": "not run (--quick without a keras.applications model)"}
+        cmd += ["--models", ",".join(dict.fromkeys(apps))]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    if r.returncode != 0 and "|" not in r.stdout:
+        return {"status": f"scripts/permute_count.py failed (exit {r.returncode}): "
+                          f"{(r.stderr.strip().splitlines() or [''])[-1]}"}
+    return {"table": r.stdout.strip(), "cmd": " ".join(["python", "scripts/permute_count.py", "--markdown"])}
+
+
+# ---------------------------------------------------------------------------------------------------
+# workers (each is a fresh process: `bench.py --worker KIND JOB RESULT`)
+
+
+def worker_prep(job: dict) -> dict:
+    """Build and save the models, convert each with kconv (default and optimized) and with tf2onnx."""
+    import inspect
+
     import keras
-
-    ctor = getattr(keras.applications, name)
-    m = ctor(weights=None)
-    m.save(path_h5)
-    m.save(path_keras)
-    return m
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="docs/benchmarks.md")
-    ap.add_argument("--models", default="ResNet50,MobileNetV2")
-    ap.add_argument("--rnn", action="store_true",
-                    help="only the recurrent benchmark (Embedding -> Bidirectional LSTM -> Dense); appends a "
-                         "section to --out")
-    args = ap.parse_args()
-    if args.rnn:
-        bench_rnn(args.out)
-        return
     import numpy as np
 
-    tmp = Path(tempfile.mkdtemp())
-    rows_inspect, rows_convert, rows_infer = [], [], []
-    for name in args.models.split(","):
-        h5, kz = tmp / f"{name}.h5", tmp / f"{name}.keras"
-        kmodel = build(name, h5, kz)
-        size_mb = h5.stat().st_size / 1e6
-        t_inspect, _ = run_timed(f"import sys; sys.argv=['kconv','inspect','{h5}','--json'];"
-                                 "from kconv.cli import main\ntry: main()\nexcept SystemExit: pass")
-        t_keras, _ = run_timed("import os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import keras;"
-                               f"m=keras.saving.load_model('{h5}', compile=False); m.summary(print_fn=lambda *a, **k: None)",
-                               repeat=2)
-        rows_inspect.append((name, f"{size_mb:.0f} MB", t_inspect, t_keras))
-        # Peak RSS from /proc/self/status VmHWM: ru_maxrss survives exec on Linux and would report
-        # this (TensorFlow-laden) parent's peak instead of the child's.
-        conv_code = ("import time, kconv; t=time.perf_counter();"
-                     f"kconv.convert('{h5}', '{tmp / (name + '_out')}');"
-                     "hwm=[l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1];"
-                     "print(time.perf_counter()-t, int(hwm)/1024)")
-        t_conv_total, out = run_timed(conv_code, repeat=2)
-        t_conv, rss = (float(v) for v in out.split())
-        t_kload, _ = run_timed("import os, time; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import keras;"
-                               f"t=time.perf_counter(); keras.saving.load_model('{h5}', compile=False);"
-                               "print(time.perf_counter()-t)", repeat=2)
-        rows_convert.append((name, t_conv, t_conv_total, rss, t_kload, size_mb))
-        # Inference, same inputs, this process.
-        import torch
-        import kconv
-
-        net = kconv.load_converted(tmp / (name + "_out"))
-        for batch in (1, 8):
-            x = np.random.default_rng(0).normal(size=(batch, 224, 224, 3)).astype("float32")
-            kt = _time(lambda: kmodel(x, training=False))
-            with torch.inference_mode():
-                xt = torch.from_numpy(x)
-                tt = _time(lambda: net(xt))
-                net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
-                tcl = _time(lambda: net_cl(xt))
-                net_c = torch.compile(copy.deepcopy(net_cl))
-                tco = _time(lambda: net_c(xt), warmup=3)
-                ref = np.asarray(kmodel(x, training=False))
-                err = float(np.abs(net(xt).numpy() - ref).max())
-            rows_infer.append((name, batch, kt, tt, tcl, tco, err))
-    write(args.out, rows_inspect, rows_convert, rows_infer)
-
-
-RNN_SECTION = "## Recurrent model inference on CPU"
-
-
-def bench_rnn(out: str, steps: int = 200, vocab: int = 5000, dim: int = 64, units: int = 64):
-    """Embedding(mask_zero) -> Bidirectional(LSTM) -> Dense classifier: converted vs Keras/TF on CPU.
-
-    Batches are right-padded (lengths between steps/2 and steps; the longest row is full length), so
-    the mask is live: the converted LSTM takes its fused path (packed sequences). A second row times a
-    gappy mask (holes inside sequences), which needs the emitted step loop.
-    """
-    import numpy as np
-    import keras
-    import torch
     import kconv
 
+    tmp = Path(job["tmp"])
+    has_optimize = "optimize" in inspect.signature(kconv.convert).parameters
+    try:
+        import onnx  # noqa: F401
+        import tf2onnx
+    except ImportError as e:
+        tf2onnx, onnx_missing = None, f"not installed ({e.name})"
+    out = {}
+    for spec in job["models"]:
+        if _is_file(spec):
+            h5, name = Path(spec).resolve(), Path(spec).stem
+        else:
+            name, h5 = spec, tmp / f"{spec}.h5"
+            built = getattr(keras.applications, spec)(weights=None, classifier_activation=None)
+            built.save(h5)
+            del built
+            keras.backend.clear_session()
+        kmodel = keras.saving.load_model(h5, compile=False)
+        if len(kmodel.inputs) != 1 or len(kmodel.outputs) != 1:
+            raise SystemExit(f"bench: {spec}: only single-input single-output models are benchmarked")
+        info = {"name": name, "h5": str(h5), "input_shape": [int(d) for d in kmodel.inputs[0].shape[1:]],
+                "weights_bytes": int(sum(np.prod(w.shape) * np.dtype(w.dtype).itemsize for w in kmodel.weights)),
+                "kconv": str(kconv.convert(h5, tmp / f"{name}_kconv"))}
+        if has_optimize:
+            try:
+                info["kconv_opt"] = str(kconv.convert(h5, tmp / f"{name}_kconv_opt", optimize=True))
+            except Exception as e:  # reported in the table, not hidden
+                info["kconv_opt_status"] = f"failed: {type(e).__name__}: {e}"[:200]
+        else:
+            info["kconv_opt_status"] = "n/a (kconv.convert has no optimize= in this version)"
+        if spec in job["onnx"]:
+            if tf2onnx is None:
+                info["onnx_status"] = onnx_missing
+            else:
+                t = time.perf_counter()
+                try:
+                    info["onnx"] = _to_onnx(kmodel, info["input_shape"], tmp / f"{name}.onnx")
+                    info["onnx_seconds"] = time.perf_counter() - t
+                except Exception as e:
+                    info["onnx_status"] = f"tf2onnx failed: {type(e).__name__}: {e}"[:200]
+        out[spec] = info
+        kmodel = None
+        keras.backend.clear_session()
+    return out
+
+
+def _to_onnx(kmodel, shape, path: Path) -> str:
+    """tf2onnx's ONNX of a Keras 3 model: through a tf.function (tf2onnx's from_keras expects tf.keras 2)."""
+    import tensorflow as tf
+    import tf2onnx
+
+    sig = (tf.TensorSpec((None, *shape), tf.float32, name="input"),)
+    fn = tf.function(lambda x: kmodel(x, training=False), input_signature=sig)
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=sig, opset=17)
+    path.write_bytes(proto.SerializeToString())
+    return str(path)
+
+
+def _inputs(shape, batch):
+    import numpy as np
+
+    return np.random.default_rng(batch).normal(size=(batch, *shape)).astype("float32")
+
+
+def _measure(fns: dict, statuses: dict, rounds: int, warmup: int, ref_key: str = "keras") -> dict:
+    """Warm each runtime up (its first output compared with the reference's), then `rounds` rounds in
+    which each runtime is called once, in the order of `fns`. Times in seconds."""
+    import numpy as np
+
+    res, outs, live = {}, {}, {}
+    for key, fn in fns.items():
+        try:
+            t = time.perf_counter()
+            outs[key] = np.asarray(fn(), dtype=np.float64)
+            first = time.perf_counter() - t
+            for _ in range(warmup - 1):
+                fn()
+            live[key] = fn
+            res[key] = {"first_call": first, "times": []}
+        except Exception as e:  # a runtime that cannot run this model is reported, the others still run
+            statuses[key] = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
+    for _ in range(rounds):
+        for key, fn in live.items():
+            t = time.perf_counter()
+            fn()
+            res[key]["times"].append(time.perf_counter() - t)
+    ref = outs.get(ref_key)
+    for key, r in res.items():
+        r["median"] = statistics.median(r["times"])
+        if ref is not None:
+            r["max_abs_diff"] = float(np.max(np.abs(outs[key] - ref)))
+    for key, s in statuses.items():
+        res[key] = {"status": s}
+    scale = float(np.max(np.abs(ref))) if ref is not None else None
+    return {"runtimes": res, "ref_scale": scale}
+
+
+def worker_infer(job: dict) -> dict:
+    n = job["threads"]
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+    import torch
+
+    torch.set_num_threads(n)
+    torch.set_num_interop_threads(1)
+    import kconv
+
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        ort, ort_missing = None, f"not installed ({e.name})"
+    rows = []
+    for m in job["models"]:
+        kmodel = keras.saving.load_model(m["h5"], compile=False)
+        net = kconv.load_converted(m["kconv"]).eval()
+        opt = kconv.load_converted(m["kconv_opt"]).eval() if m.get("kconv_opt") else None
+        compiled = torch.compile(opt if opt is not None else net, dynamic=False)
+        sess = None
+        if ort is not None and m.get("onnx"):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = n, 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            sess = ort.InferenceSession(m["onnx"], so, providers=["CPUExecutionProvider"])
+        for batch in job["batches"]:
+            x = _inputs(m["input_shape"], batch)
+            xt = torch.from_numpy(x)
+
+            def run_torch(module, xt=xt):
+                def f():
+                    with torch.inference_mode():
+                        return module(xt).numpy()
+                return f
+
+            statuses = {}
+            fns = {"keras": lambda km=kmodel, x=x: km.predict_on_batch(x)}
+            if sess is not None:
+                fns["onnxruntime"] = lambda s=sess, x=x: s.run(None, {s.get_inputs()[0].name: x})[0]
+            else:
+                statuses["onnxruntime"] = ort_missing if ort is None else m.get("onnx_status", "no ONNX file")
+            fns["kconv"] = run_torch(net)
+            if opt is not None:
+                fns["kconv_opt"] = run_torch(opt)
+            else:
+                statuses["kconv_opt"] = m.get("kconv_opt_status", "n/a")
+            fns["kconv_compile"] = run_torch(compiled)
+            r = _measure(fns, statuses, job["rounds"], job["warmup"])
+            r.update(model=m["name"], batch=batch, threads=n, shape=m["input_shape"],
+                     compiled_optimized=opt is not None)
+            rows.append(r)
+            log(f"  {m['name']} batch {batch}: " + ", ".join(
+                f"{k} {v['median'] * 1e3:.1f} ms" for k, v in r["runtimes"].items() if "median" in v))
+        kmodel = net = opt = compiled = sess = None
+        keras.backend.clear_session()
+        torch._dynamo.reset()
+    return {"threads": n, "rows": rows, "torch_threads": torch.get_num_threads(),
+            "tf_intra": tf.config.threading.get_intra_op_parallelism_threads()}
+
+
+def worker_accel(job: dict) -> dict:
+    """Keras on the JAX backend against the converted model on one device, in a process without TensorFlow."""
+    os.environ["KERAS_BACKEND"] = "jax"
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave GPU memory to torch too
+    dev = job["device"]
+    import jax
+    import keras
+    import torch
+
+    import kconv
+
+    jax_platform = jax.devices()[0].platform
+    keras_status = None
+    if dev != "cpu" and jax_platform == "cpu":
+        keras_status = "JAX has no GPU here (install jax with its CUDA plugin)"
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    rows = []
+    for m in job["models"]:
+        kmodel = keras.saving.load_model(m["h5"], compile=False) if keras_status is None else None
+        net = kconv.load_converted(m["kconv"], device=dev).eval()
+        opt = kconv.load_converted(m["kconv_opt"], device=dev).eval() if m.get("kconv_opt") else None
+        for batch in job["batches"]:
+            x = _inputs(m["input_shape"], batch)
+
+            def run_torch(module, bf16=False, x=x):
+                # numpy in, numpy out, as predict_on_batch: host-device copies are timed for both
+                def f():
+                    with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16):
+                        y = module(torch.from_numpy(x).to(dev)).float().cpu().numpy()
+                    sync()
+                    return y
+                return f
+
+            statuses, fns = {}, {}
+            if kmodel is not None:
+                fns["keras"] = lambda km=kmodel, x=x: km.predict_on_batch(x)
+            else:
+                statuses["keras"] = keras_status
+            fns["kconv"], fns["kconv_bf16"] = run_torch(net), run_torch(net, True)
+            if opt is not None:
+                fns["kconv_opt"], fns["kconv_opt_bf16"] = run_torch(opt), run_torch(opt, True)
+            else:
+                statuses["kconv_opt"] = statuses["kconv_opt_bf16"] = m.get("kconv_opt_status", "n/a")
+            r = _measure(fns, statuses, job["rounds"], job["warmup"])
+            r.update(model=m["name"], batch=batch)
+            rows.append(r)
+        kmodel = net = opt = None
+        keras.backend.clear_session()
+    name = torch.cuda.get_device_name() if dev == "cuda" else f"{dev} (KCONV_BENCH_ACCEL)"
+    return {"device": name, "jax_platform": jax_platform, "rows": rows}
+
+
+def worker_rnn(job: dict) -> dict:
+    """Embedding(mask_zero) -> Bidirectional(LSTM) -> Dense: Keras/TF against kconv, masked batches."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(job["threads"])
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    torch.set_num_interop_threads(1)
+    import kconv
+
+    steps, vocab, dim, units = job["steps"], 5000, 64, 64
     L = keras.layers
     inp = keras.Input((None,), dtype="int32")
-    x = L.Embedding(vocab, dim, mask_zero=True)(inp)
-    x = L.Bidirectional(L.LSTM(units))(x)
-    model = keras.Model(inp, L.Dense(2, activation="softmax")(x))
-    tmp = Path(tempfile.mkdtemp())
+    h = L.Embedding(vocab, dim, mask_zero=True)(inp)
+    h = L.Bidirectional(L.LSTM(units))(h)
+    model = keras.Model(inp, L.Dense(2, activation="softmax")(h))
+    tmp = Path(job["tmp"])
     model.save(tmp / "rnn.keras")
-    kconv.convert(tmp / "rnn.keras", tmp / "rnn_out")
-    net = kconv.load_converted(tmp / "rnn_out")
+    net = kconv.load_converted(kconv.convert(tmp / "rnn.keras", tmp / "rnn_kconv")).eval()
     rng = np.random.default_rng(0)
     rows = []
-    for batch in (1, 32):
+    for batch in job["batches"]:
         for kind in ("right-padded", "gappy"):
             ids = rng.integers(1, vocab, size=(batch, steps)).astype("int32")
             lengths = rng.integers(steps // 2, steps + 1, size=batch)
@@ -141,88 +551,220 @@ def bench_rnn(out: str, steps: int = 200, vocab: int = 5000, dim: int = 64, unit
                 ids[i, n:] = 0
             if kind == "gappy":
                 ids[:, 10::7] = 0
-            kt = _time(lambda: model(ids, training=False), n=5)
-            with torch.inference_mode():
-                xt = torch.from_numpy(ids)
-                tt = _time(lambda: net(xt), n=5)
-                err = float(np.abs(net(xt).numpy() - np.asarray(model(ids, training=False))).max())
-            rows.append((batch, kind, kt, tt, err))
-    lines = [RNN_SECTION, "",
-             f"`Embedding({vocab}, {dim}, mask_zero=True)` -> `Bidirectional(LSTM({units}))` -> `Dense(2, softmax)`, "
-             f"{steps} steps, random (non-trained) weights; median of 5 after 2 warm-up calls, same process, "
-             f"torch {torch.__version__} `inference_mode`, Keras {keras.__version__} on TensorFlow CPU "
-             f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs).", "",
-             "| batch | mask | Keras/TF | kconv torch | max abs diff |", "|---|---|---|---|---|"]
-    for batch, kind, kt, tt, err in rows:
-        lines.append(f"| {batch} | {kind} | {kt * 1e3:.1f} ms | {tt * 1e3:.1f} ms ({kt / tt:.2f}x) | {err:.1e} |")
-    lines += ["", "Right-padded batches run torch's fused LSTM on packed sequences; a gappy mask (holes inside a "
-              "sequence) has no fused equivalent and runs the emitted per-step loop (exact Keras semantics).", ""]
-    path = Path(out)
-    text = path.read_text() if path.exists() else ""
-    if RNN_SECTION in text:  # replace an earlier run of this section (it is the last one)
-        text = text[:text.index(RNN_SECTION)]
-    path.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines))
-    print("\n".join(lines))
+            xt = torch.from_numpy(ids)
+
+            def run_net(xt=xt):
+                with torch.inference_mode():
+                    return net(xt).numpy()
+
+            r = _measure({"keras": lambda ids=ids: model.predict_on_batch(ids), "kconv": run_net}, {},
+                         job["rounds"], 2)
+            r.update(batch=batch, mask=kind)
+            rows.append(r)
+    return {"rows": rows, "steps": steps, "vocab": vocab, "dim": dim, "units": units, "threads": job["threads"]}
 
 
-def _time(fn, warmup: int = 2, n: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+WORKERS = {"prep": worker_prep, "infer": worker_infer, "accel": worker_accel, "rnn": worker_rnn}
 
 
-def write(path, rows_inspect, rows_convert, rows_infer):
-    import keras
-    import torch
+# ---------------------------------------------------------------------------------------------------
+# markdown
 
+
+def _mb(mb: float) -> str:
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.2g} MB"
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.1f} ms" if s < 10 else f"{s:.1f} s"
+
+
+def _cell(r: dict, key: str, refs: tuple[str, ...] = ("keras", "onnxruntime")) -> str:
+    v = r["runtimes"].get(key, {"status": "not run"})
+    if "median" not in v:
+        return v["status"]
+    parts = []
+    for ref, label in (("keras", "Keras"), ("onnxruntime", "ORT")):
+        rv = r["runtimes"].get(ref, {})
+        if ref in refs and ref != key and "median" in rv:
+            parts.append(f"{rv['median'] / v['median']:.2f}× {label}")
+    return _ms(v["median"]) + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _diff(r: dict, key: str, relative: bool = True) -> str:
+    """Max abs difference from the reference, divided by the reference's largest magnitude (random-weight
+    networks can output 1e-11: the absolute difference alone would say nothing)."""
+    v = r["runtimes"].get(key, {})
+    if "max_abs_diff" not in v:
+        return "–"
+    scale = r.get("ref_scale") or 0.0
+    return f"{v['max_abs_diff'] / scale:.1e}" if relative and scale > 0 else f"{v['max_abs_diff']:.1e}"
+
+
+CPU_HEAD = {"keras": "Keras/TF `predict_on_batch`", "onnxruntime": "onnxruntime (tf2onnx)",
+            "kconv": "kconv default (eager)", "kconv_opt": "kconv optimized", "kconv_compile": "kconv + torch.compile"}
+ACCEL_HEAD = {"keras": "Keras/JAX `predict_on_batch`", "kconv": "kconv float32", "kconv_bf16": "kconv bf16 autocast",
+              "kconv_opt": "kconv optimized float32", "kconv_opt_bf16": "kconv optimized bf16 autocast"}
+
+
+def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn) -> str:
+    v = machine["versions"]
+    cmd = "python scripts/bench.py" + ("" if args.out == "docs/benchmarks.md" else f" --out {args.out}") + "".join(
+        f" {a}" for a in sys.argv[1:] if a not in ("--out", args.out))
     lines = ["# Benchmarks", "",
-             f"Generated by `python scripts/bench.py` on {platform.machine()} with {os.cpu_count()} CPUs, "
-             f"Python {platform.python_version()}, Keras {keras.__version__}, torch {torch.__version__}. "
-             "Models are keras.applications with `weights=None` (random weights), saved as legacy `.h5`.", "",
-             "## `kconv inspect` vs Keras load + summary()", "",
-             "Fresh process each time (import costs included), median of 3 (Keras: 2).", "",
-             "| model | file | kconv inspect --json | Keras load_model + summary | ratio |",
-             "|---|---|---|---|---|"]
-    for name, size, ti, tk in rows_inspect:
-        lines.append(f"| {name} | {size} | {ti:.2f} s | {tk:.2f} s | {tk / ti:.1f}x faster |")
+             f"Generated by `{cmd}` on {machine['date']} in {machine['wall'] / 60:.0f} min "
+             f"(kconv `{machine['commit']}`). Every number below comes from that one run; do not edit by hand.", "",
+             "## Machine", "",
+             f"- CPU: {machine['cpu']}, {machine['logical']} logical CPUs"
+             + (f" ({machine['physical']} cores)" if machine["physical"] else "")
+             + (f", {machine['mem']} memory" if machine["mem"] else ""),
+             f"- load average (1, 5, 15 min) at start {machine['load_start']}, at end {machine['load_end']}",
+             f"- {machine['os']}, Python {machine['python']}",
+             "- " + ", ".join(f"{k} {v[k]}" for k in VERSIONS), ""]
+    compiled_opt = any(r.get("compiled_optimized") for c in cpu for r in c["rows"])
+    lines += ["## Inference on CPU", "",
+              "Models: keras.applications with `weights=None` (random weights) and `classifier_activation=None` "
+              "(logits, so the differences below are not hidden by a softmax), saved as legacy `.h5` (a model "
+              "given as a file is used as it is); "
+              "inputs: " + ", ".join(sorted({f"{r['model']} {'x'.join(map(str, r['shape']))}"
+                                            for c in cpu for r in c["rows"]}))
+              + " (batch x height x width x channels without the batch), float32 normal noise, the same "
+              "array for every runtime.",
+              "",
+              "Each thread count runs in its own process, and in it every runtime gets that many threads: "
+              "`tf.config.threading` intra-op = N, `torch.set_num_threads(N)`, onnxruntime "
+              "`intra_op_num_threads=N`; inter-op pools 1 (onnxruntime sequential). "
+              f"After warm-up calls, {rounds} rounds in which each runtime is called once, in column order; "
+              "the cell is the median over the rounds. `(a× Keras, b× ORT)`: Keras's (onnxruntime's) median "
+              "divided by this one, so above 1 is faster than Keras (onnxruntime), below 1 slower.", "",
+              "Runtimes: Keras 3 on TensorFlow, `model.predict_on_batch(x)` (a compiled `tf.function`); "
+              "onnxruntime `CPUExecutionProvider` on the ONNX that tf2onnx makes of the same Keras model "
+              "(opset 17); kconv default = `kconv convert` output, eager, under `torch.inference_mode()`; "
+              "kconv optimized = `kconv.convert(..., optimize=True)`; kconv + torch.compile = "
+              + ("the optimized module" if compiled_opt else "the default module")
+              + " through `torch.compile(dynamic=False)` (inductor), compilation excluded.", "",
+              "| model | batch | threads | " + " | ".join(CPU_HEAD[k] for k in CPU_RUNTIMES) + " |",
+              "|---|---|---|" + "---|" * len(CPU_RUNTIMES)]
+    for c in cpu:
+        for r in c["rows"]:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | "
+                         + " | ".join(_cell(r, k) for k in CPU_RUNTIMES) + " |")
+    lines += ["", "Max abs difference from Keras's output on the same input, divided by the largest |Keras output| "
+              "(random weights make small logits, so the absolute difference alone would say little):", "",
+              "| model | batch | threads | largest \\|Keras\\| | " + " | ".join(CPU_HEAD[k] for k in CPU_RUNTIMES[1:])
+              + " |", "|---|---|---|---|" + "---|" * (len(CPU_RUNTIMES) - 1)]
+    for c in cpu:
+        for r in c["rows"]:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {r['ref_scale']:.2g} | "
+                         + " | ".join(_diff(r, k) for k in CPU_RUNTIMES[1:]) + " |")
+    first = {}
+    for c in cpu:
+        for r in c["rows"]:
+            for k in ("onnxruntime", "kconv_compile"):
+                f = r["runtimes"].get(k, {}).get("first_call")
+                if f is not None:
+                    first.setdefault(k, {})[(r["model"], r["batch"])] = f
+    if first.get("kconv_compile"):
+        lines += ["", "First call of the compiled module (compilation), per model and batch: " + ", ".join(
+            f"{m} b{b} {t:.0f} s" for (m, b), t in first["kconv_compile"].items()) + "."]
+    lines += ["", *targets(cpu)]
+    lines += ["", "## Inference on an accelerator", ""]
+    if accel is None:
+        lines += ["Not measured: no CUDA device on this machine (`torch.cuda.is_available()` is false). On a machine "
+                  "with one, this section compares the converted model in float32 and under bf16 autocast with "
+                  "Keras on the JAX backend (a process without TensorFlow)."]
+    else:
+        lines += [f"Device: {accel['device']}; Keras 3 on JAX ({accel['jax_platform']}), `predict_on_batch`. "
+                  f"Same protocol as above ({rounds} interleaved rounds, medians); both sides take a numpy batch "
+                  "and return numpy, so host-device copies are timed for each. `(a× Keras)`: Keras's median / "
+                  "this one.", "",
+                  "| model | batch | " + " | ".join(ACCEL_HEAD[k] for k in ACCEL_RUNTIMES) + " |",
+                  "|---|---|" + "---|" * len(ACCEL_RUNTIMES)]
+        for r in accel["rows"]:
+            lines.append(f"| {r['model']} | {r['batch']} | "
+                         + " | ".join(_cell(r, k, ("keras",)) for k in ACCEL_RUNTIMES) + " |")
+        lines += ["", "Max abs difference from Keras/JAX's output, divided by the largest |Keras output|:", "",
+                  "| model | batch | largest \\|Keras\\| | " + " | ".join(ACCEL_HEAD[k] for k in ACCEL_RUNTIMES[1:])
+                  + " |", "|---|---|---|" + "---|" * (len(ACCEL_RUNTIMES) - 1)]
+        for r in accel["rows"]:
+            scale = f"{r['ref_scale']:.2g}" if r["ref_scale"] is not None else "–"
+            lines.append(f"| {r['model']} | {r['batch']} | {scale} | "
+                         + " | ".join(_diff(r, k) for k in ACCEL_RUNTIMES[1:]) + " |")
+    lines += ["", "## `kconv inspect` vs Keras load + summary()", "",
+              "Fresh process each time (import costs included); median of "
+              f"{fresh[0]['reps'][0] if fresh else 0} (Keras: {fresh[0]['reps'][2] if fresh else 0}).", "",
+              "| model | file | kconv inspect --json | Keras load_model + summary | ratio |", "|---|---|---|---|---|"]
+    for f in fresh:
+        lines.append(f"| {f['name']} | {_mb(f['mb'])} | {f['inspect']:.2f} s | {f['keras_summary']:.2f} s | "
+                     f"{f['keras_summary'] / f['inspect']:.1f}× faster |")
     lines += ["", "## Conversion time and peak memory", "",
-              "`kconv.convert` in a fresh process (time inside the call; whole process incl. imports), "
-              "peak RSS of that process; Keras: time inside `load_model` (after importing keras).", "",
-              "| model | weights | kconv convert | process total | peak RSS | Keras load_model |",
-              "|---|---|---|---|---|---|"]
-    for name, tc, tct, rss, tk, mb in rows_convert:
-        lines.append(f"| {name} | {mb:.0f} MB | {tc:.2f} s | {tct:.2f} s | {rss:.0f} MB | {tk:.2f} s |")
-    lines += ["", "## Inference on CPU (same inputs, same process)", "",
-              "Median of 5 after 2 warm-up calls (compiled: 3, compilation excluded); torch in `inference_mode`; "
-              "`channels_last` = the converted module moved to `torch.channels_last` memory format; "
-              "`compiled` = that module through `torch.compile` (inductor). Ratios are Keras time / torch time.", "",
-              "| model | batch | Keras/TF | kconv torch | channels_last | channels_last + compile | max abs diff |",
-              "|---|---|---|---|---|---|---|"]
-    for name, b, kt, tt, tcl, tco, err in rows_infer:
-        lines.append(f"| {name} | {b} | {kt * 1e3:.1f} ms | {tt * 1e3:.1f} ms ({kt / tt:.2f}x) | "
-                     f"{tcl * 1e3:.1f} ms ({kt / tcl:.2f}x) | {tco * 1e3:.1f} ms ({kt / tco:.2f}x) | {err:.1e} |")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    lines += ["", "Notes:",
-              "- 2 cores: other processes on the machine move the batch-8 rows by 2x between runs; rerun on an idle "
-              "machine before quoting small differences. Batch 1 is consistently several times faster than Keras/TF.",
-              "- Inside the model, convolutions run channels-first on a channels-last-strided input (the NHWC input "
-              "permuted is a channels_last view); moving the module to `channels_last` memory format avoids "
-              "conversions between layers; `torch.compile` (inductor) fuses BatchNorm and activations into the "
-              "convolutions and pays off at larger batches.",
-              "- Peak RSS is the converting process's own high-water mark (`VmHWM`; `ru_maxrss` is inherited across "
-              "`exec` on Linux). About 250 MB of it, and about 1.2 s of the conversion time, is `import torch`: the "
-              "conversion proper (read, transform, emit, import-check, save) is the rest.",
-              "- `weights=None` models output near-uniform softmaxes, so \"max abs diff\" is a smoke check only; "
-              "equivalence is proved by `tests/equivalence/` and `tests/test_applications_convert.py`."]
-    old = Path(path).read_text() if Path(path).exists() else ""
-    keep = old[old.index(RNN_SECTION):] if RNN_SECTION in old else ""  # `--rnn` writes that section
-    Path(path).write_text("\n".join(lines) + "\n" + ("\n" + keep if keep else ""))
-    print("\n".join(lines))
+              "`kconv.convert` of the `.h5` in a fresh process, median of "
+              f"{fresh[0]['reps'][1] if fresh else 0}: wall time of the whole process (imports included), time "
+              "inside the call, and the process's peak RSS (`VmHWM`; `ru_maxrss` is inherited across `exec`), "
+              "also as a multiple of the weights' size; Keras: time inside `load_model` after importing keras.", "",
+              "| model | weights | kconv process wall | inside `kconv.convert` | peak RSS | RSS / weights | "
+              "Keras load_model |", "|---|---|---|---|---|---|---|"]
+    for f in fresh:
+        lines.append(f"| {f['name']} | {_mb(f['weights_mb'])} | {f['convert_wall']:.2f} s | "
+                     f"{f['convert_call']:.2f} s | {f['rss']:.0f} MB | {f['rss'] / f['weights_mb']:.2f}× | "
+                     f"{f['keras_load']:.2f} s |")
+    lines += ["", "## Layout operations in the converted forward", ""]
+    if "table" in permutes:
+        lines += [f"From `{permutes['cmd']}` (its own input sizes; counts, not times):", "", permutes["table"]]
+    else:
+        lines.append(permutes["status"] + ".")
+    lines += ["", "## Recurrent model inference on CPU", "",
+              f"`Embedding({rnn['vocab']}, {rnn['dim']}, mask_zero=True)` -> `Bidirectional(LSTM({rnn['units']}))` "
+              f"-> `Dense(2, softmax)`, {rnn['steps']} steps, random weights, {rnn['threads']} thread, "
+              f"{rounds} interleaved rounds, medians. Right-padded: lengths between {rnn['steps'] // 2} and "
+              f"{rnn['steps']}; gappy: also holes inside the sequences. Every masked batch runs kconv's per-step "
+              "loop (exact Keras semantics for any mask).", "",
+              "| batch | mask | Keras/TF `predict_on_batch` | kconv | max abs diff |", "|---|---|---|---|---|"]
+    for r in rnn["rows"]:
+        lines.append(f"| {r['batch']} | {r['mask']} | {_cell(r, 'keras')} | {_cell(r, 'kconv')} | "
+                     f"{_diff(r, 'kconv', relative=False)} |")
+    lines += ["", "## Reproducing", "",
+              "The onnxruntime column needs the optional `bench` extra (onnxruntime, onnx, tf2onnx, versions "
+              "pinned in `.ci/constraints.txt`): `pip install -c .ci/constraints.txt -e '.[keras,bench]'`. "
+              "tf2onnx 1.17 asks for `protobuf>=3.20` only, so it installs beside TensorFlow 2.21's protobuf 7 "
+              "without a conflict, and its `tf2onnx.convert.from_function` converts a Keras 3 model wrapped in "
+              "a `tf.function` (the script does this; `from_keras` expects tf.keras 2). Without the extra the "
+              "column says \"not installed\". Then `python scripts/bench.py` (about 20 minutes on 2 cores); "
+              "`--quick` is a smoke run whose numbers mean nothing. Run it on an idle machine: on 2 cores "
+              "another process moves the medians by tens of percent (the load averages above say how idle "
+              "this run was)."]
+    return "\n".join(lines) + "\n"
+
+
+def targets(cpu) -> list[str]:
+    """Issue #15's targets, read off the table: optimized >= Keras and within 1.5x of onnxruntime's latency
+    in every cell, default >= Keras at batch 1."""
+    out = ["Targets (issue #15), from the table above:", ""]
+    misses, checked = [], 0
+    for c in cpu:
+        for r in c["rows"]:
+            rt = r["runtimes"]
+            where = f"{r['model']} batch {r['batch']}, {r['threads']} thread(s)"
+            k, o = rt["keras"].get("median"), rt.get("onnxruntime", {}).get("median")
+            opt = rt.get("kconv_opt", {}).get("median")
+            if opt is not None and k is not None:
+                checked += 1
+                if opt > k:
+                    misses.append(f"optimized slower than Keras at {where} ({_ms(opt)} vs {_ms(k)})")
+                if o is not None and opt > 1.5 * o:
+                    misses.append(f"optimized more than 1.5× onnxruntime's latency at {where} "
+                                  f"({opt / o:.2f}×)")
+            d = rt.get("kconv", {}).get("median")
+            if r["batch"] == 1 and d is not None and k is not None:
+                checked += 1
+                if d > k:
+                    misses.append(f"default slower than Keras at {where} ({_ms(d)} vs {_ms(k)})")
+    if not any("median" in r["runtimes"].get("kconv_opt", {}) for c in cpu for r in c["rows"]):
+        out.append("- the optimized path was not measured (see its column), so its targets are not checked")
+    if not any("median" in r["runtimes"].get("onnxruntime", {}) for c in cpu for r in c["rows"]):
+        out.append("- onnxruntime was not measured (see its column), so the 1.5× target is not checked")
+    out += [f"- missed: {m}" for m in misses] or [f"- every checked cell meets its target ({checked} checks)"]
+    return out
 
 
 if __name__ == "__main__":
