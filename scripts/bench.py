@@ -110,7 +110,7 @@ def main(argv=None):
     log("inspect and convert in fresh processes")
     fresh = [fresh_process_times(prepared[m], tmp, *reps) for m in conv_models]
     log("layout operations (scripts/permute_count.py)")
-    permutes = permute_section([m for m in models + conv_models if not _is_file(m)], tmp, args.quick)
+    permutes = permute_section([m for m in models + conv_models if not _is_file(m)], args.quick)
     log("recurrent model")
     rnn = run_worker("rnn", {"threads": 1, "rounds": rounds, "tmp": str(tmp),
                              "steps": 20 if args.quick else 200, "batches": [1] if args.quick else [1, 32]},
@@ -275,11 +275,11 @@ def fresh_process_times(model: dict, tmp: Path, rep_inspect: int, rep_convert: i
             "reps": [rep_inspect, rep_convert, rep_keras]}
 
 
-def permute_section(apps: list[str], tmp: Path, quick: bool) -> dict:
+def permute_section(apps: list[str], quick: bool) -> dict:
     script = ROOT / "scripts" / "permute_count.py"
     if not script.exists():
         return {"status": "scripts/permute_count.py is not in this checkout"}
-    cmd = [PY, str(script), "--markdown", "--cache", str(tmp / "permute_apps")]
+    cmd = [PY, str(script), "--markdown"]  # its own cache of built models (reused between runs)
     if quick:
         if not apps:
             return {"status": "not run (--quick without a keras.applications model)"}
