@@ -10,21 +10,22 @@ from .load import load
 
 def convert(src, out_dir, fmt: str = "safetensors", channels_first: bool = False, config=None,
             force: bool = False, backend_of_writer=None,
-            by_name: bool = False, blocks: bool = False) -> Path:
+            by_name: bool = False, blocks: bool = False, optimize: bool = False) -> Path:
     """Convert a Keras model file (or a loaded :class:`kconv.ir.Model`) into ``out_dir``.
 
     An existing ``out_dir`` must be empty or a previous kconv output; ``force`` lets kconv replace its
     own files next to files it did not write (those are never touched). ``backend_of_writer``
     ('theano' or 'tensorflow') is required for Keras 1 files with convolutions (see README *Old files*).
     ``blocks``: layers that share a block name prefix (``conv2_block1_*``) become nested submodules, one
-    class per structure (README *Blocks*); the default is flat."""
+    class per structure (README *Blocks*); the default is flat.
+    ``optimize``: the inference-only output of ``kconv convert --optimize`` (README *Fast inference on CPU*)."""
     from .emit import convert as _convert
 
     model = src if isinstance(src, Model) else load(src, config=config, backend_of_writer=backend_of_writer,
                                                     by_name=by_name)
     try:
         return _convert(model, out_dir, fmt=fmt, channels_first=channels_first, force=force,
-                        blocks=blocks)
+                        blocks=blocks, optimize=optimize)
     except KconvError as e:  # one line naming the file and the problem (issue 6)
         raise e.in_file(model.source) from e.__cause__
 

@@ -26,6 +26,9 @@ from .verify import emit_result, tolerance_options
 @click.option("--blocks", is_flag=True,
               help="Layers sharing a block name prefix (conv2_block1_*, block_3_*, stage2_*) become nested "
                    "submodules, one class per distinct structure; state-dict keys follow the nesting.")
+@click.option("--optimize", is_flag=True,
+              help="Inference-only output: BatchNormalization folded into the convolution/dense layer before it, "
+                   "dropout and noise layers dropped (no train mode; other state-dict keys).")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False),
               help="Architecture JSON for a weights-only file (legacy HDF5 or Keras 3 layout .weights.h5).")
 @click.option("--by-name", "by_name", is_flag=True,
@@ -41,9 +44,8 @@ from .verify import emit_result, tolerance_options
               help="After converting, run `kconv verify` on each result (needs Keras; exit 1 on a mismatch).")
 @click.option("--per-layer", is_flag=True, help="With --verify: compare every layer output.")
 @tolerance_options
-def convert_cmd(models, out, fmt, channels_first, blocks, config, by_name, backend_of_writer, force, do_verify,
-                per_layer, atol, rtol, seed, batch_size, dims,
-                device, allow_tf32):
+def convert_cmd(models, out, fmt, channels_first, blocks, optimize, config, by_name, backend_of_writer, force,
+                do_verify, per_layer, atol, rtol, seed, batch_size, dims, device, allow_tf32):
     """Convert Keras model files to standalone PyTorch modules.
 
     Writes DIR/model.py (class Model, imports only torch), DIR/model.safetensors (or model.pt)
@@ -70,7 +72,7 @@ def convert_cmd(models, out, fmt, channels_first, blocks, config, by_name, backe
     for target, m in targets.items():
         try:
             _convert(m, target, fmt=fmt, channels_first=channels_first, config=config, force=force,
-                     backend_of_writer=backend_of_writer, by_name=by_name, blocks=blocks)
+                     backend_of_writer=backend_of_writer, by_name=by_name, blocks=blocks, optimize=optimize)
             click.echo(f"{m} -> {target}", err=True)
             if do_verify:
                 from ..verify import verify

@@ -130,8 +130,11 @@ def build_state(net, arrays: dict, defaults: set):
 
 
 def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: bool = False,
-            force: bool = False, blocks: bool = False) -> Path:
+            force: bool = False, blocks: bool = False, optimize: bool = False) -> Path:
     """Write ``out_dir/model.py``, the weights and the manifest; nothing is left behind on failure.
+
+    ``optimize``: an inference-only model (:mod:`kconv.optimize`: BatchNormalization folded into the
+    layer before it, dropout and noise layers dropped); the manifest's ``optimized`` says what was done.
 
     An existing ``out_dir`` is updated only where kconv wrote it: its files listed in the previous
     manifest (unchanged since) are replaced; any other file, or a kconv file edited since, makes it
@@ -153,14 +156,21 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
     shown = str(out_dir)
     out_dir = Path(os.path.abspath(out_dir))
     plan = _plan_target(out_dir, shown, force)
-    gen = Generator(model, channels_first_io=channels_first, blocks=blocks)
+    emitted, opt_plan = model, None
+    if optimize:
+        from ..optimize import manifest_rows, optimize as _optimize
+
+        emitted, opt_plan = _optimize(model)
+    gen = Generator(emitted, channels_first_io=channels_first, blocks=blocks)
     source = gen.generate()
-    arrays, rows = tensors_for(model)
+    arrays, rows = tensors_for(emitted)
     if blocks:
         arrays = {torch_key(gen, k): v for k, v in arrays.items()}
         for row in rows:
             if row.get("torch_key"):
                 row["torch_key"] = torch_key(gen, row["torch_key"])
+    if opt_plan is not None:
+        rows = manifest_rows(rows, model, opt_plan)
     parent = out_dir.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +203,8 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
             "weights_file": wname,
             "channels_first": channels_first,
             "blocks": blocks,
+            # --optimize: {"folded_batchnorm": {BatchNormalization: layer folded into}, "dropped": [...]}
+            "optimized": opt_plan.to_json() if opt_plan is not None else None,
             "inputs": [r.layer for r in model.inputs],
             "outputs": [str(r) for r in model.outputs],
             # what kconv wrote here, with the content it wrote: a later conversion into the same

@@ -322,6 +322,7 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
             model_label = f"keras.Model {getattr(model, 'name', '')!r}"
 
         shipped_source = None
+        ir_shown, folded = ir, {}  # the model as the file has it (layer classes); folded BatchNorms
         if isinstance(converted, (str, os.PathLike)):
             from ..emit import load_converted
 
@@ -330,6 +331,14 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
                 _check_source(model, converted, man)
             channels_first = bool(man.get("channels_first", False))
             blocks = bool(man.get("blocks", False))
+            if man.get("optimized") is not None:  # convert --optimize: kconv's side is the rewritten model
+                from ..optimize import Plan, optimize
+
+                if training:
+                    raise VerifyInputError(f"{converted} was converted with --optimize (BatchNormalization folded, "
+                                           "no train mode): --mode train needs a default conversion")
+                ir_shown, (ir, _) = ir, optimize(ir)
+                folded = Plan.from_json(man["optimized"]).folded
             net = load_converted(converted, device=device)
             shipped_source = (Path(converted) / "model.py").read_text()
             converted_label = str(converted)
@@ -417,17 +426,25 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
             with progress.task("tracing every Keras layer"):
                 k_values = keras_side.layer_outputs(keras_model, xs, notes=notes)
             layers = []
+            # --optimize: a layer a BatchNormalization was folded into outputs conv + BN; it is compared
+            # at the BatchNormalization's output
+            into = {v: k for k, v in folded.items()}
             for key, t in mod.TRACE.items():
-                if key not in k_values:
+                if key not in k_values or key in into:
                     continue
                 c = compare(key, k_values[key], t.detach().cpu().numpy(), atol, rtol)
-                layers.append(LayerComparison(**vars(c), class_name=_layer_class(ir, key)))
-            missing = [key for key in k_values if key not in mod.TRACE]
+                layers.append(LayerComparison(**vars(c), class_name=_layer_class(ir_shown, key)))
+            if into:
+                names = [k for k in mod.TRACE if k in into] + sorted(k for k in into if k not in mod.TRACE)
+                pairs = ", ".join(f"{k} -> {into[k]}" for k in names[:8]) + (" ..." if len(names) > 8 else "")
+                notes.append(f"--optimize folded {len(into)} BatchNormalization(s) into the layer before; that "
+                             f"layer is compared at the BatchNormalization's output: {pairs}")
+            missing = [key for key in k_values if key not in mod.TRACE and key not in into]
             if trace_failed is not None:
                 where, why = trace_failed
                 name = where.split(" (")[0] if where else (missing[0] if missing else "?")
                 layers.append(LayerComparison(name, [], float("inf"), float("inf"), float("inf"), False, why,
-                                              class_name=_layer_class(ir, name)))
+                                              class_name=_layer_class(ir_shown, name)))
                 missing = [key for key in missing if key != name]
             if missing:
                 notes.append("no torch trace for: " + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))

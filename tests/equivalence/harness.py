@@ -9,6 +9,7 @@ TensorFlow/Keras are imported lazily, inside the functions, so importing this mo
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -202,11 +203,12 @@ def save(model, tmp_path: Path, fmt: str) -> Path:
     return path
 
 
-def convert_and_load(src: Path, out_dir: Path, weights_format="safetensors", channels_first=False):
+def convert_and_load(src: Path, out_dir: Path, weights_format="safetensors", channels_first=False,
+                     optimize=False):
     import kconv
     from kconv.emit import load_converted
 
-    result = kconv.convert(src, out_dir, fmt=weights_format, channels_first=channels_first)
+    result = kconv.convert(src, out_dir, fmt=weights_format, channels_first=channels_first, optimize=optimize)
     assert Path(result) == Path(out_dir)
     assert (Path(out_dir) / "model.py").is_file()
     wfile = "model.safetensors" if weights_format == "safetensors" else "model.pt"
@@ -243,6 +245,8 @@ def check(
     reference: str = "tensorflow",
     weights_format: str = "safetensors",
     tooling: bool = True,
+    optimize: bool = False,
+    folded: int | None = None,
 ):
     """Assert that kconv's conversion of the model computes what Keras computes.
 
@@ -253,6 +257,9 @@ def check(
         models, see ``jax_forward``).
     tooling: also run ``tooling_checks`` on the first format's conversion (meta device, .double(),
         pickle/deepcopy, backward).
+    optimize: also convert the first format with ``optimize=True`` (``kconv convert --optimize``:
+        BatchNormalization folded, dropout dropped) and compare it with Keras at the same tolerances;
+        ``folded``: the number of BatchNormalization layers that conversion must have folded.
     Returns the Keras reference outputs (list of arrays).
     """
     model = model_or_builder if hasattr(model_or_builder, "save") else model_or_builder()
@@ -272,6 +279,17 @@ def check(
         got = torch_forward(module, inputs, channels_first=channels_first)
         compare(expected, got, rtol, atol, what=f"[{fmt}]")
         if i == 0 and tooling:
+            tooling_checks(module, out_dir, inputs, expected, rtol, atol, channels_first, weights_format)
+    if optimize:
+        fmt, path = next(iter(saved.items()))
+        out_dir = tmp_path / f"optimized_{fmt}"
+        module = convert_and_load(path, out_dir, weights_format, channels_first, optimize=True)
+        got = torch_forward(module, inputs, channels_first=channels_first)
+        compare(expected, got, rtol, atol, what=f"[{fmt}, optimized]")
+        done = json.loads((out_dir / "kconv.json").read_text())["optimized"]
+        if folded is not None:
+            assert len(done["folded_batchnorm"]) == folded, f"folded {done['folded_batchnorm']}, expected {folded}"
+        if tooling:
             tooling_checks(module, out_dir, inputs, expected, rtol, atol, channels_first, weights_format)
     return expected
 

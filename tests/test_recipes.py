@@ -1,0 +1,80 @@
+"""The serving recipes of README *Fast inference on CPU* run as written and keep Keras's numbers.
+
+Each ``python`` block of README.md whose first line is ``# recipe: NAME`` is executed after the
+``setup`` recipe, in a scratch directory holding ``out/cnn_fast`` (``kconv convert fixtures/cnn.keras
+--optimize``), with ``x`` replaced by the inputs Keras's outputs were stored for
+(``fixtures/cnn.io.npz``); its ``y`` must match those outputs. With ``-m slow`` the same snippets run
+on MobileNetV2 and ResNet50 (keras.applications, random weights), converted with --optimize.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ATOL = RTOL = 1e-5
+
+
+def recipes() -> dict:
+    text = (ROOT / "README.md").read_text()
+    out = {}
+    for body in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+        m = re.match(r"# recipe: (.+)\n", body)
+        if m:
+            out[m.group(1).strip()] = body
+    return out
+
+
+RECIPES = [name for name in recipes() if name != "setup"]
+
+
+def test_readme_has_the_recipes():
+    assert set(recipes()) == {"setup", "torch.compile", "torch.jit.freeze", "torch.export + AOTInductor"}
+
+
+def _run(name, out_dir: str, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    snippets = recipes()
+    ns: dict = {}
+    exec(compile(snippets["setup"].replace("out/cnn_fast", out_dir), "<README setup>", "exec"), ns)
+    ns["x"] = torch.from_numpy(x)
+    exec(compile(snippets[name].replace("out/cnn_fast", out_dir), f"<README {name}>", "exec"), ns)
+    y = ns["y"]
+    return (y[0] if isinstance(y, (list, tuple)) else y).detach().numpy()
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_on_fixture(name, tmp_path, monkeypatch):
+    import kconv
+
+    kconv.convert(ROOT / "fixtures" / "cnn.keras", tmp_path / "out" / "cnn_fast", optimize=True)
+    io = np.load(ROOT / "fixtures" / "cnn.io.npz")
+    monkeypatch.chdir(tmp_path)
+    y = _run(name, "out/cnn_fast", io["input_0"])
+    np.testing.assert_allclose(y, io["output_0"], atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.slow
+@pytest.mark.keras
+@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("app", ["MobileNetV2", "ResNet50"])
+def test_recipe_on_application(app, name, tmp_path, monkeypatch):
+    """Tolerance as tests/test_applications_convert.py: 1e-4 of the output's scale."""
+    import kconv
+
+    from .test_applications_convert import FAST, _build
+
+    model = _build(app, FAST[app])
+    x = np.random.default_rng(1).normal(size=(2, *model.input_shape[1:])).astype("float32")
+    ref = np.asarray(model(x, training=False))
+    path = tmp_path / f"{app}.h5"
+    model.save(path)
+    kconv.convert(path, tmp_path / "out" / "fast", optimize=True)
+    monkeypatch.chdir(tmp_path)
+    y = _run(name, "out/fast", x)
+    scale = float(np.abs(ref).max())
+    np.testing.assert_allclose(y, ref, atol=1e-4 * scale, rtol=0)
