@@ -25,6 +25,7 @@ FIXTURE_FILES = {
     "legacy/k1_cnn_th.h5": {"backend_of_writer": "theano"}, "legacy/k1_cnn_tf.h5": {"backend_of_writer": "theano"}, "legacy/k1_merge.h5": {},
     "legacy/k1_text_rnn.h5": {}, "legacy/k21_seq_cf.h5": {}, "legacy/k21_seq_text.h5": {}, "legacy/k22_cnn.h5": {},
     "legacy/k22_text_rnn.h5": {}, "legacy/k22_cudnn.h5": {},
+    "blocks/resblocks.keras": {"blocks": True},  # kconv convert --blocks: block classes used several times
 }
 RECURRENT_FIXTURES = {"text_rnn.keras", "text_rnn.h5", "text_rnn_k2.h5", "legacy/k1_text_rnn.h5",
                       "legacy/k21_seq_text.h5", "legacy/k22_text_rnn.h5", "legacy/k22_cudnn.h5"}

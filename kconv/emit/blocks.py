@@ -94,14 +94,14 @@ def group_blocks(gen) -> None:
 
     gen.key_map = getattr(gen, "key_map", {})
     block_classes: list = []
+    rendered: dict[str, str] = {}  # block class text (name left out) -> class name, over all classes
     for cls in list(gen.classes):
         try:
             groups, units = _plan(cls, gen)
-        except _Abort:
+            if groups:
+                _build(cls, groups, units, gen, block_classes, rendered, ClassSource)
+        except _Abort:  # this class stays flat
             continue
-        if not groups:
-            continue
-        _build(cls, groups, units, gen, block_classes, ClassSource)
     gen.classes.extend(reversed(block_classes))  # rendered in reverse: blocks in forward order
     gen.defaults = {torch_key(gen, k) for k in gen.defaults}
 
@@ -405,14 +405,18 @@ def _in_call(toks, i) -> bool:
     return False
 
 
-def _build(cls, groups: list, units: list, gen, block_classes: list, ClassSource) -> None:
+def _build(cls, groups: list, units: list, gen, block_classes: list, rendered: dict, ClassSource) -> None:
+    """Make the block classes of ``cls``'s groups and rewrite ``cls``; changes nothing when it aborts."""
     from .codegen import _class_name
 
+    new_classes: list = []
+    new_names: set = set()
+    key_map: dict = {}
+    rendered_all, rendered = rendered, dict(rendered)
     globals_read = set()
     class_vars = set(cls.args) | {w for u in units for w in u.writes}
     for u in units:
         globals_read |= {r for r in u.reads if r not in class_vars}
-    rendered: dict[str, str] = {}  # block class text (name left out) -> class name
     for g in groups:
         attrs = sorted({a for k in g.units for a in units[k].defines})
         taken: set = set()
@@ -440,16 +444,16 @@ def _build(cls, groups: list, units: list, gen, block_classes: list, ClassSource
         if text not in rendered:
             name = _class_name(g.prefix)
             base, i = name, 1
-            while name in gen.class_names:
+            while name in gen.class_names or name in new_names:
                 name = f"{base}{i}"
                 i += 1
-            gen.class_names.add(name)
+            new_names.add(name)
             rendered[text] = name
             src.name = name
-            block_classes.append(src)
+            new_classes.append(src)
         g.source = rendered[text]
         for a, new in attr_map.items():
-            gen.key_map[(cls.prefix, a)] = f"{g.attr}.{new}"
+            key_map[(cls.prefix, a)] = f"{g.attr}.{new}"
     # the class itself: each group's statements replaced by one call, its modules by one
     by_unit = {k: g for g in groups for k in g.units}
     init: list[str] = []
@@ -475,3 +479,7 @@ def _build(cls, groups: list, units: list, gen, block_classes: list, ClassSource
     cls.init = init
     cls.forward = forward + cls._kconv_tail
     cls.registered |= {g.attr for g in groups}
+    gen.class_names |= new_names
+    gen.key_map.update(key_map)
+    block_classes.extend(new_classes)
+    rendered_all.update(rendered)
