@@ -268,3 +268,65 @@ def test_resnet50_blocks(tmp_path):
         got = kconv.load_converted(out)(torch.from_numpy(x)).numpy()
     scale = float(np.abs(ref).max())
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * scale)  # as tests/test_applications_convert.py
+
+
+@pytest.mark.keras
+def test_block_with_several_outputs_and_a_mask(tmp_path):
+    """A block whose tensors are read outside it returns them all; the Keras mask (Keras 3 records it as
+    an op, input != 0, outside the block) enters it as a second input."""
+    import keras
+    L = keras.layers
+
+    inp = keras.Input((7,), dtype="int32")
+    e = L.Embedding(20, 6, mask_zero=True, name="block1_embed")(inp)
+    s = L.LSTM(5, return_sequences=True, name="block1_lstm")(e)
+    last = L.GRU(4, name="head_gru")(s)  # masked by block1's mask
+    pooled = L.GlobalAveragePooling1D(name="head_pool")(e)  # masked mean of the embedding
+    out = L.Concatenate(name="merge")([last, pooled])
+    model = keras.Model(inp, out)
+    from equivalence.harness import randomize_weights
+
+    randomize_weights(model)
+    x = np.random.default_rng(0).integers(1, 20, size=(3, 7)).astype("int32")
+    x[0, 4:] = 0
+    x[1, :2] = 0
+    ref = np.asarray(model(x, training=False))
+    model.save(tmp_path / "m.keras")
+    out_dir = kconv.convert(tmp_path / "m.keras", tmp_path / "out", blocks=True)
+    source = (out_dir / "model.py").read_text()
+    assert _instances(source) == {"block1": "Block1"}
+    call = re.search(r"^\s+(.+) = self\.block1\((.+)\)$", source, re.M)
+    assert call and call.group(1) == "block1_embed, block1_lstm" and call.group(2).count(",") == 1, call
+    with torch.no_grad():
+        got = kconv.load_converted(out_dir)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.keras
+def test_sequential_mask_made_in_a_block(tmp_path):
+    """In a Sequential model the mask travels with the tensor (kconv emits it where the Embedding is):
+    made inside a block and used after it, it leaves the block as one more output."""
+    import keras
+    L = keras.layers
+
+    model = keras.Sequential([
+        keras.Input((7,), dtype="int32"),
+        L.Embedding(20, 6, mask_zero=True, name="block1_embed"),
+        L.Dense(6, activation="tanh", name="block1_fc"),
+        L.GRU(4, name="head_gru"),
+    ])
+    from equivalence.harness import randomize_weights
+
+    randomize_weights(model)
+    x = np.random.default_rng(0).integers(1, 20, size=(3, 7)).astype("int32")
+    x[0, 4:] = 0
+    x[1, :2] = 0
+    ref = np.asarray(model(x, training=False))
+    model.save(tmp_path / "m.keras")
+    out_dir = kconv.convert(tmp_path / "m.keras", tmp_path / "out", blocks=True)
+    source = (out_dir / "model.py").read_text()
+    assert _instances(source) == {"block1": "Block1"}
+    assert "block1_embed_mask, block1_fc = self.block1(input_layer)" in source
+    with torch.no_grad():
+        got = kconv.load_converted(out_dir)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
