@@ -91,6 +91,21 @@ def test_blocks_hold_the_flat_weights(tmp_path):
         assert torch.equal(nested[r["torch_key"]], flat[pairs[(r["keras_layer"], r["keras_weight"])]])
 
 
+@pytest.mark.parametrize("opts", [{"channels_first": True}, {"optimize": True}], ids=["channels_first", "optimize"])
+def test_fixture_blocks_with_other_options(tmp_path, opts):
+    """--blocks groups whatever the converter emitted: NCHW inputs, or BatchNormalization folded away."""
+    out, source, man = _convert(tmp_path, RESBLOCKS, blocks=True, **opts)
+    assert _instances(source)["stage1_block2"] == "Stage1Block1"
+    assert ("KerasBatchNorm2d" in source) != bool(opts.get("optimize"))
+    io = np.load(FIXTURES / "blocks" / "resblocks.io.npz")
+    x = io["input_0"]
+    if opts.get("channels_first"):
+        x = np.ascontiguousarray(np.moveaxis(x, -1, 1))
+    with torch.no_grad():
+        got = kconv.load_converted(out)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, io["output_0"], rtol=1e-5, atol=1e-5 * float(np.abs(io["output_0"]).max()))
+
+
 def test_default_stays_flat(tmp_path):
     _, source, man = _convert(tmp_path, RESBLOCKS)
     assert not _instances(source) and man["blocks"] is False
