@@ -228,15 +228,15 @@ def _plan(cls, gen):
                     level[k] += 1
                 bumped = True
                 continue
-            order = new_order
-            g = _Group(prefix, attr, [k for k in order if k in set(members)])
+            g = _Group(prefix, attr, [k for k in new_order if k in set(members)])
             try:
-                _interface(g, units, order, tail_reads, cls)
+                _interface(g, units, tail_reads, cls)
             except _Abort:
                 for k in members:
                     level[k] += 1
                 bumped = True
                 continue
+            order = new_order
             groups.append(g)
             grouped |= set(members)
             taken_attrs.add(attr)
@@ -288,7 +288,7 @@ def _contiguous(order: list[int], members: set, units: list, groups: list):
         + order[last + 1:]
 
 
-def _interface(g: _Group, units: list, order: list, tail_reads: list, cls) -> None:
+def _interface(g: _Group, units: list, tail_reads: list, cls) -> None:
     """The group's inputs and outputs; aborts when a module attribute crosses its boundary."""
     members = set(g.units)
     writes = [w for k in g.units for w in units[k].writes]
