@@ -19,8 +19,10 @@ def convert(src, out_dir, fmt: str = "safetensors", channels_first: bool = False
     ``blocks``: layers that share a block name prefix (``conv2_block1_*``) become nested submodules, one
     class per structure (README *Blocks*); the default is flat.
     ``optimize``: the inference-only output of ``kconv convert --optimize`` (README *Fast inference on CPU*)."""
-    from .emit import convert as _convert
+    from .emit import checker, convert as _convert
 
+    if fmt != "pt":
+        checker.start()  # torch is imported by a helper process while the model is read (kconv.emit.checker)
     model = src if isinstance(src, Model) else load(src, config=config, backend_of_writer=backend_of_writer,
                                                     by_name=by_name)
     try:

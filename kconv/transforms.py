@@ -14,6 +14,11 @@ class Transform:
     def apply(self, a: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def lazy(self, a: np.ndarray) -> np.ndarray:
+        """``apply``, where the result may be a view of ``a`` (not contiguous): the weights writer
+        copies it slice by slice instead of whole."""
+        return self.apply(a)
+
     def shape(self, shape: tuple) -> tuple:
         """The shape after the transform, computed without data."""
         return tuple(self.apply(np.empty(shape, dtype=np.int8)).shape)
@@ -39,6 +44,9 @@ class Identity(Transform):
     def apply(self, a):
         return a
 
+    def lazy(self, a):
+        return a
+
     def shape(self, shape):
         return tuple(shape)
 
@@ -53,7 +61,10 @@ class Permute(Transform):
     dims: tuple
 
     def apply(self, a):
-        return np.ascontiguousarray(np.transpose(a, self.dims))
+        return np.ascontiguousarray(self.lazy(a))
+
+    def lazy(self, a):
+        return np.transpose(a, self.dims)
 
     def shape(self, shape):
         return tuple(shape[d] for d in self.dims)
@@ -67,7 +78,10 @@ class Reshape(Transform):
     dims: tuple
 
     def apply(self, a):
-        return np.ascontiguousarray(a.reshape(self.dims))
+        return np.ascontiguousarray(self.lazy(a))
+
+    def lazy(self, a):
+        return a.reshape(self.dims)
 
     def shape(self, shape):
         n = int(np.prod(shape))
@@ -88,7 +102,10 @@ class Flip(Transform):
     axes: tuple
 
     def apply(self, a):
-        return np.ascontiguousarray(np.flip(a, self.axes))
+        return np.ascontiguousarray(self.lazy(a))
+
+    def lazy(self, a):
+        return np.flip(a, self.axes)
 
     def shape(self, shape):
         return tuple(shape)
@@ -130,7 +147,10 @@ class Take(Transform):
     index: int
 
     def apply(self, a):
-        return np.ascontiguousarray(a[self.index])
+        return np.ascontiguousarray(self.lazy(a))
+
+    def lazy(self, a):
+        return a[self.index]
 
     def shape(self, shape):
         return tuple(shape[1:])
@@ -161,6 +181,11 @@ class Chain(Transform):
     def apply(self, a):
         for s in self.steps:
             a = s.apply(a)
+        return a
+
+    def lazy(self, a):
+        for s in self.steps:
+            a = s.lazy(a)
         return a
 
     def shape(self, shape):

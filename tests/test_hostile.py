@@ -622,7 +622,7 @@ def test_keyboard_interrupt_during_convert_leaves_nothing(tmp_path, monkeypatch)
     def boom(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(emit, "build_state", boom)
+    monkeypatch.setattr(emit, "write_weights", boom)
     out = tmp_path / "out"
     result, _ = _run(["convert", str(FIXTURES / "cnn.keras"), "-o", str(out)])
     assert result.exit_code == 130 and "interrupted" in result.stderr, (result.exit_code, result.stderr)
@@ -631,7 +631,7 @@ def test_keyboard_interrupt_during_convert_leaves_nothing(tmp_path, monkeypatch)
     monkeypatch.undo()
     assert _run(["convert", str(FIXTURES / "cnn.keras"), "-o", str(out)])[0].exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    monkeypatch.setattr(emit, "build_state", boom)
+    monkeypatch.setattr(emit, "write_weights", boom)
     assert _run(["convert", str(FIXTURES / "cnn.keras"), "-o", str(out)])[0].exit_code == 130
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

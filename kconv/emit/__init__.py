@@ -1,16 +1,17 @@
-"""Convert a loaded model: emit model.py, build the state dict from the declarations, write atomically.
+"""Convert a loaded model: emit model.py, write the weights from the declarations, atomically.
 
-What is saved is checked by importing the emitted source and loading the weights strictly.
+The weights are transformed with numpy and written one tensor at a time (:mod:`.stwriter`), without
+importing torch; the import check (the emitted source imported, ``Model()`` built, its state dict's
+keys, shapes and dtypes compared with the weights, as a strict ``load_state_dict`` would) runs in a
+helper process meanwhile, or in this process if it has torch already (:mod:`.checker`).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,8 +22,10 @@ from ..errors import KconvError, ModelFileError, OutputError, WeightMismatchErro
 from ..ir import Layer, Model
 from ..transforms import Zeros
 from ..naming import module_names
+from . import checker, modcheck, stwriter
 from .blocks import torch_key
 from .codegen import Generator
+from .stwriter import Entry
 
 MANIFEST = "kconv.json"
 FORMATS = ("safetensors", "pt")
@@ -56,42 +59,89 @@ def _lora_merged(layer: Layer, w):
     return (value + np.matmul(a.read(), b.read()) * (alpha / rank)).astype(value.dtype)
 
 
-def tensors_for(model: Model):
-    """{torch key: numpy array} and the manifest rows, from the layer declarations."""
-    out, rows = {}, []
-    leaves = list(_leaf_paths(model))
-    with progress.task("reading and transforming weights", total=len(leaves)) as advance:
-        for path, layer in leaves:
-            _layer_tensors(path, layer, out, rows)
-            advance()
-    return out, rows
+def weight_plan(model: Model, defaults: dict | None = None, key_of=None):
+    """The weights file's entries (:class:`stwriter.Entry`: torch key, dtype, shape and how to produce
+    the tensor) and the manifest rows, from the layer declarations, without reading any tensor.
+    ``defaults``: the generator's {torch key: (shape, dtype, fill)} of tensors with no Keras weight;
+    ``key_of``: the state-dict key of a flat key (``--blocks`` groups layers into submodules)."""
+    entries, rows = [], []
+    for path, layer in _leaf_paths(model):
+        _layer_entries(path, layer, entries, rows, key_of or (lambda k: k))
+    for key, (shape, dtype, fill) in sorted((defaults or {}).items()):
+        entries.append(Entry(key, dtype, tuple(shape), lambda s=tuple(shape), d=dtype, f=fill: np.full(s, f, d)))
+    return entries, rows
 
 
-def _layer_tensors(path: str, layer: Layer, out: dict, rows: list):
+def _planned_dtype(w) -> str:
+    """The dtype the torch tensor is expected to have: the stored one; bfloat16 variables (a
+    bfloat16 policy's, stored as 2-byte void in HDF5) become float32, exactly. The import check
+    confirms it against the module (a different one is converted to, as ``tensor.to(dtype)``)."""
+    name = str(w.dtype)
+    if name == "bfloat16" or name.endswith("V2"):
+        return "float32"
+    try:
+        return np.dtype(name).name
+    except TypeError:
+        return "float32"
+
+
+def _layer_entries(path: str, layer: Layer, entries: list, rows: list, key_of):
     for w, d in _weight_decl_pairs(layer):
         targets = d.targets(layer.config)
         if not targets:
             rows.append({"keras_layer": layer.name, "keras_weight": w.name, "role": w.role,
                          "keras_shape": list(w.shape), "torch_key": None, "note": d.why_no_torch})
             continue
-        data = _lora_merged(layer, w)
-        data = np.asarray(data)
-        if data.shape != tuple(w.shape):
-            raise WeightMismatchError([f"layer {layer.name!r}: {w.name} read as {data.shape}, expected {w.shape}"])
+        source = _Source(layer, w, len(targets))
         for name, t in targets:
-            key = f"{path}.{name}"
-            out[key] = t.apply(data)
+            key = key_of(f"{path}.{name}")
+            shape = t.shape(tuple(w.shape))
+            entries.append(Entry(key, _planned_dtype(w), tuple(shape), lambda t=t, src=source: t.lazy(src.take())))
             rows.append({"keras_layer": layer.name, "keras_weight": w.name, "role": w.role,
-                         "keras_shape": list(w.shape), "torch_key": key, "torch_shape": list(out[key].shape),
+                         "keras_shape": list(w.shape), "torch_key": key, "torch_shape": list(shape),
                          "transform": t.describe(), "trainable": bool(w.trainable) and not isinstance(t, Zeros)})
 
 
+class _Source:
+    """One Keras weight read once (LoRA factors merged) for its ``uses`` torch tensors, then released."""
+
+    def __init__(self, layer: Layer, w, uses: int):
+        self.layer, self.w, self.uses, self.data = layer, w, uses, None
+
+    def take(self):
+        data = self.data
+        if data is None:
+            data = np.asarray(_lora_merged(self.layer, self.w))
+            if data.shape != tuple(self.w.shape):
+                raise WeightMismatchError([f"layer {self.layer.name!r}: {self.w.name} read as {data.shape}, "
+                                           f"expected {self.w.shape}"])
+        self.uses -= 1
+        self.data = data if self.uses > 0 else None
+        return data
+
+
+def check_state(spec: dict, entries: list) -> list:
+    """The import check: the entries against ``Model().state_dict()``'s {key: (shape, dtype)}, as a
+    strict ``load_state_dict`` checks them (every key, no other, same shapes). Returns the entries
+    with the module's dtypes."""
+    planned = {e.key: e for e in entries}
+    problems = [f"torch key {k!r} has no Keras weight" for k in spec if k not in planned]
+    problems += [f"Keras weight for {k!r} has no place in the emitted module" for k in planned if k not in spec]
+    out = []
+    for k, (shape, dtype) in spec.items():
+        e = planned.get(k)
+        if e is None:
+            continue
+        if tuple(e.shape) != tuple(shape):
+            problems.append(f"{k}: Keras weight gives shape {tuple(e.shape)}, the module expects {tuple(shape)}")
+        out.append(e if e.dtype == dtype else Entry(e.key, dtype, e.shape, e.produce))
+    if problems:
+        raise WeightMismatchError(problems)
+    return out
+
+
 def _import(path: Path):
-    name = "kconv_emitted_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return modcheck.import_path(path)
 
 
 def _sha256(path: Path) -> str:
@@ -102,31 +152,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def build_state(net, arrays: dict, defaults: set):
-    import torch
-
-    sd = net.state_dict()
-    missing = [k for k in sd if k not in arrays and k not in defaults]
-    unexpected = [k for k in arrays if k not in sd]
-    problems = [f"torch key {k!r} has no Keras weight" for k in missing]
-    problems += [f"Keras weight for {k!r} has no place in the emitted module" for k in unexpected]
-    state = {}
-    for k, v in sd.items():
-        if k in arrays:
-            a = arrays[k]
-            if tuple(a.shape) != tuple(v.shape):
-                problems.append(f"{k}: Keras weight gives shape {tuple(a.shape)}, the module expects {tuple(v.shape)}")
-                continue
-            if a.dtype.name == "bfloat16":  # ml_dtypes (a bfloat16 policy's variables): exact in float32
-                a = a.astype(np.float32)
-            state[k] = torch.from_numpy(np.ascontiguousarray(a)).to(v.dtype)
-        else:
-            state[k] = v.detach().clone()
-    if problems:
-        raise WeightMismatchError(problems)
-    return state
 
 
 def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: bool = False,
@@ -142,10 +167,11 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
     is never deleted or overwritten. ``blocks``: layers sharing a block name prefix become submodules
     (kconv.emit.blocks); the state-dict keys and the manifest follow the nesting.
     """
-    import torch
-
     if fmt not in FORMATS:
         raise OutputError(f"unknown weights format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if fmt == "pt":
+        import torch  # torch.save; the import check then runs in this process
+    checker.start()
     if model.backend_guess_affects:
         names, guess = model.backend_guess_affects, model.backend
         other = "theano" if guess == "tensorflow" else "tensorflow"
@@ -163,12 +189,7 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
         emitted, opt_plan = _optimize(model)
     gen = Generator(emitted, channels_first_io=channels_first, blocks=blocks)
     source = gen.generate()
-    arrays, rows = tensors_for(emitted)
-    if blocks:
-        arrays = {torch_key(gen, k): v for k, v in arrays.items()}
-        for row in rows:
-            if row.get("torch_key"):
-                row["torch_key"] = torch_key(gen, row["torch_key"])
+    entries, rows = weight_plan(emitted, gen.defaults, key_of=lambda k: torch_key(gen, k))
     if opt_plan is not None:
         rows = manifest_rows(rows, model, opt_plan)
     parent = out_dir.parent
@@ -178,19 +199,28 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
     except OSError as e:
         raise OutputError(f"{shown}: cannot create the output directory ({e.strerror or e}); "
                           "choose a writable -o") from None
+    pending = None
     try:
         (tmp / "model.py").write_text(source)
-        mod = _import(tmp / "model.py")
-        net = mod.Model()
-        state = build_state(net, arrays, gen.defaults)
-        net.load_state_dict(state, strict=True)
+        pending = checker.request(tmp / "model.py")
         wname = "model.safetensors" if fmt == "safetensors" else "model.pt"
+        files = {"model.py": _sha256(tmp / "model.py")}
         if fmt == "safetensors":
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in sorted(state.items())}, str(tmp / wname))
+            # written while the check runs (in the helper process): the dtypes are the stored ones,
+            # which the module's are but for odd cases, where the file is written again
+            files[wname] = write_weights(tmp / wname, entries)
+            checked = check_state(pending.result(), entries)
+            if any(a.dtype != b.dtype for a, b in zip(sorted(entries, key=_key), sorted(checked, key=_key))):
+                files[wname] = write_weights(tmp / wname, checked)
         else:
-            torch.save(dict(sorted(state.items())), tmp / wname)
+            checked = check_state(pending.result(), entries)
+            with progress.task("reading and transforming weights", total=len(checked)) as advance:
+                state = {}
+                for e in sorted(checked, key=_key):
+                    state[e.key] = torch.from_numpy(_as_dtype(e.produce(), e.dtype))
+                    advance()
+            torch.save(state, tmp / wname)
+            files[wname] = _sha256(tmp / wname)
         manifest = {
             "kconv_version": __version__,
             "source": Path(model.source).name,
@@ -209,22 +239,40 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
             "outputs": [str(r) for r in model.outputs],
             # what kconv wrote here, with the content it wrote: a later conversion into the same
             # directory replaces exactly these, and only while they are unchanged
-            "files": {n: _sha256(tmp / n) for n in ("model.py", wname)},
+            "files": files,
             "weights": rows,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _permissions_as_umask(tmp)
         _install(tmp, out_dir, plan)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _failed(tmp, pending)
         raise OutputError(f"{shown}: cannot write the output ({e.strerror or e})") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _failed(tmp, pending)
         raise
-    finally:
-        for k in [k for k in sys.modules if k.startswith("kconv_emitted_")]:
-            del sys.modules[k]
     return out_dir
+
+
+def _key(e):
+    return e.key
+
+
+def _as_dtype(a, dtype: str):
+    a = np.asarray(a)
+    return np.asarray(a if a.dtype.name == dtype else a.astype(stwriter.numpy_dtype(dtype)), order="C")
+
+
+def write_weights(path: Path, entries: list) -> str:
+    """Write model.safetensors one tensor at a time; returns its sha256."""
+    with progress.task("reading and transforming weights", total=len(entries)) as advance:
+        return stwriter.write(path, entries, each=advance)
+
+
+def _failed(tmp: Path, pending):
+    shutil.rmtree(tmp, ignore_errors=True)
+    if pending is not None:
+        pending.discard()
 
 
 def _kconv_files(out_dir: Path) -> dict:

@@ -103,7 +103,7 @@ def group_blocks(gen) -> None:
         except _Abort:  # this class stays flat
             continue
     gen.classes.extend(reversed(block_classes))  # rendered in reverse: blocks in forward order
-    gen.defaults = {torch_key(gen, k) for k in gen.defaults}
+    gen.defaults = {torch_key(gen, k): v for k, v in gen.defaults.items()}
 
 
 def torch_key(gen, key: str) -> str:

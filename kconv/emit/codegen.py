@@ -156,11 +156,12 @@ class Emit:
             self.cls.init.append(f"self.register_buffer({name!r}, {expr}, persistent=False)")
         return f"self.{name}"
 
-    def default_ok(self, *torch_names: str):
-        """These tensors of the module have no Keras weight: the constructor's value is the right one
-        (e.g. BatchNorm weight=1 when Keras has scale=False, num_batches_tracked)."""
-        for n in torch_names:
-            self.gen.defaults.add(f"{self.prefix}{self.attr}.{n}")
+    def default_ok(self, torch_name: str, shape: tuple, fill, dtype: str = "float32"):
+        """This tensor of the module has no Keras weight: it holds ``fill``, the value the module's
+        constructor gives it (e.g. BatchNorm weight 1 when Keras has scale=False, num_batches_tracked
+        0). Stated here because the weights are written without building the module; the import
+        check confirms the shape and dtype, the conversion tests the value."""
+        self.gen.defaults[f"{self.prefix}{self.attr}.{torch_name}"] = (tuple(shape), dtype, fill)
 
     def line(self, code: str):
         self.cls.forward.append(code)
@@ -279,7 +280,7 @@ class Generator:
         self.classes: list[ClassSource] = []
         self.helpers: set[str] = set()
         self.class_names: set[str] = set()
-        self.defaults: set[str] = set()
+        self.defaults: dict[str, tuple] = {}  # torch key -> (shape, dtype, fill): see Emitter.default_ok
         self.activation_fns: set[str] = set()  # names passed to keras_activation (recurrent layers)
         self.sources: dict[str, str] = {}  # extension code copied into model.py (kconv.extend)
         self.reserved = extend.source_names()  # its names: no class or forward variable may shadow them

@@ -162,11 +162,7 @@ def _emit_bn(e):
 
     m = e.module(ctor(f"KerasBatchNorm{dim}d", int(c), eps=eps, momentum=momentum, defaults=BN_DEFAULTS)[:-1]
                  + f"{extra})")
-    e.default_ok("num_batches_tracked")
-    if not e.cfg.get("scale", True):
-        e.default_ok("weight")  # torch initialises weight to 1: Keras scale=False
-    if not e.cfg.get("center", True):
-        e.default_ok("bias")  # torch initialises bias to 0: Keras center=False
+    _bn_defaults(e, int(c))
     # torch normalises over dim 1: use the layout where the Keras axis is dim 1, else move it there.
     for layout in (e.layout(0), "cf" if rank >= 3 else "keras", "keras"):
         if _dims_in([a], rank, layout) == [1]:
@@ -174,6 +170,14 @@ def _emit_bn(e):
             return
     x = e.input(0, "keras")
     e.output(f"{m}({x}.movedim({a}, 1)).movedim(1, {a})")
+
+
+def _bn_defaults(e, c: int):
+    e.default_ok("num_batches_tracked", (), 0, "int64")
+    if not e.cfg.get("scale", True):
+        e.default_ok("weight", (c,), 1.0)  # torch initialises weight to 1: Keras scale=False
+    if not e.cfg.get("center", True):
+        e.default_ok("bias", (c,), 0.0)  # torch initialises bias to 0: Keras center=False
 
 
 def _renorm_args(e):
@@ -211,11 +215,7 @@ def _emit_bn_axes(e, axes):
     from ..emit.codegen import BN_DEFAULTS, ctor
 
     m = e.module(ctor("nn.BatchNorm1d", c, eps=eps, momentum=momentum, defaults=BN_DEFAULTS))
-    e.default_ok("num_batches_tracked")
-    if not e.cfg.get("scale", True):
-        e.default_ok("weight")
-    if not e.cfg.get("center", True):
-        e.default_ok("bias")
+    _bn_defaults(e, c)
     x = e.input(0, "keras")
     src, dst = tuple(axes), tuple(range(1, len(axes) + 1))
     moved, y = e.temp("moved"), e.temp("flat")
@@ -253,7 +253,7 @@ def _emit_ln(e):
     else:
         m = e.module(f"nn.LayerNorm({shape}, eps={eps!r}{'' if center else ', bias=False'})")
         if not scale:
-            e.default_ok("weight")
+            e.default_ok("weight", shape, 1.0)
     layout = _trailing_layout(e, axes, rank)
     if layout is not None:
         e.output(f"{m}({e.input(0, layout)})", layout=layout)
@@ -273,9 +273,9 @@ def _emit_gn(e):
     eps = float(e.cfg.get("epsilon", 1e-3))
     m = e.module(f"nn.GroupNorm({int(e.cfg.get('groups', 32))}, {c}, eps={eps!r})")
     if not e.cfg.get("scale", True):
-        e.default_ok("weight")
+        e.default_ok("weight", (c,), 1.0)
     if not e.cfg.get("center", True):
-        e.default_ok("bias")
+        e.default_ok("bias", (c,), 0.0)
     # .contiguous(): torch 2.13's CPU GroupNorm backward crashes (segfault) on a channels_last-strided
     # input that does not require grad, which a permuted NHWC tensor is; a no-op when contiguous.
     e.output(f"{m}({e.input(0, layout)}.contiguous())", layout=layout)
