@@ -66,7 +66,7 @@ def test_recipe_on_application(app, name, tmp_path, monkeypatch):
     """Tolerance as tests/test_applications_convert.py: 1e-4 of the output's scale."""
     import kconv
 
-    from .test_applications_convert import FAST, _build
+    from test_applications_convert import FAST, _build
 
     model = _build(app, FAST[app])
     x = np.random.default_rng(1).normal(size=(2, *model.input_shape[1:])).astype("float32")
