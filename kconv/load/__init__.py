@@ -1,26 +1,24 @@
 """Read a Keras model file into the model description (kconv.ir) without tensorflow, keras or torch."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import stat
 import zipfile
 import zlib
 from pathlib import Path
 
 from ..errors import KconvError, ModelFileError, WeightMismatchError
 from ..ir import Model
-from . import h5safe
+from . import archive, h5safe
 from . import shapes as _shapes
 from . import validate, writer
+from .archive import ZIP_SIGNATURE
 from .config import build_model
 from .limits import Limits
 from .weights import Context, attach_keras3, attach_legacy, attach_legacy_by_order, check_shapes
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-ZIP_SIGNATURE = b"PK\x03\x04"
 MAX_METADATA_BYTES = 1 << 20
 
 # What a damaged file can make the standard library, h5py or the config walk raise. Anything in
@@ -225,137 +223,6 @@ def _attr(f, g, key):
     return ""
 
 
-class _Slice:
-    """A read-only file object over bytes [start, start+size) of a file.
-
-    zipfile's own member stream re-reads from the start on every backward seek (seconds for a
-    100 MB member read by h5py); a stored member is a plain byte range, so read it as one.
-    """
-
-    def __init__(self, path, start: int, size: int):
-        self._f = open(path, "rb")
-        self._path = str(path)
-        self._start, self._size, self._pos = start, size, 0
-
-    def __repr__(self):  # h5py names the file by its repr in messages
-        return self._path
-
-    def seekable(self):
-        return True
-
-    def readable(self):
-        return True
-
-    def tell(self):
-        return self._pos
-
-    def seek(self, offset, whence=0):
-        base = {0: 0, 1: self._pos, 2: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def read(self, n=-1):
-        if n is None or n < 0:
-            n = self._size - self._pos
-        n = max(0, min(n, self._size - self._pos))
-        self._f.seek(self._start + self._pos)
-        data = self._f.read(n)
-        self._pos += len(data)
-        return data
-
-    def readinto(self, buf):
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def close(self):
-        self._f.close()
-
-
-class _Bytes(io.BytesIO):
-    """A decompressed archive member; its repr (what h5py reports as the file name) is the archive path."""
-
-    path = ""
-
-    def __repr__(self):
-        return self.path
-
-
-def _member_slice(path: Path, info: zipfile.ZipInfo) -> _Slice:
-    import struct
-
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        header = f.read(30)
-        if len(header) < 30 or header[:4] != ZIP_SIGNATURE:
-            raise ModelFileError(path, f"damaged zip entry for {info.filename}")
-        name_len, extra_len = struct.unpack("<HH", header[26:30])
-        local_name = f.read(name_len)
-    if local_name.decode("utf8", "replace") != info.filename and local_name.decode("cp437") != info.filename:
-        raise ModelFileError(path, f"zip entry {info.filename!r}: local header names {local_name[:80]!r}")
-    start = info.header_offset + 30 + name_len + extra_len
-    if start + info.file_size > path.stat().st_size:
-        raise ModelFileError(path, f"{info.filename} extends past the end of the archive (truncated file?)")
-    return _Slice(path, start, info.file_size)
-
-
-def _unsafe_name(name: str) -> str | None:
-    """Why a member name is not one a Keras archive would have (we never extract, but refuse anyway)."""
-    if "\x00" in name:
-        return "a NUL character"
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        return "an absolute path"
-    if ".." in name.replace("\\", "/").split("/"):
-        return "a '..' component (path traversal)"
-    return None
-
-
-def _check_archive(path: Path, zf: zipfile.ZipFile, limits: Limits) -> dict:
-    infos = zf.infolist()
-    if len(infos) > limits.max_members:
-        raise ModelFileError(path, f"archive has {len(infos)} entries, over the {limits.max_members} limit "
-                                   "(KCONV_MAX_MEMBERS)")
-    names: dict = {}
-    for info in infos:
-        why = _unsafe_name(info.filename)
-        if why:
-            raise ModelFileError(path, f"archive member {info.filename[:80]!r} has {why}; refused")
-        if info.filename in names:
-            raise ModelFileError(path, f"archive has two members named {info.filename[:80]!r}; refused")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise ModelFileError(path, f"archive member {info.filename[:80]!r} is a symbolic link; refused")
-        names[info.filename] = info
-    return names
-
-
-def _check_member(path: Path, info: zipfile.ZipInfo, limits: Limits, max_bytes: int, what: str):
-    if info.flag_bits & 0x1:
-        raise ModelFileError(path, f"{info.filename} is encrypted")
-    if info.file_size > max_bytes:
-        raise ModelFileError(path, f"{info.filename} is {info.file_size} bytes uncompressed, over the {max_bytes}-"
-                                   f"byte limit ({what})")
-    if info.compress_type != zipfile.ZIP_STORED and info.file_size > h5safe.RATIO_FLOOR_BYTES \
-            and info.file_size > limits.max_compression_ratio * max(info.compress_size, 1):
-        raise ModelFileError(path, f"{info.filename} expands {info.compress_size} -> {info.file_size} bytes, over "
-                                   f"the compression ratio limit {limits.max_compression_ratio} (a zip bomb?; "
-                                   "KCONV_MAX_COMPRESSION_RATIO)")
-
-
-def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> bytes:
-    """The member's bytes, never more than ``max_bytes`` whatever the headers say."""
-    chunks, total = [], 0
-    with zf.open(info) as fh:
-        while True:
-            chunk = fh.read(min(1 << 20, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_bytes:
-                raise ModelFileError(path, f"{info.filename} decompresses to more than {max_bytes} bytes")
-    return b"".join(chunks)
-
-
 def _load_keras(path: Path, ctx: Context) -> Model:
     import h5py
 
@@ -365,18 +232,19 @@ def _load_keras(path: Path, ctx: Context) -> Model:
     except Exception as e:  # noqa: BLE001 - BadZipFile, OSError, ValueError... for damaged archives
         raise ModelFileError(path, f"damaged .keras archive ({_short(e)})") from None
     try:
-        names = _check_archive(path, zf, limits)
+        names = archive.check_archive(path, zf, limits)
         if "config.json" not in names:
             raise ModelFileError(path, "no config.json in the archive (not a Keras 3 .keras file)")
         info = names["config.json"]
-        _check_member(path, info, limits, limits.max_config_bytes, "KCONV_MAX_CONFIG_BYTES")
-        cfg = _json(_read_member(path, zf, info, limits.max_config_bytes), path, "config.json")
+        archive.check_member(path, info, limits, limits.max_config_bytes, "KCONV_MAX_CONFIG_BYTES")
+        cfg = _json(archive.read_member(path, zf, info, limits.max_config_bytes), path, "config.json")
         if not isinstance(cfg, dict) or "class_name" not in cfg:
             raise ModelFileError(path, "config.json is not a Keras model config")
         meta = {}
         if "metadata.json" in names and names["metadata.json"].file_size <= MAX_METADATA_BYTES:
-            _check_member(path, names["metadata.json"], limits, MAX_METADATA_BYTES, "metadata")
-            meta = _json(_read_member(path, zf, names["metadata.json"], MAX_METADATA_BYTES), path, "metadata.json")
+            archive.check_member(path, names["metadata.json"], limits, MAX_METADATA_BYTES, "metadata")
+            raw = archive.read_member(path, zf, names["metadata.json"], MAX_METADATA_BYTES)
+            meta = _json(raw, path, "metadata.json")
             if not isinstance(meta, dict):
                 meta = {}
         model = build_model(cfg)
@@ -386,10 +254,10 @@ def _load_keras(path: Path, ctx: Context) -> Model:
         if winfo.compress_type == zipfile.ZIP_STORED and not winfo.flag_bits & 0x1:
             if winfo.compress_size != winfo.file_size:
                 raise ModelFileError(path, "model.weights.h5: stored member with inconsistent sizes")
-            fobj = _member_slice(path, winfo)  # h5py reads the stored member in place
+            fobj = archive.member_slice(path, winfo)  # h5py reads the stored member in place
         else:
-            _check_member(path, winfo, limits, limits.max_member_bytes, "KCONV_MAX_MEMBER_BYTES")
-            fobj = _Bytes(_read_member(path, zf, winfo, limits.max_member_bytes))
+            archive.check_member(path, winfo, limits, limits.max_member_bytes, "KCONV_MAX_MEMBER_BYTES")
+            fobj = archive.Bytes(archive.read_member(path, zf, winfo, limits.max_member_bytes))
             fobj.path = str(path)
         try:
             f = h5py.File(fobj, "r")
