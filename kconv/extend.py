@@ -239,15 +239,8 @@ def _imports(src: str) -> set:
 
 
 def _add_sources(e, ext: Custom):
-    gen = e.gen
-    if not hasattr(gen, "sources"):
-        gen.sources = {}
     for name, src in ext.sources.items():
-        prev = gen.sources.get(name)
-        body = f"# {name}: copied from the kconv extension {ext.origin}\n{src.rstrip()}\n\n"
-        if prev is not None and prev != body:
-            e.unsupported(f"two extensions define {name} differently")
-        gen.sources[name] = body
+        e.source(name, f"# {name}: copied from the kconv extension {ext.origin}\n{src.rstrip()}\n\n")
 
 
 # --- emission -------------------------------------------------------------------------------------

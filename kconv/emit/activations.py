@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..specs import activation_name
 
 ELEMENTWISE = {
     "linear": "{x}",
@@ -30,15 +31,6 @@ ELEMENTWISE = {
     "celu": "F.celu({x})",
 }
 AXIS = {"softmax": "torch.softmax({x}, dim={dim})", "log_softmax": "torch.log_softmax({x}, dim={dim})"}
-
-
-def activation_name(value) -> str:
-    if value is None:
-        return "linear"
-    if isinstance(value, dict):  # Keras 3 may serialise {"class_name": "function", "config": "relu"}
-        cfg = value.get("config")
-        value = cfg if isinstance(cfg, str) else value.get("class_name", "")
-    return str(value)
 
 
 def hard_sigmoid(x: str, keras_major: int) -> str:

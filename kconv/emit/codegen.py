@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .. import extend, specs
 from ..errors import ConfigError, UnsupportedError
-from ..ir import Layer, Model, TensorRef
+from ..ir import Call, Layer, Model, TensorRef
 from ..naming import identifier, module_names
 from . import activations, pyformat
 
@@ -62,7 +62,24 @@ class ClassSource:
 
 
 class Emit:
-    """What a layer's ``emit`` hook sees: its config, shapes, inputs; where it writes code."""
+    """What a layer's ``emit`` hook (``LayerSpec.emit``, kconv.specs) sees: its config, shapes and
+    inputs, and where it writes code. The emitter API, all an emitter uses:
+
+    - the call: ``cfg``, ``layer``, ``call`` (its kwargs, tensor_kwargs), ``in_shapes``, ``out_shapes``,
+      ``n_inputs``, ``attr`` (the submodule name);
+    - inputs: ``input(i, layout)`` / ``kw_input(name, layout)`` (expressions), ``value(ref)`` (a
+      tensor's :class:`Value`: expression, layout, shape, mask) and ``as_layout(value, layout)``,
+      ``layout(i)``, ``channels_last()``, ``conv_layout()``, ``torch_dim(axis, i, layout)``;
+      masks: ``mask(i)``, ``has_mask()``, ``set_mask(index, mask)``;
+    - the constructor: ``module(expr)`` (the layer's submodule), ``parameter(name, init)`` (a bare
+      parameter of it), ``buffer(suffix, expr)``, ``default_ok(*names)``, ``runtime(*names)`` (kconv
+      runtime classes / functions the code uses, copied into model.py), ``source(name, text)`` (an
+      extension's code, copied likewise), ``keras_activation(name)``,
+      ``ctor(cls, *args, defaults=, **kw)`` (constructor source without torch's defaults);
+    - forward: ``line(code)``, ``var(index, suffix)``, ``temp(suffix)``, ``output(expr, ...)``,
+      ``passthrough(i)``, ``activation(x, layout, shape)``, ``wrapped(...)`` (a wrapped layer's code);
+    - ``unsupported(reason)``: refuse this layer (collected into one report, exit 3).
+    """
 
     def __init__(self, gen: "Generator", cls: ClassSource, layer: Layer, node: int, attr: str, values: dict,
                  prefix: str = "", keras_prefix: str = ""):
@@ -79,6 +96,14 @@ class Emit:
     # --- inputs -------------------------------------------------------------------------------
     def _v(self, ref: TensorRef) -> Value:
         return self.values[(ref.layer, ref.node, ref.index)]
+
+    def value(self, ref: TensorRef) -> Value:
+        """The tensor ``ref`` (an input or tensor keyword of the call) as the generator holds it."""
+        return self._v(ref)
+
+    def as_layout(self, v: Value, layout: str | None = KERAS) -> str:
+        """The expression of ``v`` in ``layout`` (permuted where needed)."""
+        return self.gen.convert_layout(v, layout)
 
     def layout(self, i: int = 0) -> str:
         return self._v(self.call.inputs[i]).layout
@@ -155,6 +180,42 @@ class Emit:
             self.cls.registered.add(name)
             self.cls.init.append(f"self.register_buffer({name!r}, {expr}, persistent=False)")
         return f"self.{name}"
+
+    def parameter(self, name: str, init: str) -> str:
+        """A parameter of the layer that no torch module holds: ``self.<layer>.<name> =
+        nn.Parameter(init)`` (on an empty ``nn.Module`` named after the layer, so that the state-dict key is
+        ``<layer>.<name>``); returns ``self.<layer>``."""
+        m = self.module("nn.Module()")
+        if (self.attr, name) not in self.cls.registered:
+            self.cls.registered.add((self.attr, name))
+            self.cls.init.append(f"{m}.{name} = nn.Parameter({init})")
+        return m
+
+    def runtime(self, *names: str):
+        """kconv runtime classes or functions the emitted code uses: copied into model.py."""
+        self.gen.helpers.update(names)
+
+    def source(self, name: str, text: str):
+        """Module-level code defining ``name`` (an extension's class or function, kconv.extend) copied
+        into model.py; two different definitions of one name are refused."""
+        prev = self.gen.sources.get(name)
+        if prev is not None and prev != text:
+            self.unsupported(f"two extensions define {name} differently")
+        self.gen.sources[name] = text
+
+    def keras_activation(self, name: str) -> str:
+        """Source naming activation ``name`` for a runtime class's ``keras_activation()`` (a recurrent
+        cell's: a name, not a lambda, so the module pickles and scripts); refuses what is not converted."""
+        if not activations.supported(name) or name in activations.AXIS:
+            self.unsupported(f"recurrent activation {name!r} is not converted")
+        self.gen.activation_fns.add(name)
+        return repr(name)
+
+    @staticmethod
+    def ctor(cls: str, *args, defaults: dict | None = None, **kwargs) -> str:
+        """``cls(args, name=value, ...)`` without the keyword arguments equal to ``defaults`` (module
+        function :func:`ctor`)."""
+        return ctor(cls, *args, defaults=defaults, **kwargs)
 
     def default_ok(self, torch_name: str, shape: tuple, fill, dtype: str = "float32"):
         """This tensor of the module has no Keras weight: it holds ``fill``, the value the module's
@@ -233,6 +294,20 @@ class Emit:
 
     def unsupported(self, reason: str):
         raise _Unsupported(reason)
+
+    def wrapped(self, class_name: str, cfg: dict, x: str, in_shape: tuple, out_shape: tuple) -> str:
+        """Emit the code of a layer this one wraps (TimeDistributed's): declared class ``class_name``
+        with config ``cfg`` applied to the Keras-layout expression ``x`` of shape ``in_shape``, as the
+        submodule ``<layer>.layer``; returns its output expression in Keras layout (not traced)."""
+        self.module("nn.Module()")
+        ref = TensorRef(f"{self.layer.name}/<step input>", 0, 0)
+        inner = Layer(name=f"{self.layer.name}_layer", class_name=class_name, config=cfg,
+                        calls=[Call(inputs=[ref], output_shapes=[out_shape])])
+        values = {(ref.layer, 0, 0): Value(x, KERAS, in_shape)}
+        sub = Emit(self.gen, self.cls, inner, 0, f"{self.attr}.layer", values, self.prefix, self.keras_prefix)
+        sub._trace = lambda index: None
+        specs.get(class_name).emit(sub)
+        return self.gen.convert_layout(values[(inner.name, 0, 0)], KERAS)
 
     def torch_dim(self, axis: int, i: int = 0, layout: str | None = None) -> int:
         shape = self.in_shapes[i]
@@ -565,8 +640,6 @@ def ctor(cls: str, *args, defaults: dict | None = None, **kwargs) -> str:
     return f"{cls}({', '.join(parts)})"
 
 
-CONV_DEFAULTS = dict(stride=1, padding=0, dilation=1, groups=1, bias=True, output_padding=0)
-BN_DEFAULTS = dict(eps=1e-5, momentum=0.1)
 
 
 _BUILTINS = frozenset(dir(builtins))

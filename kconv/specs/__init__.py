@@ -108,6 +108,16 @@ DTYPES = (
 QUANTIZATION_MODES = ("int8", "int4", "float8", "gptq", "awq")  # keras/src/dtype_policies/dtype_policy.py
 
 
+def activation_name(value) -> str:
+    """The activation a config value names ('linear' for None)."""
+    if value is None:
+        return "linear"
+    if isinstance(value, dict):  # Keras 3 may serialise {"class_name": "function", "config": "relu"}
+        cfg = value.get("config")
+        value = cfg if isinstance(cfg, str) else value.get("class_name", "")
+    return str(value)
+
+
 def _activation_value(v):
     """The built-in activation name a config value stands for, or None where it is not a name (a
     custom object's serialization: Keras needs custom_objects for it; the converter reports it)."""

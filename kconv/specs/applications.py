@@ -23,7 +23,7 @@ declare(
 
 @emits("LayerScale")
 def _emit_layer_scale(e):
-    e.gen.helpers.add("LayerScale")
+    e.runtime("LayerScale")
     cf = e.layout(0) == "cf"
     c = e.in_shapes[0][-1]
     m = e.module(f"LayerScale({int(c)}, channels_first={cf})")

@@ -68,19 +68,19 @@ from . import emits  # noqa: E402
 def _tensor(e, i, name):
     """Positional input ``i`` or tensor keyword ``name`` (expression, its implicit mask) or (None, None)."""
     if i < e.n_inputs:
-        v = e._v(e.call.inputs[i])
+        v = e.value(e.call.inputs[i])
         return e.input(i), v.mask, e.call.inputs[i]
     ref = e.call.tensor_kwargs.get(name)
     if ref is None or isinstance(ref, list):
         return None, None, None
-    v = e.values[(ref.layer, ref.node, ref.index)]
-    return e.gen.convert_layout(v, "keras"), v.mask, ref
+    v = e.value(ref)
+    return e.as_layout(v, "keras"), v.mask, ref
 
 
 def _kw_mask(e, name, implicit):
     ref = e.call.tensor_kwargs.get(name)
     if ref is not None and not isinstance(ref, list):
-        return e.values[(ref.layer, ref.node, ref.index)].expr
+        return e.value(ref).expr
     return implicit
 
 
@@ -138,7 +138,7 @@ def _emit_mha(e):
     shapes = [e.in_shapes[0]] + [None, None]
     for j, ref in ((1, v_ref), (2, k_ref)):
         if ref is not None:
-            shapes[j] = e.values[(ref.layer, ref.node, ref.index)].shape
+            shapes[j] = e.value(ref).shape
     rank = len(shapes[0])
     if rank < 3 or any(s is not None and len(s) != rank for s in shapes):
         e.unsupported("query, value and key must share one rank of at least 3 (batch, ..., features)")
@@ -184,8 +184,8 @@ def _emit_mha(e):
         parts.append(f"torch.ones({q}.shape[1], {v}.shape[1], dtype=torch.bool, device={q}.device).tril()[None]")
         ranks.append(3)
     if att is not None:
-        parts.append(f"{e.values[(att.layer, att.node, att.index)].expr}.to(torch.bool)")
-        att_shape = e.values[(att.layer, att.node, att.index)].shape
+        parts.append(f"{e.value(att).expr}.to(torch.bool)")
+        att_shape = e.value(att).shape
         if att_shape is None:
             e.unsupported("attention_mask of unknown rank")
         ranks.append(len(att_shape))
@@ -195,7 +195,7 @@ def _emit_mha(e):
         if parts:
             mask = e.temp("mask")
             e.line(f"{mask} = " + " & ".join(_grouped(p) if len(parts) > 1 else p for p in parts))
-        e.gen.helpers.add("KerasMultiHeadAttention")
+        e.runtime("KerasMultiHeadAttention")
         m = e.module(f"KerasMultiHeadAttention(q_dim={qd}, k_dim={kd}, v_dim={vd}, heads={heads}, "
                      f"key_dim={key_dim}, value_dim={value_dim}, out_dim={out_dim}, "
                      f"bias={bool(cfg.get('use_bias', True))})")
@@ -220,7 +220,7 @@ def _emit_mha(e):
                                   "(Keras cannot expand it either)")
                 idx = ", ".join(["..."] + ["None"] * (scores_rank - mrank) + [":"] * (2 * n))
                 e.line(f"{mask} = {mask}[{idx}]")
-        e.gen.helpers.add("KerasMultiHeadAttentionEinsum")
+        e.runtime("KerasMultiHeadAttentionEinsum")
         m = e.module(f"KerasMultiHeadAttentionEinsum(q_dim={qd}, k_dim={kd}, v_dim={vd}, heads={heads}, "
                      f"key_dim={key_dim}, value_dim={value_dim}, out_shape={out_shape!r}, "
                      f"bias={bool(cfg.get('use_bias', True))}, proj_eq={proj_eq!r}, "
@@ -258,13 +258,9 @@ def _emit_attention(e):
     dim = e.in_shapes[0][-1]
     if additive or cfg.get("score_mode", "dot") == "concat":
         if use_scale:
-            shape = f"({int(dim)},)" if additive else "()"
-            sc = e.module("nn.Module()")
-            e.cls.init.append(f"{sc}.scale = nn.Parameter(torch.zeros({shape}))")
-        else:
-            sc = e.module("nn.Module()")
+            sc = e.parameter("scale", f"torch.zeros({f'({int(dim)},)' if additive else '()'})")
         if not additive:
-            e.cls.init.append(f"{sc}.concat_score_weight = nn.Parameter(torch.zeros(()))")
+            sc = e.parameter("concat_score_weight", "torch.zeros(())")
         t = f"torch.tanh({sc}.scale * ({q}[:, :, None, :] + {k}[:, None, :, :]))" if use_scale and not additive \
             else f"torch.tanh({q}[:, :, None, :] + {k}[:, None, :, :])"
         scores = f"({sc}.scale * {t}).sum(-1)" if use_scale and additive else f"{t}.sum(-1)"
@@ -273,8 +269,7 @@ def _emit_attention(e):
     elif cfg.get("score_mode", "dot") == "dot":
         scores = f"torch.matmul({q}, {k}.transpose(-2, -1))"
         if use_scale:
-            sc = e.module("nn.Module()")
-            e.cls.init.append(f"{sc}.scale = nn.Parameter(torch.zeros(()))")
+            sc = e.parameter("scale", "torch.zeros(())")
             scores = f"{scores} * {sc}.scale"
     else:
         e.unsupported(f"score_mode {cfg.get('score_mode')!r}")

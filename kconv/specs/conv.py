@@ -8,7 +8,7 @@ import numpy as np
 from ..transforms import IDENTITY, Flip, Permute, Reshape, Transform
 from . import PADDING, PADDING_CAUSAL, Choice, WeightDecl, declare
 from ._shapes import assemble, channels_last, conv_length, deconv_length, dim, int_value, spatial, tup
-from .core import LORA_EXTRAS
+from .quantization import LORA_EXTRAS
 
 
 def _has_bias(cfg):
@@ -259,7 +259,7 @@ def padded_input(e, x, n, k, s, d, padding, value=0.0):
         dims = spatial_dims(e)
         pads = same_pads(dims, k, s, d)
         if pads is None:
-            e.gen.helpers.add("same_pad")
+            e.runtime("same_pad")
             extra = f", value={_value_src(value)}" if value else ""
             return f"same_pad({x}, {k}, {s}, {d}{extra})", (0,) * n
     if all(lo == hi for lo, hi in pads) and value == 0.0:
@@ -289,11 +289,13 @@ def _conv_args(e, n):
     return k, s, d
 
 
-def _conv_src(n, cin, cout, k, s, pad, d, groups, bias) -> str:
-    from ..emit.codegen import CONV_DEFAULTS, ctor
+# torch's defaults for nn.ConvNd / nn.ConvTransposeNd: left out of the emitted constructors
+CONV_DEFAULTS = dict(stride=1, padding=0, dilation=1, groups=1, bias=True, output_padding=0)
 
-    return ctor(f"nn.Conv{n}d", cin, cout, k, stride=s, padding=pad, dilation=d, groups=groups, bias=bias,
-                defaults=CONV_DEFAULTS)
+
+def _conv_src(e, n, cin, cout, k, s, pad, d, groups, bias) -> str:
+    return e.ctor(f"nn.Conv{n}d", cin, cout, k, stride=s, padding=pad, dilation=d, groups=groups, bias=bias,
+                  defaults=CONV_DEFAULTS)
 
 
 def _emit_conv(n, kind="conv"):
@@ -306,13 +308,13 @@ def _emit_conv(n, kind="conv"):
         bias = bool(e.cfg.get("use_bias", True))
         x, pad = padded_input(e, e.input(0, e.conv_layout()), n, k, s, d, e.cfg.get("padding", "valid"))
         if kind == "conv":
-            src = _conv_src(n, cin, int(e.cfg["filters"]), k, s, pad, d, int(e.cfg.get("groups", 1)), bias)
+            src = _conv_src(e, n, cin, int(e.cfg["filters"]), k, s, pad, d, int(e.cfg.get("groups", 1)), bias)
         elif kind == "depthwise":
-            src = _conv_src(n, cin, cin * mult, k, s, pad, d, cin, bias)
+            src = _conv_src(e, n, cin, cin * mult, k, s, pad, d, cin, bias)
         else:
-            e.gen.helpers.add("SeparableConv")
-            src = (f"SeparableConv({_conv_src(n, cin, cin * mult, k, s, pad, d, cin, False)}, "
-                   f"{_conv_src(n, cin * mult, int(e.cfg['filters']), 1, 1, 0, 1, 1, bias)})")
+            e.runtime("SeparableConv")
+            src = (f"SeparableConv({_conv_src(e, n, cin, cin * mult, k, s, pad, d, cin, False)}, "
+                   f"{_conv_src(e, n, cin * mult, int(e.cfg['filters']), 1, 1, 0, 1, 1, bias)})")
         e.output(f"{e.module(src)}({x})", layout=e.conv_layout(), activation=True)
 
     return emit
@@ -337,9 +339,8 @@ def _emit_transpose(n):
             op.append(extra)
             start = (full - o) // 2 if (full > o and e.cfg.get("padding") == "same") else 0
             crops.append((start, o))
-        from ..emit.codegen import CONV_DEFAULTS, ctor
 
-        m = e.module(ctor(f"nn.ConvTranspose{n}d", cin, int(e.cfg["filters"]), k, stride=s,
+        m = e.module(e.ctor(f"nn.ConvTranspose{n}d", cin, int(e.cfg["filters"]), k, stride=s,
                           output_padding=tuple(op), dilation=d, bias=bool(e.cfg.get("use_bias", True)),
                           defaults=CONV_DEFAULTS))
         y = f"{m}({e.input(0, e.conv_layout())})"

@@ -119,6 +119,9 @@ declare(
 from . import emits  # noqa: E402
 from ._shapes import axis_index  # noqa: E402
 
+# torch's defaults for nn.BatchNormNd (and kconv's KerasBatchNormNd): left out of the emitted constructors
+BN_DEFAULTS = dict(eps=1e-5, momentum=0.1)
+
 
 def _axes(e):
     axis = e.cfg.get("axis", -1)
@@ -127,11 +130,9 @@ def _axes(e):
     return sorted(axis_index(int(a), rank) for a in axes), rank
 
 
-def _dims_in(axes, rank, layout):
+def _dims_in(e, axes, layout):
     """torch dims of Keras ``axes`` for the input held in ``layout``."""
-    from ..emit.codegen import keras_axis_to_torch
-
-    return [keras_axis_to_torch(a, rank, layout) for a in axes]
+    return [e.torch_dim(a, 0, layout) for a in axes]
 
 
 @emits("BatchNormalization")
@@ -154,18 +155,16 @@ def _emit_bn(e):
     # `if training and self.trainable`).
     frozen = not e.layer.trainable or (bool(e.layer.weights) and not any(w.trainable for w in e.layer.weights)
                                        and (e.cfg.get("scale", True) or e.cfg.get("center", True)))
-    e.gen.helpers.add(f"KerasBatchNorm{dim}d")
+    e.runtime(f"KerasBatchNorm{dim}d")
     extra = ", frozen=True" if frozen else ""
     if e.cfg.get("renorm"):
         extra += f", renorm={_renorm_args(e)!r}"
-    from ..emit.codegen import BN_DEFAULTS, ctor
-
-    m = e.module(ctor(f"KerasBatchNorm{dim}d", int(c), eps=eps, momentum=momentum, defaults=BN_DEFAULTS)[:-1]
+    m = e.module(e.ctor(f"KerasBatchNorm{dim}d", int(c), eps=eps, momentum=momentum, defaults=BN_DEFAULTS)[:-1]
                  + f"{extra})")
     _bn_defaults(e, int(c))
     # torch normalises over dim 1: use the layout where the Keras axis is dim 1, else move it there.
     for layout in (e.layout(0), "cf" if rank >= 3 else "keras", "keras"):
-        if _dims_in([a], rank, layout) == [1]:
+        if _dims_in(e, [a], layout) == [1]:
             e.output(f"{m}({e.input(0, layout)})", layout=layout)
             return
     x = e.input(0, "keras")
@@ -212,9 +211,7 @@ def _emit_bn_axes(e, axes):
         c *= int(d)
     eps = float(e.cfg.get("epsilon", 1e-3))
     momentum = round(1.0 - float(e.cfg.get("momentum", 0.99)), 12)
-    from ..emit.codegen import BN_DEFAULTS, ctor
-
-    m = e.module(ctor("nn.BatchNorm1d", c, eps=eps, momentum=momentum, defaults=BN_DEFAULTS))
+    m = e.module(e.ctor("nn.BatchNorm1d", c, eps=eps, momentum=momentum, defaults=BN_DEFAULTS))
     _bn_defaults(e, c)
     x = e.input(0, "keras")
     src, dst = tuple(axes), tuple(range(1, len(axes) + 1))
@@ -230,7 +227,7 @@ def _trailing_layout(e, axes, rank):
     for layout in (e.layout(0), "keras", "cf"):
         if layout == "cf" and rank < 3:
             continue
-        if _dims_in(axes, rank, layout) == want:
+        if _dims_in(e, axes, layout) == want:
             return layout
     return None
 
@@ -246,7 +243,7 @@ def _emit_ln(e):
     eps = float(e.cfg.get("epsilon", 1e-3))
     if e.cfg.get("rms_scaling"):
         # Keras 3 (deprecated option): x * rsqrt(var(x) + eps) * gamma, no mean subtraction, no beta.
-        e.gen.helpers.add("VarianceScaling")
+        e.runtime("VarianceScaling")
         m = e.module(f"VarianceScaling({shape}, eps={eps!r})")
     elif not (scale or center):
         m = e.module(f"nn.LayerNorm({shape}, eps={eps!r}, elementwise_affine=False)")

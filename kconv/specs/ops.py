@@ -153,7 +153,7 @@ def _emit_tfop(e):
     if ref is not None:
         if isinstance(ref, list):
             e.unsupported(f"tf.{fn} with a list as y")
-        x_shape, y_shape = e.in_shapes[0], e._v(ref).shape
+        x_shape, y_shape = e.in_shapes[0], e.value(ref).shape
         if x_shape is None or y_shape is None or broadcast({}, [x_shape, y_shape]) != tuple(x_shape):
             e.unsupported(f"tf.{fn} whose operand y {y_shape} broadcasts x {x_shape}")
         a, b, layout = e.input(0), e.kw_input("y"), "keras"

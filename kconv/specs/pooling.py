@@ -61,11 +61,9 @@ def _pool_args(e, n):
     return p, s
 
 
-def _pool_src(cls, p, s, **kw) -> str:
+def _pool_src(e, cls, p, s, **kw) -> str:
     """torch pooling: stride left out where it is the kernel size (torch's default)."""
-    from ..emit.codegen import ctor
-
-    return ctor(cls, p, stride=s, **kw, defaults=dict(stride=p, padding=0))
+    return e.ctor(cls, p, stride=s, **kw, defaults=dict(stride=p, padding=0))
 
 
 def _emit_max(n):
@@ -73,7 +71,7 @@ def _emit_max(n):
         p, s = _pool_args(e, n)
         x, pad = padded_input(e, e.input(0, e.conv_layout()), n, p, s, (1,) * n, e.cfg.get("padding", "valid"),
                               value=float("-inf"))
-        m = e.module(_pool_src(f"nn.MaxPool{n}d", p, s))
+        m = e.module(_pool_src(e, f"nn.MaxPool{n}d", p, s))
         e.output(f"{m}({x})", layout=e.conv_layout())
 
     return emit
@@ -85,10 +83,10 @@ def _emit_avg(n):
         x0 = e.input(0, e.conv_layout())
         x, pad = padded_input(e, x0, n, p, s, (1,) * n, e.cfg.get("padding", "valid"))
         if any(pad):
-            m = e.module(_pool_src(f"nn.AvgPool{n}d", p, s, padding=pad, count_include_pad=False))
+            m = e.module(_pool_src(e, f"nn.AvgPool{n}d", p, s, padding=pad, count_include_pad=False))
             e.output(f"{m}({x})", layout=e.conv_layout())
             return
-        m = e.module(_pool_src(f"nn.AvgPool{n}d", p, s))
+        m = e.module(_pool_src(e, f"nn.AvgPool{n}d", p, s))
         if x == x0:
             e.output(f"{m}({x})", layout=e.conv_layout())
             return

@@ -248,22 +248,13 @@ for _rank in (1, 2, 3):
     )
 
 # --- PyTorch emission ------------------------------------------------------------------------------
-from ..emit import activations as _acts  # noqa: E402
-from . import emits  # noqa: E402
+from . import activation_name, emits  # noqa: E402
 
 _N_STATES = {"SimpleRNN": 1, "LSTM": 2, "GRU": 1}
 
 
 def _act_name(cfg, key, default):
-    return _acts.activation_name(cfg.get(key, default))
-
-
-def _act_ref(e, name):
-    """The activation as a name for keras_activation() in model.py (a lambda would not pickle or script)."""
-    if not _acts.supported(name) or name in _acts.AXIS:
-        e.unsupported(f"recurrent activation {name!r} is not converted")
-    e.gen.activation_fns.add(name)
-    return repr(name)
+    return activation_name(cfg.get(key, default))
 
 
 def _dropout_args(cls, cfg):
@@ -293,16 +284,16 @@ def _rnn_module(e, cls, cfg, input_size, zero_output_for_mask):
         e.unsupported("input feature size unknown")
     units = int(cfg["units"])
     act = _act_name(cfg, "activation", "tanh")
-    e.gen.helpers.add(f"Keras{cls}")
+    e.runtime(f"Keras{cls}")
     # keyword arguments where they differ from the runtime class's defaults (kconv/emit/helpers.py)
-    kw = {"bias": bool(cfg.get("use_bias", True)), "activation": _act_ref(e, act)}
+    kw = {"bias": bool(cfg.get("use_bias", True)), "activation": e.keras_activation(act)}
     if cls == "SimpleRNN":
         fast = act in ("tanh", "relu")
         if act == "relu":
             kw["nonlinearity"] = repr(act)
     else:
         rec = _act_name(cfg, "recurrent_activation", "sigmoid")
-        kw["recurrent_activation"] = _act_ref(e, rec)
+        kw["recurrent_activation"] = e.keras_activation(rec)
         reset_after = bool(cfg.get("reset_after", True))
         fast = act == "tanh" and rec == "sigmoid" and (cls == "LSTM" or reset_after)
     kw.update(go_backwards=bool(cfg.get("go_backwards", False)),
@@ -407,7 +398,7 @@ def _emit_rnn_cell(e):
         sub = {**sub, "go_backwards": False, "return_sequences": seq if last else True}
         mods.append(_rnn_module(e, _CELLS[c], sub, size, zero if last else False))
         size = sub["units"]
-    e.gen.helpers.add("KerasStackedRNN")
+    e.runtime("KerasStackedRNN")
     m = e.module(f"KerasStackedRNN([{', '.join(mods)}], go_backwards={bool(cfg.get('go_backwards', False))})")
     _emit_recurrent(e, None, 0, seq, False, module=m)
 
@@ -448,7 +439,7 @@ def _emit_bidirectional(e):
     n_in = e.in_shapes[0][-1]
     fwd = _rnn_module(e, fcls, fcfg, n_in, seq)
     bwd = _rnn_module(e, bcls, bcfg, n_in, seq)
-    e.gen.helpers.add("KerasBidirectional")
+    e.runtime("KerasBidirectional")
     m = e.module(f"KerasBidirectional({fwd}, {bwd}, merge_mode={merge!r}, return_sequences={seq})")
     mask = e.mask(0)
     call = _call(e, m, e.input(0))
@@ -470,9 +461,6 @@ def _emit_bidirectional(e):
 @emits("TimeDistributed")
 def _emit_time_distributed(e):
     """The wrapped layer's own converter, run on (batch * time, ...) and reshaped back."""
-    from ..emit.codegen import KERAS, Emit, Value
-    from ..ir import Call, Layer, TensorRef
-
     cls, sub = _inner(e.cfg)
     spec = get(cls) if cls else None
     if spec is None or spec.emit is None or cls in ("TimeDistributed", "Bidirectional") or cls in _N_STATES:
@@ -492,18 +480,8 @@ def _emit_time_distributed(e):
     if not x.isidentifier():  # used twice below
         x = e.temp("in")
         e.line(f"{x} = {e.input(0)}")
-    holder = e.module("nn.Module()")
-    ref = TensorRef(f"{e.layer.name}/<step input>", 0, 0)
-    inner = Layer(name=f"{e.layer.name}_layer", class_name=cls, config=sub,
-                  calls=[Call(inputs=[ref], output_shapes=[inner_out])])
-    values = {(ref.layer, 0, 0): Value(f"{x}.reshape(-1, {', '.join(str(int(d)) for d in s[2:])})", KERAS, inner_in)}
-    sub_e = Emit(e.gen, e.cls, inner, 0, f"{e.attr}.layer", values, e.prefix, e.keras_prefix)
-    sub_e._trace = lambda index: None
-    spec.emit(sub_e)
-    v = values[(inner.name, 0, 0)]
-    y = e.gen.convert_layout(v, KERAS)
+    y = e.wrapped(cls, sub, f"{x}.reshape(-1, {', '.join(str(int(d)) for d in s[2:])})", inner_in, inner_out)
     e.output(f"{y}.unflatten(0, ({x}.shape[0], {x}.shape[1]))")
-    assert holder
 
 
 @emits("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
@@ -527,12 +505,11 @@ def _emit_convlstm(e):
     n_in = e.in_shapes[0][-1]
     if n_in is None:
         e.unsupported("input channels unknown")
-    act = _act_ref(e, _act_name(cfg, "activation", "tanh"))
-    rec = _act_ref(e, _act_name(cfg, "recurrent_activation", "sigmoid"))
+    act = e.keras_activation(_act_name(cfg, "activation", "tanh"))
+    rec = e.keras_activation(_act_name(cfg, "recurrent_activation", "sigmoid"))
     k = _tuple(cfg["kernel_size"], rank)
     st, d = _tuple(cfg.get("strides", 1), rank), _tuple(cfg.get("dilation_rate", 1), rank)
-    e.gen.helpers.add("KerasConvLSTM")
-    e.gen.helpers.add("same_pad")
+    e.runtime("KerasConvLSTM", "same_pad")
     seq = bool(cfg.get("return_sequences", False))
     src = (f"KerasConvLSTM({rank}, {int(n_in)}, {int(cfg['filters'])}, {k}, {st}, {d}, same={pad == 'same'}, "
            f"bias={bool(cfg.get('use_bias', True))}, activation={act}, recurrent_activation={rec}, "

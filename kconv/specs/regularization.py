@@ -48,7 +48,7 @@ def _emit_dropout(e):
         return
     # noise_shape: Keras shape of the dropout mask (None = the input's size), in Keras layout.
     dims = tuple(None if d is None else int(d) for d in noise_shape)
-    e.gen.helpers.add("NoiseShapeDropout")
+    e.runtime("NoiseShapeDropout")
     m = e.module(f"NoiseShapeDropout({_rate(e)!r}, noise_shape={dims})")
     e.output(f"{m}({e.input(0, 'keras')})")
 
@@ -63,7 +63,7 @@ def _emit_spatial(e):
             shape = (None, 1, None)
         else:
             shape = (None, None, *([1] * (rank - 2)))
-        e.gen.helpers.add("NoiseShapeDropout")
+        e.runtime("NoiseShapeDropout")
         m = e.module(f"NoiseShapeDropout({_rate(e)!r}, noise_shape={shape})")
         e.output(f"{m}({e.input(0, 'keras')})")
         return
@@ -75,7 +75,7 @@ def _emit_spatial(e):
 def _emit_gaussian(e):
     cls = e.layer.class_name
     value = _rate(e) if cls == "GaussianDropout" else _rate(e, "stddev")
-    e.gen.helpers.add(cls)
+    e.runtime(cls)
     m = e.module(f"{cls}({value!r})")
     e.output(f"{m}({e.input(0, None)})", layout=e.layout(0))
 
