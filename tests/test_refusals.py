@@ -34,3 +34,27 @@ def test_time_major_rnn_is_refused(tmp_path):
     # time-major plain RNNs convert (tests/test_legacy.py), but not with a mask (here Embedding's mask_zero)
     assert [why for _, why in err.value.by_class["LSTM"]] == ["time_major=True with a mask or an initial_state"]
     assert not (tmp_path / "out").exists()
+
+
+def _lstm_ignoring_its_mask(e):
+    """An LSTM converter that forgets to read the mask (what a mask-using layer must never do)."""
+    e.output(f"{e.module('nn.Identity()')}({e.input(0)})")
+
+
+def test_a_layer_declared_to_use_its_mask_is_refused_when_its_emitter_ignores_it(tmp_path, monkeypatch):
+    """LayerSpec.uses_mask drives the refusal: the masked LSTM of text_rnn.keras with an emitter that does
+    not read the mask is refused (exit 3), never converted without its mask; declared as not using one,
+    the same emitter converts (the declaration, not a list in the code generator, decides)."""
+    from kconv import specs
+
+    spec = specs.get("LSTM")
+    monkeypatch.setattr(spec, "emit", _lstm_ignoring_its_mask)
+    model = kconv.load(FIXTURES / "text_rnn.keras")
+    with pytest.raises(UnsupportedError) as exc:
+        kconv.convert(model, tmp_path / "refused")
+    assert "Keras uses the input mask in this layer" in str(exc.value) and "lstm" in str(exc.value)
+    assert not (tmp_path / "refused").exists()
+    monkeypatch.setattr(spec, "uses_mask", False)
+    from kconv.emit.codegen import Generator
+
+    assert "self.lstm = nn.Identity()" in Generator(kconv.load(FIXTURES / "text_rnn.keras")).generate()
