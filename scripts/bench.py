@@ -259,11 +259,14 @@ def fresh_process_times(model: dict, tmp: Path, rep_inspect: int, rep_convert: i
     runs = []
     for i in range(rep_convert):
         t = time.perf_counter()
-        r = subprocess.run([PY, "-c", conv, str(out_dir) + str(i)], capture_output=True, text=True, env=_env())
+        p = subprocess.Popen([PY, "-c", conv, str(out_dir) + str(i)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=_env())
+        tree_peak = _sample_tree_rss(p)
+        stdout, stderr = p.communicate()
         wall = time.perf_counter() - t
-        if r.returncode != 0:
-            raise SystemExit(f"bench: kconv convert {h5} failed:\n{r.stderr[-3000:]}")
-        runs.append((wall, *(float(v) for v in r.stdout.split())))
+        if p.returncode != 0:
+            raise SystemExit(f"bench: kconv convert {h5} failed:\n{stderr[-3000:]}")
+        runs.append((wall, *(float(v) for v in stdout.split()), tree_peak))
     t_kload, out = run_timed(keras_pre + f"t=time.perf_counter(); keras.saving.load_model({h5!r}, compile=False);"
                              "print(time.perf_counter()-t)", rep_keras)
     return {"name": model["name"], "mb": Path(h5).stat().st_size / 1e6,
@@ -271,8 +274,29 @@ def fresh_process_times(model: dict, tmp: Path, rep_inspect: int, rep_convert: i
             "inspect": t_inspect, "keras_summary": t_keras_summary,
             "convert_wall": statistics.median(r[0] for r in runs),
             "convert_call": statistics.median(r[1] for r in runs),
-            "rss": statistics.median(r[3] for r in runs), "keras_load": float(out.split()[-1]),
+            "rss": statistics.median(r[3] for r in runs), "tree_rss": statistics.median(r[4] for r in runs),
+            "keras_load": float(out.split()[-1]),
             "reps": [rep_inspect, rep_convert, rep_keras]}
+
+
+def _sample_tree_rss(proc: subprocess.Popen, every: float = 0.01) -> float:
+    """Peak of the summed RSS (MB) of a process and its descendants (kconv's import-check helper runs
+    beside the converting process), sampled until it exits."""
+    peak = 0
+    while proc.poll() is None:
+        total, todo = 0, [proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                total += int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1])
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, StopIteration, ValueError):
+                continue  # exited between two reads
+        peak = max(peak, total)
+        time.sleep(every)
+    return peak / 1024
 
 
 def permute_section(apps: list[str], quick: bool) -> dict:
@@ -355,9 +379,17 @@ def _to_onnx(kmodel, shape, path: Path) -> str:
     import tensorflow as tf
     import tf2onnx
 
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
     sig = (tf.TensorSpec((None, *shape), tf.float32, name="input"),)
-    fn = tf.function(lambda x: kmodel(x, training=False), input_signature=sig)
-    proto, _ = tf2onnx.convert.from_function(fn, input_signature=sig, opset=17)
+    fn = tf.function(lambda x: kmodel(x, training=False), input_signature=sig).get_concrete_function()
+    # Frozen first: tf2onnx's from_function makes a captured constant tensor (EfficientNet's
+    # Normalization mean and variance in Keras 3) an input of the ONNX graph instead of a constant.
+    frozen = convert_variables_to_constants_v2(fn)
+    proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
+                                              output_names=[t.name for t in frozen.outputs], opset=17)
+    if len(proto.graph.input) != 1:
+        raise ValueError(f"the ONNX graph has {len(proto.graph.input)} inputs")
     path.write_bytes(proto.SerializeToString())
     return str(path)
 
@@ -700,13 +732,17 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn) -> str:
     lines += ["", "## Conversion time and peak memory", "",
               "`kconv.convert` of the `.h5` in a fresh process, median of "
               f"{fresh[0]['reps'][1] if fresh else 0}: wall time of the whole process (imports included), time "
-              "inside the call, and the process's peak RSS (`VmHWM`; `ru_maxrss` is inherited across `exec`), "
-              "also as a multiple of the weights' size; Keras: time inside `load_model` after importing keras.", "",
-              "| model | weights | kconv process wall | inside `kconv.convert` | peak RSS | RSS / weights | "
-              "Keras load_model |", "|---|---|---|---|---|---|---|"]
+              "inside the call; peak RSS of the converting process (`VmHWM`; `ru_maxrss` is inherited across "
+              "`exec`) and of the whole process tree (the process and any helper it starts, such as kconv's "
+              "import check, summed, sampled every 10 ms), also as multiples of the weights' size; Keras: time "
+              "inside `load_model` after importing keras.", "",
+              "| model | weights | kconv process wall | inside `kconv.convert` | peak RSS (process) | "
+              "peak RSS (process tree) | RSS / weights (process, tree) | Keras load_model |",
+              "|---|---|---|---|---|---|---|---|"]
     for f in fresh:
-        lines.append(f"| {f['name']} | {_mb(f['weights_mb'])} | {f['convert_wall']:.2f} s | "
-                     f"{f['convert_call']:.2f} s | {f['rss']:.0f} MB | {f['rss'] / f['weights_mb']:.2f}× | "
+        w = f["weights_mb"]
+        lines.append(f"| {f['name']} | {_mb(w)} | {f['convert_wall']:.2f} s | {f['convert_call']:.2f} s | "
+                     f"{f['rss']:.0f} MB | {f['tree_rss']:.0f} MB | {f['rss'] / w:.2f}×, {f['tree_rss'] / w:.2f}× | "
                      f"{f['keras_load']:.2f} s |")
     lines += ["", "## Layout operations in the converted forward", ""]
     if "table" in permutes:
@@ -727,8 +763,10 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn) -> str:
               "The onnxruntime column needs the optional `bench` extra (onnxruntime, onnx, tf2onnx, versions "
               "pinned in `.ci/constraints.txt`): `pip install -c .ci/constraints.txt -e '.[keras,bench]'`. "
               "tf2onnx 1.17 asks for `protobuf>=3.20` only, so it installs beside TensorFlow 2.21's protobuf 7 "
-              "without a conflict, and its `tf2onnx.convert.from_function` converts a Keras 3 model wrapped in "
-              "a `tf.function` (the script does this; `from_keras` expects tf.keras 2). Without the extra the "
+              "without a conflict. The script freezes the Keras 3 model's `tf.function` "
+              "(`convert_variables_to_constants_v2`) and converts that graph with `tf2onnx.convert.from_graph_def` "
+              "(`from_keras` expects tf.keras 2, and `from_function` leaves EfficientNet's Normalization "
+              "constants as extra graph inputs). Without the extra the "
               "column says \"not installed\". Then `python scripts/bench.py` (about 20 minutes on 2 cores); "
               "`--quick` is a smoke run whose numbers mean nothing. Run it on an idle machine: on 2 cores "
               "another process moves the medians by tens of percent (the load averages above say how idle "

@@ -38,7 +38,7 @@ def _render(bench, cpu_rows, accel=None):
         out = "docs/benchmarks.md"
 
     fresh = [{"name": "ResNet50", "mb": 103.0, "weights_mb": 102.0, "inspect": 0.3, "keras_summary": 6.0,
-              "convert_wall": 2.5, "convert_call": 1.0, "rss": 400.0, "keras_load": 4.0, "reps": [5, 3, 2]}]
+              "convert_wall": 2.5, "convert_call": 1.0, "rss": 400.0, "tree_rss": 650.0, "keras_load": 4.0, "reps": [5, 3, 2]}]
     rnn = {"rows": [], "steps": 200, "vocab": 5000, "dim": 64, "units": 64, "threads": 1}
     return bench.render(machine, Args, 15, [{"rows": cpu_rows}], accel, fresh, {"status": "not run"}, rnn)
 
@@ -80,6 +80,21 @@ def test_targets_met_and_unmeasured():
                                 kconv_compile=0.09)])
     assert "- missed: optimized more than 1.5× onnxruntime's latency at ResNet50 batch 1, 2 thread(s) (2.00×)" in text
     assert "- missed: default slower than Keras at ResNet50 batch 1, 2 thread(s) (200.0 ms vs 160.0 ms)" in text
+
+
+def test_conversion_row_counts_the_helper_process():
+    text = _render(_bench(), [_row("ResNet50", 1, 1, keras=0.1, onnxruntime=0.1, kconv=0.1, kconv_opt=0.1,
+                                   kconv_compile=0.1)])
+    assert "| ResNet50 | 102 MB | 2.50 s | 1.00 s | 400 MB | 650 MB | 3.92×, 6.37× | 4.00 s |" in text
+
+
+def test_process_tree_rss_includes_children():
+    """A grandchild holding 200 MB is in the sampled peak (kconv's import check runs in a helper process)."""
+    child = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+             "'import time; b = bytearray(200 * 2**20); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(1)'])")
+    p = subprocess.Popen([sys.executable, "-c", child])
+    peak = _bench()._sample_tree_rss(p)
+    assert p.wait() == 0 and peak > 200
 
 
 def test_thread_counts():
