@@ -29,8 +29,6 @@ because the user named them; a model file's own code never runs.
 """
 from __future__ import annotations
 
-import ast
-import builtins
 import contextlib
 import hashlib
 import importlib
@@ -38,12 +36,11 @@ import importlib.util
 import inspect
 import math
 import sys
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from . import specs
+from . import codecopy, specs
 from .errors import KconvError
 from .specs import LayerSpec, WeightDecl
 from .transforms import IDENTITY, Chain, Flip, Permute, Reshape, Transform
@@ -59,8 +56,6 @@ ENTRY_POINT_GROUP = "kconv.extensions"
 MASK_MODES = (None, "use", "keep")
 #: Config keys every Keras layer has: not passed to the torch implementation.
 BASE_KEYS = ("name", "trainable", "dtype", "batch_input_shape", "batch_shape", "build_config")
-#: Names the emitted model.py defines: copied code may use them without listing them in needs=.
-EMITTED_GLOBALS = frozenset({"torch", "F", "nn"})
 
 
 class ExtensionError(KconvError):
@@ -179,63 +174,20 @@ def _origin() -> str:
 # --- copying the implementation's source ------------------------------------------------------------
 def _sources(ext: Custom, what: str) -> dict:
     """{name: source} of the implementation and its needs, checked to use nothing else but torch,
-    F, nn, builtins and each other (model.py imports only torch)."""
-    out = {}
-    defined = set(EMITTED_GLOBALS)
-    for obj in (*ext.needs, ext.impl):
-        name = getattr(obj, "__name__", None)
-        if name is None or not (inspect.isclass(obj) or inspect.isfunction(obj)):
-            raise ExtensionError(f"{what}: needs= lists {obj!r}: only module-level functions and classes can be copied")
-        if getattr(obj, "__qualname__", name) != name or name == "<lambda>":
-            raise ExtensionError(f"{what}: {getattr(obj, '__qualname__', name)} is not a module-level def or class: "
-                                 "its source cannot be copied into model.py")
-        try:
-            src = textwrap.dedent(inspect.getsource(obj))
-        except (OSError, TypeError) as e:
-            raise ExtensionError(f"{what}: the source of {name} cannot be read ({e})") from None
-        out[name] = src
-        defined.add(name)
-    free = set()
-    for name, src in out.items():
-        free |= _free_names(src)
-        other = sorted(_imports(src) - {"torch"})
-        if other:
-            raise ExtensionError(f"{what}: {name} imports {', '.join(other)}: model.py may import only torch")
-    missing = sorted(free - defined - set(dir(builtins)))
-    if missing:
-        raise ExtensionError(
-            f"{what}: the torch code uses {', '.join(missing)}, which model.py would not define (it imports only "
-            "torch as torch, torch.nn.functional as F and nn): list module-level helpers in needs=, or use torch's "
-            "own")
-    return out
-
-
-def _free_names(src: str) -> set:
-    tree = ast.parse(src)
-    assigned, loaded = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (loaded if isinstance(node.ctx, ast.Load) else assigned).add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            assigned.add(node.name)
-        elif isinstance(node, ast.arg):
-            assigned.add(node.arg)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            assigned |= {(a.asname or a.name).split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            assigned.add(node.name)
-    return loaded - assigned
-
-
-def _imports(src: str) -> set:
-    """Top-level package names the code imports (anywhere in it)."""
-    out = set()
-    for node in ast.walk(ast.parse(src)):
-        if isinstance(node, ast.Import):
-            out |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            out.add((node.module or "").split(".")[0] if node.level == 0 else ".")
-    return out
+    F, nn, builtins and each other (model.py imports only torch): kconv.codecopy, as for kconv's
+    own runtime classes."""
+    try:
+        defs = {}
+        for obj in (*ext.needs, ext.impl):
+            d = codecopy.of_object(obj)
+            defs[d.name] = d
+        codecopy.check_imports(defs.values())
+        codecopy.closure(defs, defs)
+    except codecopy.CopyError as e:
+        hint = (" (it imports only torch as torch, torch.nn.functional as F and nn): list module-level helpers in "
+                "needs=, or use torch's own") if "would not define" in str(e) else ""
+        raise ExtensionError(f"{what}: {e}{hint}") from None
+    return {name: d.source + "\n" for name, d in defs.items()}
 
 
 def _add_sources(e, ext: Custom):

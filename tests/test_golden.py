@@ -20,6 +20,7 @@ import pytest
 
 import kconv
 from conftest import FIXTURES
+from equivalence.harness import unused_definitions
 from kconv.emit.codegen import Generator
 from test_legacy import CASES as LEGACY_CASES
 from test_legacy import LEGACY
@@ -143,6 +144,7 @@ def test_models_beyond_the_fixtures_pass_ruff(tmp_path):
         model.save(path)
         out = tmp_path / f"{name}.py"
         out.write_text(Generator(kconv.load(path)).generate())
+        assert unused_definitions(out.read_text()) == [], name  # ruff does not see an unused class
         files.append(out)
     problems = ruff_problems(files)
     assert not problems, problems

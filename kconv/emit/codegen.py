@@ -10,7 +10,7 @@ import builtins
 import re
 from dataclasses import dataclass, field
 
-from .. import extend, specs
+from .. import codecopy, extend, specs
 from ..errors import ConfigError, UnsupportedError
 from ..ir import Call, Layer, Model, TensorRef
 from ..naming import identifier, module_names
@@ -359,7 +359,7 @@ class Generator:
         self.activation_fns: set[str] = set()  # names passed to keras_activation (recurrent layers)
         self.sources: dict[str, str] = {}  # extension code copied into model.py (kconv.extend)
         self.reserved = extend.source_names()  # its names: no class or forward variable may shadow them
-        self.class_names |= self.reserved
+        self.class_names |= self.reserved | set(codecopy.runtime())
         # forward variable -> (Keras layer path, class): names the layer of a failing line (verify)
         self.var_layers: dict[str, tuple[str, str]] = {}
 
@@ -406,7 +406,13 @@ class Generator:
             from .blocks import group_blocks
 
             group_blocks(self)
-        blocks = [HELPERS[h] for h in helper_order(self.helpers)]
+        generated = {"keras_activation"} if self.activation_fns else set()
+        runtime = codecopy.runtime_definitions(self.helpers, generated)  # kconv/runtime, dependencies first
+        clash = sorted({d.name for d in runtime} & set(self.sources))
+        if clash:
+            raise extend.ExtensionError(f"{', '.join(clash)}: defined both by an extension and by kconv's runtime "
+                                        "code that this model uses (kconv/runtime): rename it in the extension")
+        blocks = [d.source for d in runtime]
         if self.activation_fns:
             blocks.insert(0, activations.function_source(self.activation_fns, self.keras_major))
         blocks += list(self.sources.values())  # extension code (kconv.extend)
@@ -726,22 +732,6 @@ def _same_tree(a: str, b: str) -> bool:
         return False
 
 
-def helper_order(names) -> list[str]:
-    """The helpers ``names`` and those they build on (HELPER_DEPS), each after its dependencies."""
-    out: list[str] = []
-
-    def add(n):
-        if n in out:
-            return
-        for d in HELPER_DEPS.get(n, ()):
-            add(d)
-        out.append(n)
-
-    for n in sorted(names):
-        add(n)
-    return out
-
-
 def _attr_path(dotted: str) -> str:
     """'a.cells.0.w' -> 'a.cells[0].w' (attribute access to a state-dict key)."""
     out = ""
@@ -759,4 +749,3 @@ def _class_name(name: str) -> str:
     return "".join(p[:1].upper() + p[1:] for p in ident.split("_") if p) or "Sub"
 
 
-from .helpers import HELPER_DEPS, HELPERS  # noqa: E402

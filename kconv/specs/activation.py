@@ -156,7 +156,7 @@ def _emit_prelu(e):
     shared = e.cfg.get("shared_axes") or []
     shared = [shared] if isinstance(shared, int) else shared
     alpha = tuple(1 if (i + 1) in shared else int(d) for i, d in enumerate(shape))
-    e.runtime("PReLU")
+    e.runtime("KerasPReLU")
     cf = e.layout(0) == "cf"
     m = e.module(f"KerasPReLU({alpha}, channels_first=True)" if cf else f"KerasPReLU({alpha})")
     e.output(f"{m}({e.input(0, None)})", layout=e.layout(0))

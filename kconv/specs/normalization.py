@@ -155,12 +155,12 @@ def _emit_bn(e):
     # `if training and self.trainable`).
     frozen = not e.layer.trainable or (bool(e.layer.weights) and not any(w.trainable for w in e.layer.weights)
                                        and (e.cfg.get("scale", True) or e.cfg.get("center", True)))
-    e.runtime(f"KerasBatchNorm{dim}d")
+    cls = f"KerasBatchRenorm{dim}d" if e.cfg.get("renorm") else f"KerasBatchNorm{dim}d"
+    e.runtime(cls)
     extra = ", frozen=True" if frozen else ""
     if e.cfg.get("renorm"):
         extra += f", renorm={_renorm_args(e)!r}"
-    m = e.module(e.ctor(f"KerasBatchNorm{dim}d", int(c), eps=eps, momentum=momentum, defaults=BN_DEFAULTS)[:-1]
-                 + f"{extra})")
+    m = e.module(e.ctor(cls, int(c), eps=eps, momentum=momentum, defaults=BN_DEFAULTS)[:-1] + f"{extra})")
     _bn_defaults(e, int(c))
     # torch normalises over dim 1: use the layout where the Keras axis is dim 1, else move it there.
     for layout in (e.layout(0), "cf" if rank >= 3 else "keras", "keras"):

@@ -285,7 +285,7 @@ def _rnn_module(e, cls, cfg, input_size, zero_output_for_mask):
     units = int(cfg["units"])
     act = _act_name(cfg, "activation", "tanh")
     e.runtime(f"Keras{cls}")
-    # keyword arguments where they differ from the runtime class's defaults (kconv/emit/helpers.py)
+    # keyword arguments where they differ from the runtime class's defaults (kconv/runtime/recurrent.py)
     kw = {"bias": bool(cfg.get("use_bias", True)), "activation": e.keras_activation(act)}
     if cls == "SimpleRNN":
         fast = act in ("tanh", "relu")

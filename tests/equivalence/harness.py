@@ -213,9 +213,24 @@ def convert_and_load(src: Path, out_dir: Path, weights_format="safetensors", cha
     assert (Path(out_dir) / "model.py").is_file()
     wfile = "model.safetensors" if weights_format == "safetensors" else "model.pt"
     assert (Path(out_dir) / wfile).is_file()
+    unused = unused_definitions((Path(out_dir) / "model.py").read_text())
+    assert not unused, f"model.py defines {unused} and never uses them"
     module = load_converted(out_dir)
     assert not module.training, "load_converted must return the module in eval mode"
     return module
+
+
+def unused_definitions(source: str) -> list[str]:
+    """Module-level functions and classes of an emitted model.py that nothing else in it uses
+    (``Model``, the entry point, aside): a runtime class or helper copied in for nothing."""
+    import ast
+
+    tree = ast.parse(source)
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    used = set()
+    for d in defs:
+        used |= {n.id for n in ast.walk(d) if isinstance(n, ast.Name) and n.id != d.name}
+    return [d.name for d in defs if d.name != "Model" and d.name not in used]
 
 
 def compare(expected, got, rtol, atol, what=""):

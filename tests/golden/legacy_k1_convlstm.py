@@ -14,6 +14,17 @@ def keras_activation(name: str, x: torch.Tensor) -> torch.Tensor:
     raise ValueError("unknown activation " + name)
 
 
+def same_pad(x, kernel, stride, dilation, value=0.0):
+    """TensorFlow/Keras 'same' padding of the trailing len(kernel) dims: extra padding goes last."""
+    pads = []
+    n = len(kernel)
+    for j in reversed(range(n)):
+        i, k, s, d = x.shape[x.dim() - n + j], kernel[j], stride[j], dilation[j]
+        total = max((-(-i // s) - 1) * s + (k - 1) * d + 1 - i, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads, value=value)
+
+
 class KerasConvLSTM(nn.Module):
     """keras.layers.ConvLSTM1D/2D/3D (keras/src/layers/rnn/conv_lstm.py), channels_last in and out.
 
@@ -101,17 +112,6 @@ class KerasConvLSTM(nn.Module):
         else:
             y = outs[-1].permute(back)
         return y, [s.permute(back) for s in states]
-
-
-def same_pad(x, kernel, stride, dilation, value=0.0):
-    """TensorFlow/Keras 'same' padding of the trailing len(kernel) dims: extra padding goes last."""
-    pads = []
-    n = len(kernel)
-    for j in reversed(range(n)):
-        i, k, s, d = x.shape[x.dim() - n + j], kernel[j], stride[j], dilation[j]
-        total = max((-(-i // s) - 1) * s + (k - 1) * d + 1 - i, 0)
-        pads += [total // 2, total - total // 2]
-    return F.pad(x, pads, value=value)
 
 
 class Model(nn.Module):
