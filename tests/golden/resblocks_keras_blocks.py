@@ -6,71 +6,26 @@ from torch import nn
 
 
 class _KerasBatchNorm:
-    """nn.BatchNorm as keras.layers.BatchNormalization in train mode: normalise with the batch's
-    (biased) statistics and update the running variance with the biased batch variance (torch uses
-    the unbiased one); a frozen layer (Keras trainable=False) always uses its running statistics.
-    Eval mode is plain nn.BatchNorm.
+    """Keras's BatchNormalization train mode over torch's nn.BatchNorm: the running variance
+    follows the biased batch variance (torch's: the unbiased one); a frozen layer (Keras
+    trainable=False) always uses its running statistics. Eval mode is torch's."""
 
-    renorm=(momentum, rmin, rmax, dmax): Keras's batch renormalization in train mode
-    (keras/src/layers/normalization/batch_normalization.py): gamma and beta corrected by r =
-    clip(sigma / renorm_stddev) and d = clip((mu - renorm_mean) / renorm_stddev);
-    renorm_mean/renorm_stddev and moving_mean/moving_stddev follow the batch's mean and sqrt(var +
-    eps); running_var = relu(moving_stddev^2 - eps).
-    """
-
-    def __init__(self, *args, frozen=False, renorm=None, **kwargs):
+    def __init__(self, *args, frozen=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.frozen = frozen
-        self.renorm = renorm
-        if renorm is not None:
-            for name in ("moving_stddev", "renorm_mean", "renorm_stddev"):
-                self.register_buffer(name, torch.zeros(self.num_features))
-
-    def _renorm_forward(self, x, mean, var):
-        momentum, rmin, rmax, dmax = self.renorm
-        std = torch.sqrt(var + self.eps)
-        renorm_std = torch.clamp(self.renorm_stddev, min=self.eps**0.5)
-        r = std / renorm_std
-        d = (mean - self.renorm_mean) / renorm_std
-        if rmin is not None:
-            r = torch.clamp(r, min=rmin)
-        if rmax is not None:
-            r = torch.clamp(r, max=rmax)
-        if dmax is not None:
-            d = torch.clamp(d, -dmax, dmax)
-        r, d = r.detach(), d.detach()
-        weight = r if self.weight is None else r * self.weight
-        bias = d if self.weight is None else d * self.weight
-        bias = bias if self.bias is None else bias + self.bias
-        with torch.no_grad():
-            self.renorm_mean.lerp_(mean, momentum)
-            self.renorm_stddev.lerp_(std, momentum)
-            self.running_mean.lerp_(mean, self.momentum)
-            self.moving_stddev.lerp_(std, self.momentum)
-            self.running_var.copy_(torch.relu(self.moving_stddev * self.moving_stddev - self.eps))
-            self.num_batches_tracked += 1
-        # written out (not F.batch_norm with the batch statistics as running ones): differentiable
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        y = (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
-        return y * weight.reshape(shape) + bias.reshape(shape)
 
     def forward(self, x):
         if not self.training or self.frozen:
             return F.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+                x, self.running_mean, self.running_var, self.weight, self.bias, eps=self.eps
             )
-        if self.renorm is not None:
-            dims = [0] + list(range(2, x.dim()))
-            var, mean = torch.var_mean(x, dim=dims, unbiased=False)
-            return self._renorm_forward(x, mean, var)
         with torch.no_grad():
-            dims = [0] + list(range(2, x.dim()))
-            var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+            var, mean = torch.var_mean(x, dim=[0] + list(range(2, x.dim())), unbiased=False)
             self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
             self.running_var.lerp_(var.to(self.running_var.dtype), self.momentum)
             self.num_batches_tracked += 1
-        # batch statistics (biased variance), differentiable: no running tensors passed
-        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        # the batch's statistics (biased variance), differentiable
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, eps=self.eps)
 
 
 class KerasBatchNorm2d(_KerasBatchNorm, nn.BatchNorm2d):
