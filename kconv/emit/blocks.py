@@ -150,8 +150,7 @@ def _names(lines: list[str]):
                     writes.append(n.id)
             if not all(isinstance(n, (ast.Name, ast.Tuple, ast.List, ast.Starred, ast.Load, ast.Store))
                        for n in ast.walk(t)):
-                raise _Abort()  # subscript or attribute assignment (TRACE[...] =, self.x =)
-                # is allowed only as TRACE below
+                raise _Abort()  # a subscript or attribute assignment (trace lines are read as expressions)
     reads: list[str] = []
     for n in sorted((n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)),
                     key=lambda n: (n.lineno, n.col_offset)):
