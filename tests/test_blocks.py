@@ -266,6 +266,16 @@ def test_verify_per_layer_on_blocks_output(tmp_path):
 
 
 @pytest.mark.keras
+def test_assert_equivalent_on_a_blocks_module(tmp_path):
+    """A --blocks module passed without its directory: the per-layer trace is made with blocks too."""
+    from kconv.testing import assert_equivalent
+
+    out = kconv.convert(RESBLOCKS, tmp_path / "out", blocks=True)
+    result = assert_equivalent(RESBLOCKS, kconv.load_converted(out), per_layer=True)
+    assert result.layers and all(c.passed for c in result.layers)
+
+
+@pytest.mark.keras
 def test_resnet50_blocks(tmp_path):
     """ResNet50 with --blocks: the repeated bottlenecks are one class each, as torchvision's Bottleneck."""
     from test_applications_convert import FAST, _build

@@ -147,6 +147,11 @@ def trace_module(ir_model, net, channels_first: bool = False, shipped_source: st
     try:
         tnet.load_state_dict(net.state_dict(), strict=True, assign=True)  # any device, meta included
     except RuntimeError as e:
+        if not blocks and shipped_source is None:  # a module given without its manifest: --blocks keys?
+            try:
+                return trace_module(ir_model, net, channels_first=channels_first, device=device, blocks=True)
+            except VerifyInputError:
+                pass
         raise VerifyInputError(f"per-layer: the converted weights do not fit the trace module ({str(e)[:300]})") \
             from None
     return mod, tnet.eval().to(device), how
