@@ -9,9 +9,12 @@ tests/equivalence/.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+from equivalence.harness import unused_definitions
 
 pytestmark = pytest.mark.keras
 
@@ -75,6 +78,10 @@ def _check(name, shape, tmp_path, fmt, blocks=False):
     path = tmp_path / f"{name}.{fmt}"
     model.save(path)
     out_dir = kconv.convert(path, tmp_path / "out", blocks=blocks)
+    lines = (Path(out_dir) / "model.py").read_text().splitlines()
+    assert unused_definitions("\n".join(lines)) == []
+    if name == "ResNet50" and not blocks:  # issue 13: 370 lines with the old BatchNorm helper, 325 now
+        assert len(lines) < 350 and max(map(len, lines)) <= 100
     net = kconv.load_converted(out_dir)
     with torch.no_grad():
         out = net(torch.from_numpy(x)).numpy()
