@@ -35,6 +35,7 @@ import importlib
 import importlib.util
 import inspect
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,7 +366,35 @@ def _load_one(name: str):
         _ORIGIN.pop()
 
 
+def _entry_points_possible() -> bool:
+    """Whether any installed distribution can declare a kconv.extensions entry point: its
+    ``entry_points.txt`` names the group. A cheap scan of the ``*.dist-info`` / ``*.egg-info``
+    folders on ``sys.path`` that spares importing importlib.metadata (email, zipfile, csv...: a
+    quarter of ``kconv inspect``'s start-up) when none does; any other kind of path entry (a zip,
+    an unreadable folder) is left to importlib.metadata."""
+    for entry in sys.path:
+        try:
+            with os.scandir(entry or ".") as it:
+                names = [d.name for d in it if d.name.endswith((".dist-info", ".egg-info"))]
+        except NotADirectoryError:
+            return True
+        except OSError:
+            continue
+        for name in names:
+            try:
+                with open(os.path.join(entry or ".", name, "entry_points.txt"), "rb") as f:
+                    if ENTRY_POINT_GROUP.encode() in f.read():
+                        return True
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return True
+    return False
+
+
 def _load_entry_points():
+    if not _entry_points_possible():
+        return
     from importlib import metadata
 
     try:

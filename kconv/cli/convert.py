@@ -9,7 +9,6 @@ from ..api import convert as _convert
 from ..errors import KconvError, OutputError, UnsupportedError
 from . import main
 from .extensions import extension_option, keras_objects_option
-from ..verify.errors import KerasUnavailableError, MismatchError
 from .verify import emit_result, tolerance_options
 
 
@@ -54,6 +53,8 @@ def convert_cmd(models, out, fmt, channels_first, blocks, optimize, config, by_n
     the worst one. With --verify each converted model is checked against Keras (as `kconv verify`);
     a mismatch exits 1 but leaves the output in place.
     """
+    from ..verify.errors import KerasUnavailableError, MismatchError  # here: `kconv inspect` need not import verify
+
     if do_verify:
         from ..verify import parse_dims
 
