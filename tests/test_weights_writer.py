@@ -187,8 +187,21 @@ if mode == "stray":  # a module with a tensor no Keras weight fills: the check m
         "super().__init__()", "super().__init__()\n        self.stray = nn.Linear(2, 2)", 1)
 if mode == "dtype":  # the stored dtype is not the module's: written again in the module's
     emit._planned_dtype = lambda w: "float64"
+if mode == "after_failure":  # a conversion that fails while writing leaves the helper's answer unread
+    write = emit.write_weights
+    def failing(*a):
+        raise kconv.errors.ModelFileError(src, "damaged (test)")
+    emit.write_weights = failing
+    try:
+        kconv.convert(src, out + "-failed")
+    except kconv.errors.KconvError:
+        pass
+    emit.write_weights = write
+    helper = emit.checker._helper.pid
 try:
     kconv.convert(src, out)
+    if mode == "after_failure":  # the same helper answered, the abandoned answer skipped
+        assert emit.checker._helper.pid == helper and emit.checker._unread == 0
     print(json.dumps({"ok": True, "torch": "torch" in sys.modules}))
 except kconv.errors.KconvError as e:
     print(json.dumps({"ok": False, "error": str(e), "torch": "torch" in sys.modules}))
@@ -216,6 +229,14 @@ def test_convert_in_a_fresh_process_checks_in_the_helper(tmp_path):
     r = _in_fresh_process("stray", src, tmp_path / "c")
     assert not r["ok"] and not r["torch"] and "stray.weight' has no Keras weight" in r["error"], r
     assert not (tmp_path / "c").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_a_failed_conversion_keeps_the_helper_in_step(tmp_path):
+    src = FIXTURES / "cnn.h5"
+    assert _in_fresh_process("after_failure", src, tmp_path / "a") == {"ok": True, "torch": False}
+    kconv.convert(src, tmp_path / "b")
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
 
 
 def test_a_dtype_the_module_does_not_hold_is_converted(tmp_path):

@@ -209,6 +209,7 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
             # written while the check runs (in the helper process): the dtypes are the stored ones,
             # which the module's are but for odd cases, where the file is written again
             files[wname] = write_weights(tmp / wname, entries)
+            source_sha256 = _sha256(Path(model.source))  # before waiting for the helper
             checked = check_state(pending.result(), entries)
             if any(a.dtype != b.dtype for a, b in zip(sorted(entries, key=_key), sorted(checked, key=_key))):
                 files[wname] = write_weights(tmp / wname, checked)
@@ -221,10 +222,11 @@ def convert(model: Model, out_dir, fmt: str = "safetensors", channels_first: boo
                     advance()
             torch.save(state, tmp / wname)
             files[wname] = _sha256(tmp / wname)
+            source_sha256 = _sha256(Path(model.source))
         manifest = {
             "kconv_version": __version__,
             "source": Path(model.source).name,
-            "source_sha256": _sha256(Path(model.source)),
+            "source_sha256": source_sha256,
             "source_path": os.path.abspath(model.source),  # for `kconv verify --all ROOT`
             "source_format": model.format,
             "keras_version": model.keras_version,

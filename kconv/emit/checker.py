@@ -6,13 +6,12 @@ torch (numpy transforms, :mod:`kconv.emit.stwriter`). So a process that has not 
 while this process loads the Keras file and writes the weights, then builds the emitted ``Model``
 and answers with its state dict's keys, shapes and dtypes. A process that already has torch (a
 notebook, the tests, ``--format pt``) checks in process. The helper is reused for each conversion
-of the process and ends when its stdin closes (at exit, or when this process dies).
+of the process; it is ended at exit, and ends by itself when its stdin closes (this process died).
 """
 from __future__ import annotations
 
 import atexit
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,13 +19,14 @@ from pathlib import Path
 from . import modcheck
 
 _helper: subprocess.Popen | None = None
+_unread = 0  # answers of the helper to conversions that failed before reading them (read and dropped)
 
 
 def start():
     """Start the helper now, so that torch is imported while the model is read (a no-op when this
     process has torch already, or a helper is running)."""
     global _helper
-    if "torch" in sys.modules or not sys.executable or os.environ.get("KCONV_CHECK_IN_PROCESS") == "1":
+    if "torch" in sys.modules or not sys.executable:
         return
     if _helper is not None and _helper.poll() is None:
         return
@@ -41,15 +41,17 @@ def start():
 
 
 def _stop():
-    global _helper
-    proc, _helper = _helper, None
+    global _helper, _unread
+    proc, _helper, _unread = _helper, None, 0
     if proc is None:
         return
+    # it holds nothing to save: ended at once rather than left to unload torch (a tenth of a second)
+    proc.kill()
     try:
         proc.stdin.close()
         proc.wait(timeout=5)
-    except Exception:  # noqa: BLE001 - at exit: make sure it is gone
-        proc.kill()
+    except Exception:  # noqa: BLE001 - at exit
+        pass
 
 
 atexit.register(_stop)
@@ -74,8 +76,12 @@ class Pending:
 
     def result(self) -> dict:
         """{key: (shape tuple, dtype name)}; raises RuntimeError if model.py cannot be imported or built."""
+        global _unread
         if self._answer is None:
             try:
+                while _unread and self.proc is _helper:  # answers come in order: skip the abandoned ones
+                    self.proc.stdout.readline()
+                    _unread -= 1
                 line = self.proc.stdout.readline()
             except OSError:
                 line = ""
@@ -88,10 +94,12 @@ class Pending:
         return {k: (tuple(s), d) for k, (s, d) in self._answer["spec"].items()}
 
     def discard(self):
-        """The conversion failed before reading the answer: end the helper rather than leave an
-        answer in its pipe for the next conversion (the next one starts a new helper)."""
-        if self._answer is None and self.proc is not None:
-            _stop()
+        """The conversion failed before reading the answer: the next conversion skips it (the
+        helper is kept: starting another costs an ``import torch``)."""
+        global _unread
+        if self._answer is None and self.proc is not None and self.proc is _helper:
+            _unread += 1
+            self._answer = {"error": "discarded"}
 
 
 def _in_process(model_py: str) -> dict:
