@@ -28,3 +28,32 @@ def assert_equivalent(keras_model_or_path, converted_dir_or_module, inputs=None,
     if not result.passed:
         raise AssertionError(result.summary())
     return result
+
+
+#: torch functions that move dims around (a view: the next operation reads strided memory or copies)
+LAYOUT_FUNCTIONS = ("permute", "movedim", "moveaxis", "transpose", "swapaxes")
+
+
+def layout_ops(module, *inputs):
+    """What one forward of ``module`` on ``inputs`` executes of layout work, counted with a
+    ``TorchFunctionMode`` (helpers and nested modules included, under ``torch.inference_mode``):
+    ``{"permute": permute/movedim/transpose calls, "pad": F.pad calls}`` (a Counter)."""
+    from collections import Counter
+
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    seen: Counter = Counter()
+
+    class _Count(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in LAYOUT_FUNCTIONS:
+                seen["permute"] += 1
+            elif func is torch.nn.functional.pad:
+                seen["pad"] += 1
+            return func(*args, **(kwargs or {}))
+
+    with torch.inference_mode(), _Count():
+        module(*inputs)
+    return seen

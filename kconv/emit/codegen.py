@@ -27,6 +27,24 @@ def to_keras_perm(rank: int) -> tuple:
     return (0, *range(2, rank), 1)
 
 
+def same_order(shape) -> bool:
+    """Whether a tensor of Keras ``shape`` holds its elements in the same order in both layouts: one
+    channel, or every spatial size 1 (``(batch, 1, 1, C)`` and ``(batch, C, 1, 1)``); then a reshape,
+    not a permute, moves it between them."""
+    if shape is None or len(shape) < 3:
+        return True
+    return shape[-1] == 1 or all(d == 1 for d in shape[1:-1])
+
+
+def cf_shape(shape) -> tuple:
+    """A Keras (channels-last) shape in cf order."""
+    return (shape[0], shape[-1], *shape[1:-1])
+
+
+def literal_tuple(dims) -> str:
+    return "(" + ", ".join(str(int(d)) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
+
 def keras_axis_to_torch(axis: int, rank: int, layout: str) -> int:
     """The torch dim of Keras axis ``axis`` for a tensor of ``rank`` held in ``layout``."""
     a = axis + rank if axis < 0 else axis
@@ -41,6 +59,9 @@ class Value:
     layout: str
     shape: tuple | None  # Keras shape
     mask: str | None = None  # Keras's implicit (batch, time) boolean mask of this tensor, as an expression
+    # zero padding: (the unpadded Value, ((before, after) per spatial axis)), so that a convolution
+    # right after it can pad by itself instead (its F.pad line is then dropped as unused)
+    padded: tuple | None = None
 
 
 _UNSET = object()
@@ -59,6 +80,8 @@ class ClassSource:
     # (layer, call, len(init), len(forward)) before each layer call's code, and once after the last:
     # what each call emitted (kconv.emit.blocks groups by it)
     units: list = field(default_factory=list)
+    reads: dict = field(default_factory=dict)  # (layer, node, index) -> how many calls read that tensor
+    converted: dict = field(default_factory=dict)  # (variable, layout) -> the variable holding it permuted
 
 
 class Emit:
@@ -109,9 +132,34 @@ class Emit:
         return self._v(self.call.inputs[i]).layout
 
     def input(self, i: int = 0, layout: str | None = KERAS) -> str:
-        """Input ``i`` as an expression in ``layout`` (None: as it is)."""
-        v = self._v(self.call.inputs[i])
-        return self.gen.convert_layout(v, layout)
+        """Input ``i`` as an expression in ``layout`` (None: as it is). A tensor that several calls
+        read is permuted once, into a variable (``input_layer_nchw``), not once per reader."""
+        ref = self.call.inputs[i]
+        return self.convert(self._v(ref), layout, self.reads(i))
+
+    def reads(self, i: int = 0) -> int:
+        """How many calls of this model read input ``i`` of this call."""
+        ref = self.call.inputs[i]
+        return self.cls.reads.get((ref.layer, ref.node, ref.index), 0)
+
+    def convert(self, v: Value, layout: str | None, reads: int = 1) -> str:
+        """``v`` as an expression in ``layout``; permuted into a variable when ``reads`` > 1."""
+        expr = self.gen.convert_layout(v, layout)
+        key = (v.expr, layout)
+        if key in self.cls.converted:
+            return self.cls.converted[key]
+        if expr == v.expr or ".permute(" not in expr or not v.expr.isidentifier() or reads < 2:
+            return expr
+        names = {CF: {3: "ncl", 4: "nchw", 5: "ncdhw"}, KERAS: {3: "nlc", 4: "nhwc", 5: "ndhwc"}}[layout]
+        base = cand = f"{v.expr}_{names.get(len(v.shape), layout)}"
+        n = 1
+        while cand in self.cls.used_vars:
+            cand = f"{base}{n}"
+            n += 1
+        self.cls.used_vars.add(cand)
+        self.line(f"{cand} = {expr}")
+        self.cls.converted[key] = cand
+        return cand
 
     def kw_input(self, name: str, layout: str | None = KERAS):
         ref = self.call.tensor_kwargs.get(name)
@@ -366,6 +414,11 @@ class Generator:
     def convert_layout(self, v: Value, layout: str | None) -> str:
         if layout is None or layout == v.layout or v.shape is None or len(v.shape) < 3:
             return v.expr
+        if same_order(v.shape) and None not in v.shape[1:]:
+            # one channel, or no spatial extent: both layouts hold the elements in the same order, and
+            # a reshape gives the other one with plain (contiguous) strides
+            target = cf_shape(v.shape) if layout == CF else v.shape
+            return f"{v.expr}.flatten(1).unflatten(1, {literal_tuple(target[1:])})"
         rank = len(v.shape)
         perm = to_cf_perm(rank) if layout == CF else to_keras_perm(rank)
         return f"{v.expr}.permute{perm}"
@@ -432,10 +485,15 @@ class Generator:
         lines += _layout(cls.init, "        ")
         lines.append("")
         lines.append(f"    def forward(self, {', '.join(cls.args)}):")
-        lines += _layout(_drop_unused(cls.forward), "        ")
+        lines += _layout(_inline_single_use(_drop_unused(cls.forward), set(cls.converted.values())), "        ")
         return "\n".join(lines)
 
-    def _class(self, model: Model, name: str, top: bool = True, prefix: str = "", keras_prefix: str = "") -> str:
+    def _class(self, model: Model, name: str, top: bool = True, prefix: str = "", keras_prefix: str = "",
+               in_layouts=None) -> tuple[str, list[str]]:
+        """Emit the class of ``model``: (its name, the layouts of its outputs). The top class takes and
+        returns Keras's layout (channels-first with --channels-first); a nested model's class takes its
+        inputs in ``in_layouts`` (the layouts its caller holds them in) and returns its outputs in the
+        layouts they are computed in, so a conv stack runs through nested models without permutes."""
         base = name
         i = 1
         while name in self.class_names:
@@ -448,6 +506,7 @@ class Generator:
         attrs = module_names([ly.name for ly in model.layers])
         values: dict = {}
         sub_classes: dict = {}
+        sub_layouts: dict = {}  # nested model -> the layouts its class takes its inputs in (None: Keras's)
         cf_io = top and self.channels_first_io
         for ref in model.inputs:
             layer = model.layer(ref.layer)
@@ -459,25 +518,38 @@ class Generator:
             if top and shape is None:
                 raise ConfigError(layer.name, "the file records no shape for this model input (batch_shape): "
                                               "Keras cannot build the model without it")
-            layout = CF if cf_io and shape is not None and len(shape) >= 3 else KERAS
+            if in_layouts is not None:
+                layout = in_layouts[len(cls.args) - 1]
+            else:
+                layout = CF if cf_io and shape is not None and len(shape) >= 3 else KERAS
             values[(ref.layer, ref.node, ref.index)] = Value(arg, layout, shape)
-        for layer, node in self._order(model):
+        order = self._order(model)
+        for layer, node in order:
+            for r in layer.calls[node].inputs:
+                key = (r.layer, r.node, r.index)
+                cls.reads[key] = cls.reads.get(key, 0) + 1
+        for layer, node in order:
             if layer.class_name == "InputLayer" and not layer.calls[node].inputs:
                 continue
             cls.units.append((layer, node, len(cls.init), len(cls.forward)))
             if layer.model is not None:
+                e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix, keras_prefix)
                 if layer.name not in sub_classes:
                     trace = self.trace
                     if layer.wraps_model:  # its layers see (batch * time, ...) tensors: not traced
                         self.trace = False
+                    ins = None if layer.wraps_model or e.n_inputs != len(layer.model.inputs) else [
+                        e.layout(i) for i in range(e.n_inputs)]
                     try:
                         sub_classes[layer.name] = self._class(layer.model, _class_name(layer.name), top=False,
                                                               prefix=f"{prefix}{attrs[layer.name]}.",
-                                                              keras_prefix=f"{keras_prefix}{layer.name}/")
+                                                              keras_prefix=f"{keras_prefix}{layer.name}/",
+                                                              in_layouts=ins)
                     finally:
                         self.trace = trace
-                sub = sub_classes[layer.name]
-                e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix, keras_prefix)
+                    sub_layouts[layer.name] = ins
+                sub, out_layouts = sub_classes[layer.name]
+                ins = sub_layouts[layer.name]
                 if e.has_mask():
                     self._unsupported(e, "a Keras mask entering a nested model is not converted")
                     continue
@@ -485,15 +557,15 @@ class Generator:
                 if layer.wraps_model:
                     self._time_distributed_model(e, mod)
                     continue
-                args = ", ".join(e.input(i, KERAS) for i in range(e.n_inputs))
+                args = ", ".join(e.input(i, KERAS if ins is None else ins[i]) for i in range(e.n_inputs))
                 outs = layer.model.outputs
                 if len(outs) == 1:
-                    e.output(f"{mod}({args})")
+                    e.output(f"{mod}({args})", layout=out_layouts[0])
                 else:
                     tmp = e.var(0) + "_outs"
                     e.line(f"{tmp} = {mod}({args})")
                     for i in range(len(outs)):
-                        e.output(f"{tmp}[{i}]", index=i)
+                        e.output(f"{tmp}[{i}]", layout=out_layouts[i], index=i)
                 continue
             spec = specs.get(layer.class_name)
             e = Emit(self, cls, layer, node, attrs[layer.name], values, prefix, keras_prefix)
@@ -516,12 +588,14 @@ class Generator:
                     raise
                 self._unsupported(e, None)
         cls.units.append((None, None, len(cls.init), len(cls.forward)))
-        outs = []
+        outs, out_layouts = [], []
         for ref in model.outputs:
             v = values[(ref.layer, ref.node, ref.index)]
-            outs.append(self.convert_layout(v, CF if cf_io else KERAS))
+            layout = v.layout if in_layouts is not None else CF if cf_io else KERAS
+            outs.append(self.convert_layout(v, layout))
+            out_layouts.append(layout)
         cls.forward.append("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
-        return name
+        return name, out_layouts
 
     def _freeze(self, e: "Emit"):
         """Parameters that fine-tuning must not change get requires_grad=False in the constructor: those
@@ -706,6 +780,22 @@ def _dead_lines(lines: list[str]) -> set[int]:
         if found is None:
             return dead
         dead.add(found)
+
+
+def _inline_single_use(lines: list[str], names: set) -> list[str]:
+    """Put a permuted copy (Emit.input) that only one statement reads back into that statement."""
+    text = "\n".join(lines)
+    out = list(lines)
+    for name in names:
+        if len(re.findall(rf"\b{name}\b", text)) != 2:
+            continue
+        i = next((i for i, line in enumerate(out) if line.startswith(f"{name} = ")), None)
+        if i is None:
+            continue
+        expr = out.pop(i)[len(name) + 3:]
+        out = [re.sub(rf"\b{name}\b", lambda _: expr, line) for line in out]
+        text = "\n".join(out)
+    return out
 
 
 def _layout(lines: list[str], indent: str) -> list[str]:

@@ -269,6 +269,19 @@ def padded_input(e, x, n, k, s, d, padding, value=0.0):
     return f"F.pad({x}, {flat}{extra})", (0,) * n
 
 
+def _folded_zero_padding(e, n):
+    """(input, padding) when the input is a ZeroPadding's output padding each side equally and this
+    convolution pads nothing itself ('valid'): the convolution pads instead, with no padded copy
+    (ResNet's 7x7 stem, ResNetV2's strided 3x3). Unequal sides stay an F.pad."""
+    v = e.value(0)
+    if e.cfg.get("padding", "valid") != "valid" or v.padded is None or e.reads(0) != 1:
+        return None  # (a padded tensor other layers read too is made anyway)
+    src, pairs = v.padded
+    if len(pairs) != n or any(lo != hi for lo, hi in pairs):
+        return None
+    return e.convert(src, e.conv_layout()), tuple(lo for lo, _ in pairs)
+
+
 def spatial_dims(e):
     shape = e.in_shapes[0]
     return list(shape[1:-1]) if e.channels_last() else list(shape[2:])
@@ -306,7 +319,8 @@ def _emit_conv(n, kind="conv"):
         cin = _channels_in(e)
         mult = int(e.cfg.get("depth_multiplier", 1))
         bias = bool(e.cfg.get("use_bias", True))
-        x, pad = padded_input(e, e.input(0, e.conv_layout()), n, k, s, d, e.cfg.get("padding", "valid"))
+        x, pad = _folded_zero_padding(e, n) or padded_input(e, e.input(0, e.conv_layout()), n, k, s, d,
+                                                            e.cfg.get("padding", "valid"))
         if kind == "conv":
             src = _conv_src(e, n, cin, int(e.cfg["filters"]), k, s, pad, d, int(e.cfg.get("groups", 1)), bias)
         elif kind == "depthwise":

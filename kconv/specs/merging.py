@@ -51,16 +51,40 @@ from . import emits  # noqa: E402
 _OPS = {"Add": " + ", "Multiply": " * "}
 
 
-def _same_layout_inputs(e):
-    """All inputs in one layout: the first input's when all ranks agree, Keras's otherwise."""
-    ranks = {len(s) for s in e.in_shapes}
-    layout = e.layout(0) if len(ranks) == 1 else "keras"
-    return [e.input(i, layout) for i in range(e.n_inputs)], layout
+def _common_layout(e) -> str:
+    """The layout the merge computes in: the one most of its highest-rank inputs are held in (the
+    first one's on a tie), so two channels-first tensors merge without a permute."""
+    top = max(len(s) for s in e.in_shapes)
+    held = [e.layout(i) for i, s in enumerate(e.in_shapes) if len(s) == top and top >= 3]
+    if not held:
+        return "keras"
+    cf = held.count("cf")
+    return held[0] if 2 * cf == len(held) else ("cf" if 2 * cf > len(held) else "keras")
+
+
+def _merge_inputs(e):
+    """(input expressions, layout): all inputs in one layout; an input of lower rank is expanded
+    after the batch axis until the ranks agree, as Keras does (keras/src/layers/merging/base_merge.py
+    call: expand_dims(x, axis=1)), not broadcast from the right as torch would."""
+    ranks = [len(s) for s in e.in_shapes]
+    top = max(ranks)
+    layout = _common_layout(e)
+    if layout == "cf" and any(2 < r < top for r in ranks):
+        layout = "keras"
+    xs = []
+    for i, r in enumerate(ranks):
+        if r == top:
+            xs.append(e.input(i, layout))
+        elif layout == "cf" and r == 2:  # (batch, C) -> Keras (batch, 1.., C) = cf (batch, C, 1..)
+            xs.append(f"{e.input(i, 'keras')}[:, :, {', '.join(['None'] * (top - r))}]")
+        else:
+            xs.append(f"{e.input(i, 'keras')}[:, {', '.join(['None'] * (top - r))}]")
+    return xs, layout
 
 
 @emits("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 def _emit_elementwise(e):
-    xs, layout = _same_layout_inputs(e)
+    xs, layout = _merge_inputs(e)
     cls = e.layer.class_name
     if cls in _OPS:
         expr = _OPS[cls].join(xs)
@@ -80,7 +104,7 @@ def _emit_elementwise(e):
 
 @emits("Concatenate")
 def _emit_concat(e):
-    xs, layout = _same_layout_inputs(e)
+    xs, layout = _merge_inputs(e)  # Keras concatenates inputs of one rank only
     dim = e.torch_dim(int(e.cfg.get("axis", -1)), 0, layout)
     e.output(f"torch.cat([{', '.join(xs)}], dim={dim})", layout=layout)
 

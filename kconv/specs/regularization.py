@@ -39,6 +39,18 @@ def _emit_activity(e):
     e.passthrough()  # only adds a penalty to Keras's training loss
 
 
+def _noise_shape_dropout(e, noise_shape):
+    """NoiseShapeDropout with Keras's mask shape ``noise_shape`` (Keras layout, None = the input's
+    size), run in the layout the input already has: the mask shape is permuted instead of the tensor."""
+    dims = tuple(None if d is None else int(d) for d in noise_shape)
+    layout = e.layout(0) if len(dims) == len(e.in_shapes[0]) else "keras"
+    if layout == "cf":
+        dims = (dims[0], dims[-1], *dims[1:-1])
+    e.runtime("NoiseShapeDropout")
+    m = e.module(f"NoiseShapeDropout({_rate(e)!r}, noise_shape={dims})")
+    e.output(f"{m}({e.input(0, layout)})", layout=layout)
+
+
 @emits("Dropout")
 def _emit_dropout(e):
     noise_shape = e.cfg.get("noise_shape")
@@ -46,29 +58,20 @@ def _emit_dropout(e):
         m = e.module(f"nn.Dropout({_rate(e)!r})")
         e.output(f"{m}({e.input(0, None)})", layout=e.layout(0))
         return
-    # noise_shape: Keras shape of the dropout mask (None = the input's size), in Keras layout.
-    dims = tuple(None if d is None else int(d) for d in noise_shape)
-    e.runtime("NoiseShapeDropout")
-    m = e.module(f"NoiseShapeDropout({_rate(e)!r}, noise_shape={dims})")
-    e.output(f"{m}({e.input(0, 'keras')})")
+    _noise_shape_dropout(e, noise_shape)
 
 
 @emits("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")
 def _emit_spatial(e):
     n = int(e.layer.class_name[-2])
     rank = len(e.in_shapes[0])
-    if n == 1 or e.cfg.get("data_format", "channels_last") == "channels_first":
-        # Whole channels dropped: mask shape (batch, 1.., channels) in Keras layout.
-        if n == 1:
-            shape = (None, 1, None)
-        else:
-            shape = (None, None, *([1] * (rank - 2)))
-        e.runtime("NoiseShapeDropout")
-        m = e.module(f"NoiseShapeDropout({_rate(e)!r}, noise_shape={shape})")
-        e.output(f"{m}({e.input(0, 'keras')})")
-        return
-    m = e.module(f"nn.Dropout{n}d({_rate(e)!r})")  # channels at dim 1 of the cf layout
-    e.output(f"{m}({e.input(0, 'cf')})", layout="cf")
+    if e.cfg.get("data_format", "channels_last") == "channels_first" and n > 1:
+        _noise_shape_dropout(e, (None, None, *([1] * (rank - 2))))  # whole channels: (batch, channels, 1..)
+    elif n == 1 or e.layout(0) != "cf":
+        _noise_shape_dropout(e, (None, *([1] * (rank - 2)), None))  # (batch, 1.., channels)
+    else:
+        m = e.module(f"nn.Dropout{n}d({_rate(e)!r})")  # channels at dim 1 of the cf layout
+        e.output(f"{m}({e.input(0, 'cf')})", layout="cf")
 
 
 @emits("GaussianDropout", "GaussianNoise")

@@ -104,16 +104,31 @@ def _emit_flatten(e):
 
 @emits("Reshape")
 def _emit_reshape(e):
+    from ..emit.codegen import CF, cf_shape, same_order
+
     target = [int(v) for v in e.cfg["target_shape"]]
-    out = e.out_shapes[0] if e.out_shapes else None
+    src, out = e.in_shapes[0], e.out_shapes[0] if e.out_shapes else None
     if -1 in target and out is not None and len(out) == len(target) + 1 and None not in out[1:]:
         target = [int(d) for d in out[1:]]  # the size Keras inferred: an empty batch reshapes too
-    x = e.input(0, "keras")
+    # Layout-neutral reshapes stay channels-first ("cf"): one that keeps the channel axis (only the
+    # spatial axes change, each channel's positions keep their row-major order), and one whose input
+    # and output hold their elements in the same order in both layouts (codegen.same_order, e.g.
+    # squeeze-excitation's (batch, C) -> (batch, 1, 1, C)).
+    layout = "keras"
+    if -1 not in target and len(target) >= 2 and e.layout(0) == CF:
+        if src is not None and len(src) >= 3 and src[-1] is not None and src[-1] == target[-1]:
+            layout = CF
+    if (layout == "keras" and -1 not in target and len(target) >= 2 and same_order(src)
+            and same_order((None, *target)) and (e.layout(0) == CF or len(src) < 3)):
+        layout = CF
+    x = e.input(0, None if layout == CF else "keras")
     if not x.isidentifier():
         t = e.temp("in")
         e.line(f"{t} = {x}")
         x = t
-    e.output(f"{x}.reshape({x}.shape[0], {', '.join(str(d) for d in target)})")
+    if layout == CF:
+        target = list(cf_shape((None, *target))[1:])
+    e.output(f"{x}.reshape({x}.shape[0], {', '.join(str(d) for d in target)})", layout=layout)
 
 
 @emits("Permute")
@@ -129,10 +144,10 @@ def _emit_repeat(e):
 
 def _spatial_torch_dims(e, n):
     """torch dims of the n spatial axes for the layout the layer will read."""
-    if n == 1:
-        return "keras", [1]
     if e.cfg.get("data_format", "channels_last") == "channels_first":
         return "keras", list(range(2, 2 + n))
+    if n == 1 and e.layout(0) != "cf":
+        return "keras", [1]  # a sequence (batch, steps, features) not coming from a convolution
     return "cf", list(range(2, 2 + n))
 
 
@@ -165,6 +180,8 @@ def _emit_pad(n):
                 flat += [0, 0]
         # F.pad lists pads from the last dim backwards: trailing non-spatial dims need (0, 0) first.
         e.output(f"F.pad({x}, {flat})", layout=layout)
+        e.values[(e.layer.name, e.node, 0)].padded = (e.value(0), tuple(tuple(int(p) for p in lo_hi)
+                                                                         for lo_hi in pairs))
 
     return emit
 
