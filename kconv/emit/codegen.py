@@ -150,13 +150,8 @@ class Emit:
             return self.cls.converted[key]
         if expr == v.expr or ".permute(" not in expr or not v.expr.isidentifier() or reads < 2:
             return expr
-        names = {CF: {3: "ncl", 4: "nchw", 5: "ncdhw"}, KERAS: {3: "nlc", 4: "nhwc", 5: "ndhwc"}}[layout]
-        base = cand = f"{v.expr}_{names.get(len(v.shape), layout)}"
-        n = 1
-        while cand in self.cls.used_vars:
-            cand = f"{base}{n}"
-            n += 1
-        self.cls.used_vars.add(cand)
+        # named after the first reader (``conv_nchw``), so --blocks sees the same code in each block
+        cand = self.temp(_LAYOUT_NAMES[layout].get(len(v.shape), layout))
         self.line(f"{cand} = {expr}")
         self.cls.converted[key] = cand
         return cand
@@ -485,7 +480,7 @@ class Generator:
         lines += _layout(cls.init, "        ")
         lines.append("")
         lines.append(f"    def forward(self, {', '.join(cls.args)}):")
-        lines += _layout(_inline_single_use(_drop_unused(cls.forward), set(cls.converted.values())), "        ")
+        lines += _layout(_inline_single_use(_drop_unused(cls.forward)), "        ")
         return "\n".join(lines)
 
     def _class(self, model: Model, name: str, top: bool = True, prefix: str = "", keras_prefix: str = "",
@@ -782,19 +777,22 @@ def _dead_lines(lines: list[str]) -> set[int]:
         dead.add(found)
 
 
-def _inline_single_use(lines: list[str], names: set) -> list[str]:
-    """Put a permuted copy (Emit.input) that only one statement reads back into that statement."""
-    text = "\n".join(lines)
+_LAYOUT_NAMES = {CF: {3: "ncl", 4: "nchw", 5: "ncdhw"}, KERAS: {3: "nlc", 4: "nhwc", 5: "ndhwc"}}
+_PERMUTED = re.compile(r"(\w+_(?:ncl|nchw|ncdhw|nlc|nhwc|ndhwc)\d*) = (\w+\.permute\([\d, ]+\))$")
+
+
+def _inline_single_use(lines: list[str]) -> list[str]:
+    """Put a permuted view (Emit.input) that only one statement reads back into that statement."""
     out = list(lines)
-    for name in names:
-        if len(re.findall(rf"\b{name}\b", text)) != 2:
+    for line in lines:
+        m = _PERMUTED.match(line)
+        if m is None:
             continue
-        i = next((i for i, line in enumerate(out) if line.startswith(f"{name} = ")), None)
-        if i is None:
+        name, expr = m.groups()
+        if len(re.findall(rf"\b{name}\b", "\n".join(out))) != 2:
             continue
-        expr = out.pop(i)[len(name) + 3:]
-        out = [re.sub(rf"\b{name}\b", lambda _: expr, line) for line in out]
-        text = "\n".join(out)
+        out.remove(line)
+        out = [re.sub(rf"\b{name}\b", lambda _: expr, ln) for ln in out]
     return out
 
 
