@@ -792,7 +792,7 @@ def _inline_single_use(lines: list[str]) -> list[str]:
         if len(re.findall(rf"\b{name}\b", "\n".join(out))) != 2:
             continue
         out.remove(line)
-        out = [re.sub(rf"\b{name}\b", lambda _: expr, ln) for ln in out]
+        out = [re.sub(rf"\b{name}\b", expr, ln) for ln in out]
     return out
 
 
