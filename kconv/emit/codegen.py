@@ -14,6 +14,7 @@ from .. import codecopy, extend, specs
 from ..errors import ConfigError, UnsupportedError
 from ..ir import Call, Layer, Model, TensorRef
 from ..naming import identifier, module_names
+from ..specs._shapes import cf_shape, same_order
 from . import activations, pyformat
 
 KERAS, CF = "keras", "cf"
@@ -25,20 +26,6 @@ def to_cf_perm(rank: int) -> tuple:
 
 def to_keras_perm(rank: int) -> tuple:
     return (0, *range(2, rank), 1)
-
-
-def same_order(shape) -> bool:
-    """Whether a tensor of Keras ``shape`` holds its elements in the same order in both layouts: one
-    channel, or every spatial size 1 (``(batch, 1, 1, C)`` and ``(batch, C, 1, 1)``); then a reshape,
-    not a permute, moves it between them."""
-    if shape is None or len(shape) < 3:
-        return True
-    return shape[-1] == 1 or all(d == 1 for d in shape[1:-1])
-
-
-def cf_shape(shape) -> tuple:
-    """A Keras (channels-last) shape in cf order."""
-    return (shape[0], shape[-1], *shape[1:-1])
 
 
 def literal_tuple(dims) -> str:
@@ -92,6 +79,7 @@ class Emit:
       ``n_inputs``, ``attr`` (the submodule name);
     - inputs: ``input(i, layout)`` / ``kw_input(name, layout)`` (expressions), ``value(ref)`` (a
       tensor's :class:`Value`: expression, layout, shape, mask) and ``as_layout(value, layout)``,
+      ``reads(i)`` (how many calls read input ``i``),
       ``layout(i)``, ``channels_last()``, ``conv_layout()``, ``torch_dim(axis, i, layout)``;
       masks: ``mask(i)``, ``has_mask()``, ``set_mask(index, mask)``;
     - the constructor: ``module(expr)`` (the layer's submodule), ``parameter(name, init)`` (a bare
@@ -124,10 +112,6 @@ class Emit:
         """The tensor ``ref`` (an input or tensor keyword of the call) as the generator holds it."""
         return self._v(ref)
 
-    def as_layout(self, v: Value, layout: str | None = KERAS) -> str:
-        """The expression of ``v`` in ``layout`` (permuted where needed)."""
-        return self.gen.convert_layout(v, layout)
-
     def layout(self, i: int = 0) -> str:
         return self._v(self.call.inputs[i]).layout
 
@@ -135,15 +119,16 @@ class Emit:
         """Input ``i`` as an expression in ``layout`` (None: as it is). A tensor that several calls
         read is permuted once, into a variable (``input_layer_nchw``), not once per reader."""
         ref = self.call.inputs[i]
-        return self.convert(self._v(ref), layout, self.reads(i))
+        return self.as_layout(self._v(ref), layout, self.reads(i))
 
     def reads(self, i: int = 0) -> int:
         """How many calls of this model read input ``i`` of this call."""
         ref = self.call.inputs[i]
         return self.cls.reads.get((ref.layer, ref.node, ref.index), 0)
 
-    def convert(self, v: Value, layout: str | None, reads: int = 1) -> str:
-        """``v`` as an expression in ``layout``; permuted into a variable when ``reads`` > 1."""
+    def as_layout(self, v: Value, layout: str | None = KERAS, reads: int = 1) -> str:
+        """The expression of ``v`` in ``layout`` (permuted where needed); a tensor ``reads`` > 1 calls
+        read is permuted once, into a variable the later readers share."""
         expr = self.gen.convert_layout(v, layout)
         key = (v.expr, layout)
         if key in self.cls.converted:
@@ -299,18 +284,21 @@ class Emit:
         self.cls.used_vars.add(cand)
         return cand
 
-    def output(self, expr: str, layout: str = KERAS, index: int = 0, activation: bool = False, mask=_UNSET):
+    def output(self, expr: str, layout: str = KERAS, index: int = 0, activation: bool = False, mask=_UNSET,
+               padded=None):
         """Bind output ``index`` to ``expr`` (applying the layer's ``activation`` when asked).
 
         ``mask``: the output's Keras mask expression (None: none); left out, Keras's default
-        propagation of the layer's declaration applies (LayerSpec.output_mask)."""
+        propagation of the layer's declaration applies (LayerSpec.output_mask). ``padded``: (the input
+        :class:`Value`, ((before, after) per spatial axis)) when the output is that input zero-padded:
+        a 'valid' convolution reading only it pads by itself instead (kconv.specs.conv)."""
         shape = self.out_shapes[index] if index < len(self.out_shapes) else None
         if activation:
             expr = self.activation(expr, layout, shape)
         name = self.var(index)
         if expr != name:
             self.line(f"{name} = {expr}")
-        self.values[(self.layer.name, self.node, index)] = Value(name, layout, shape)
+        self.values[(self.layer.name, self.node, index)] = Value(name, layout, shape, padded=padded)
         if mask is not _UNSET:
             self.set_mask(index, mask)
         self._trace(index)

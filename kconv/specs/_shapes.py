@@ -95,3 +95,17 @@ def last_dim(cfg, shape):
 
 def units(cfg, shape=None):
     return int_value(cfg["units"])
+
+
+def same_order(shape) -> bool:
+    """Whether a tensor of Keras ``shape`` holds its elements in the same order in both layouts: one
+    channel, or every spatial size 1 (``(batch, 1, 1, C)`` and ``(batch, C, 1, 1)``); then a reshape,
+    not a permute, moves it between them."""
+    if shape is None or len(shape) < 3:
+        return True
+    return shape[-1] == 1 or all(d == 1 for d in shape[1:-1])
+
+
+def cf_shape(shape) -> tuple:
+    """A Keras (channels-last) shape in cf order."""
+    return (shape[0], shape[-1], *shape[1:-1])

@@ -273,13 +273,13 @@ def _folded_zero_padding(e, n):
     """(input, padding) when the input is a ZeroPadding's output padding each side equally and this
     convolution pads nothing itself ('valid'): the convolution pads instead, with no padded copy
     (ResNet's 7x7 stem, ResNetV2's strided 3x3). Unequal sides stay an F.pad."""
-    v = e.value(0)
+    v = e.value(e.call.inputs[0])
     if e.cfg.get("padding", "valid") != "valid" or v.padded is None or e.reads(0) != 1:
         return None  # (a padded tensor other layers read too is made anyway)
     src, pairs = v.padded
     if len(pairs) != n or any(lo != hi for lo, hi in pairs):
         return None
-    return e.convert(src, e.conv_layout()), tuple(lo for lo, _ in pairs)
+    return e.as_layout(src, e.conv_layout()), tuple(lo for lo, _ in pairs)
 
 
 def spatial_dims(e):

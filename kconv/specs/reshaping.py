@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import Choice, declare
-from ._shapes import assemble, prod, spatial, tup
+from ._shapes import assemble, cf_shape, prod, same_order, spatial, tup
 
 NO_PARAMS = "reshapes data, no parameters"
 
@@ -104,29 +104,27 @@ def _emit_flatten(e):
 
 @emits("Reshape")
 def _emit_reshape(e):
-    from ..emit.codegen import CF, cf_shape, same_order
-
     target = [int(v) for v in e.cfg["target_shape"]]
     src, out = e.in_shapes[0], e.out_shapes[0] if e.out_shapes else None
     if -1 in target and out is not None and len(out) == len(target) + 1 and None not in out[1:]:
         target = [int(d) for d in out[1:]]  # the size Keras inferred: an empty batch reshapes too
     # Layout-neutral reshapes stay channels-first ("cf"): one that keeps the channel axis (only the
     # spatial axes change, each channel's positions keep their row-major order), and one whose input
-    # and output hold their elements in the same order in both layouts (codegen.same_order, e.g.
+    # and output hold their elements in the same order in both layouts (_shapes.same_order, e.g.
     # squeeze-excitation's (batch, C) -> (batch, 1, 1, C)).
     layout = "keras"
-    if -1 not in target and len(target) >= 2 and e.layout(0) == CF:
+    if -1 not in target and len(target) >= 2 and e.layout(0) == "cf":
         if src is not None and len(src) >= 3 and src[-1] is not None and src[-1] == target[-1]:
-            layout = CF
+            layout = "cf"
     if (layout == "keras" and -1 not in target and len(target) >= 2 and same_order(src)
-            and same_order((None, *target)) and (e.layout(0) == CF or len(src) < 3)):
-        layout = CF
-    x = e.input(0, None if layout == CF else "keras")
+            and same_order((None, *target)) and (e.layout(0) == "cf" or len(src) < 3)):
+        layout = "cf"
+    x = e.input(0, None if layout == "cf" else "keras")
     if not x.isidentifier():
         t = e.temp("in")
         e.line(f"{t} = {x}")
         x = t
-    if layout == CF:
+    if layout == "cf":
         target = list(cf_shape((None, *target))[1:])
     e.output(f"{x}.reshape({x}.shape[0], {', '.join(str(d) for d in target)})", layout=layout)
 
@@ -179,9 +177,8 @@ def _emit_pad(n):
             elif d > min(dims):
                 flat += [0, 0]
         # F.pad lists pads from the last dim backwards: trailing non-spatial dims need (0, 0) first.
-        e.output(f"F.pad({x}, {flat})", layout=layout)
-        e.values[(e.layer.name, e.node, 0)].padded = (e.value(0), tuple(tuple(int(p) for p in lo_hi)
-                                                                         for lo_hi in pairs))
+        e.output(f"F.pad({x}, {flat})", layout=layout,
+                 padded=(e.value(e.call.inputs[0]), tuple((int(lo), int(hi)) for lo, hi in pairs)))
 
     return emit
 
