@@ -309,9 +309,13 @@ def _names_attr(obj, key, ctx: Context) -> list[str]:
 
 def _listed_weights(g, names, label: str, ctx) -> list:
     """[(name, dataset)] of the weights a legacy layer group lists; a listed but absent one is a problem."""
-    stored = []
+    stored, groups = [], {"": g}
     for n in names:
-        ds = h5safe.child(g, n, missing_ok=True)
+        # each member group opened once for its weights (a kernel and a bias share conv1/conv1)
+        parent, _, leaf = str(n).rpartition("/")
+        if parent not in groups:
+            groups[parent] = h5safe.child(g, parent, missing_ok=True)
+        ds = h5safe.child(groups[parent], leaf, missing_ok=True) if groups[parent] is not None else None
         if ds is None:
             ctx.problems.append(f"layer {label!r}: weight {n!r} listed but missing")
             continue
