@@ -746,7 +746,8 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn) -> str:
                      f"{f['keras_load']:.2f} s |")
     lines += ["", "## Layout operations in the converted forward", ""]
     if "table" in permutes:
-        lines += [f"From `{permutes['cmd']}` (its own input sizes; counts, not times):", "", permutes["table"]]
+        lines += [f"From `{permutes['cmd']}` (its own input sizes; counts, not times). Why the counts are what "
+                  "they are, and what was measured when they changed: [layout.md](layout.md).", "", permutes["table"]]
     else:
         lines.append(permutes["status"] + ".")
     lines += ["", "## Recurrent model inference on CPU", "",
