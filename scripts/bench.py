@@ -461,6 +461,10 @@ def worker_infer(job: dict) -> dict:
             so = ort.SessionOptions()
             so.intra_op_num_threads, so.inter_op_num_threads = n, 1
             so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            # onnxruntime's intra-op threads spin after each run and take a core from the runtime called
+            # next (measured at 2 threads, ResNet50 batch 1: torch 120 ms after torch, 175 ms right after
+            # onnxruntime; 131 ms with spinning off).
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             sess = ort.InferenceSession(m["onnx"], so, providers=["CPUExecutionProvider"])
         for batch in job["batches"]:
             x = _inputs(m["input_shape"], batch)
@@ -665,7 +669,7 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn) -> str:
               "",
               "Each thread count runs in its own process, and in it every runtime gets that many threads: "
               "`tf.config.threading` intra-op = N, `torch.set_num_threads(N)`, onnxruntime "
-              "`intra_op_num_threads=N`; inter-op pools 1 (onnxruntime sequential). "
+              "`intra_op_num_threads=N` with spinning off; inter-op pools 1 (onnxruntime sequential). "
               f"After warm-up calls, {rounds} rounds in which each runtime is called once, in column order; "
               "the cell is the median over the rounds. `(a× Keras, b× ORT)`: Keras's (onnxruntime's) median "
               "divided by this one, so above 1 is faster than Keras (onnxruntime), below 1 slower.", "",
