@@ -29,7 +29,7 @@ def _row(model, batch, threads, **medians):
             "runtimes": runtimes}
 
 
-def _render(bench, cpu_rows, accel=None):
+def _render(bench, cpu_rows, accel=None, alloc=None):
     machine = {"cpu": "Test CPU", "logical": 2, "physical": 2, "mem": "24 GiB", "os": "Linux", "python": "3.11",
                "versions": dict.fromkeys(bench.VERSIONS, "1.0"), "commit": "abc", "load_start": "0.00 0 0",
                "load_end": "0 0 0", "date": "today", "wall": 60.0}
@@ -40,31 +40,35 @@ def _render(bench, cpu_rows, accel=None):
     fresh = [{"name": "ResNet50", "mb": 103.0, "weights_mb": 102.0, "inspect": 0.3, "keras_summary": 6.0,
               "convert_wall": 2.5, "convert_call": 1.0, "rss": 400.0, "tree_rss": 650.0, "keras_load": 4.0, "reps": [5, 3, 2]}]
     rnn = {"rows": [], "steps": 200, "vocab": 5000, "dim": 64, "units": 64, "threads": 1}
-    return bench.render(machine, Args, 15, [{"rows": cpu_rows}], accel, fresh, {"status": "not run"}, rnn)
+    return bench.render(machine, Args, 15, [{"rows": cpu_rows}], accel, fresh, {"status": "not run"}, rnn, alloc)
 
 
 def test_cells_ratios_and_targets():
     bench = _bench()
     rows = [_row("MobileNetV2", 1, 1, keras=0.030, onnxruntime=0.012, kconv=0.024, kconv_opt=0.015,
-                 kconv_compile=0.010),
+                 kconv_freeze=0.020, kconv_compile=0.010),
             _row("MobileNetV2", 8, 1, keras=0.270, onnxruntime="not installed (onnxruntime)", kconv=0.300,
-                 kconv_opt=0.300, kconv_compile="failed: RuntimeError: x")]
+                 kconv_opt=0.300, kconv_freeze=0.280, kconv_compile="failed: RuntimeError: x")]
     text = _render(bench, rows)
     lines = text.splitlines()
     head = next(ln for ln in lines if ln.startswith("| model | batch | threads | Keras"))
     assert [c.strip() for c in head.strip("|").split("|")] == [
         "model", "batch", "threads", "Keras/TF `predict_on_batch`", "onnxruntime (tf2onnx)",
-        "kconv default (eager)", "kconv optimized", "kconv + torch.compile"]
+        "kconv default (eager)", "kconv optimized", "kconv + jit.freeze", "kconv + torch.compile"]
     # Ratios are reference median / this median: above 1 = faster than the reference.
     assert ("| MobileNetV2 | 1 | 1 | 30.0 ms (0.40× ORT) | 12.0 ms (2.50× Keras) | 24.0 ms (1.25× Keras, 0.50× ORT)"
-            " | 15.0 ms (2.00× Keras, 0.80× ORT) | 10.0 ms (3.00× Keras, 1.20× ORT) |") in lines
+            " | 15.0 ms (2.00× Keras, 0.80× ORT) | 20.0 ms (1.50× Keras, 0.60× ORT) | 10.0 ms (3.00× Keras, 1.20× ORT) |"
+            ) in lines
     # A runtime that is missing or failed keeps its column and says why.
     assert ("| MobileNetV2 | 8 | 1 | 270.0 ms | not installed (onnxruntime) | 300.0 ms (0.90× Keras) | "
-            "300.0 ms (0.90× Keras) | failed: RuntimeError: x |") in lines
+            "300.0 ms (0.90× Keras) | 280.0 ms (0.96× Keras) | failed: RuntimeError: x |") in lines
     # Differences are relative to the largest Keras output (2.0 here).
-    assert "| MobileNetV2 | 1 | 1 | 2 | 5.0e-08 | 5.0e-08 | 5.0e-08 | 5.0e-08 |" in lines
+    assert "| MobileNetV2 | 1 | 1 | 2 | 5.0e-08 | 5.0e-08 | 5.0e-08 | 5.0e-08 | 5.0e-08 |" in lines
     # Issue #15's targets: optimized at or faster than Keras, within 1.5x of onnxruntime, default >= Keras at b1.
     assert "- missed: optimized slower than Keras at MobileNetV2 batch 8, 1 thread(s) (300.0 ms vs 270.0 ms)" in lines
+    # ... and the fastest optimized variant of each cell is checked too (here jit.freeze, the compile failed)
+    assert ("- missed: fastest optimized variant (kconv + jit.freeze) slower than Keras at MobileNetV2 batch 8, "
+            "1 thread(s) (280.0 ms vs 270.0 ms)") in lines
     assert not any("1.5× onnxruntime's latency" in ln for ln in lines)  # 15 ms vs 12 ms is 1.25x
     assert "Not measured: no CUDA device" in text
 
@@ -80,6 +84,24 @@ def test_targets_met_and_unmeasured():
                                 kconv_compile=0.09)])
     assert "- missed: optimized more than 1.5× onnxruntime's latency at ResNet50 batch 1, 2 thread(s) (2.00×)" in text
     assert "- missed: default slower than Keras at ResNet50 batch 1, 2 thread(s) (200.0 ms vs 160.0 ms)" in text
+    assert ("- missed: fastest optimized variant (kconv + torch.compile) more than 1.5× onnxruntime's latency at "
+            "ResNet50 batch 1, 2 thread(s) (1.80×)") in text
+
+
+def test_malloc_section():
+    """Medians over the alternating processes, per output, with page faults and the speed-up."""
+    def run(kconv, opt, faults):
+        return {"rows": [{"model": "MobileNetV2", "batch": 1, "runtimes": {
+            "kconv": {"median": kconv, "faults": faults}, "kconv_opt": {"median": opt, "faults": faults}}}]}
+
+    alloc = {"default": [run(0.080, 0.050, 9000), run(0.100, 0.040, 7000), run(0.060, 0.045, 8000)],
+             "tuned": [run(0.030, 0.020, 3), run(0.031, 0.022, 1), run(0.029, 0.021, 2)]}
+    text = _render(_bench(), [_row("MobileNetV2", 1, 1, keras=0.1, onnxruntime=0.1, kconv=0.1, kconv_opt=0.1)],
+                   alloc=alloc)
+    section = text.split("### malloc settings")[1].split("\n## ")[0]
+    assert "3 process(es) of each, alternating" in section
+    assert "| MobileNetV2 | 1 | default | 80.0 ms, 8000 faults | 30.0 ms, 2 faults | 2.67× |" in section
+    assert "| MobileNetV2 | 1 | optimized | 45.0 ms, 8000 faults | 21.0 ms, 2 faults | 2.14× |" in section
 
 
 def test_conversion_row_counts_the_helper_process():
@@ -130,7 +152,7 @@ def check_quick_output(text: str):
     diffs = [ln for ln in cpu if ln.startswith("| cnn | 1 | 1 | ") and " ms" not in ln]
     assert len(times) == 1 and len(diffs) == 1, cpu
     cells = [c.strip() for c in times[0].strip("|").split("|")]
-    assert len(cells) == 8, cells
+    assert len(cells) == 9, cells
     try:
         import onnxruntime  # noqa: F401
 
@@ -140,9 +162,12 @@ def check_quick_output(text: str):
     except ImportError:
         assert cells[3].endswith(" ms"), cells
         assert cells[4] == "not installed (onnxruntime)"
-    assert "× Keras" in cells[5] and "× Keras" in cells[7], cells
+    assert all("× Keras" in cells[i] for i in (5, 6, 7, 8)), cells  # default, optimized, jit.freeze, compile
     d = [c.strip() for c in diffs[0].strip("|").split("|")]
-    assert len(d) == 8 and float(d[5]) < 1e-5 and float(d[7]) < 1e-5, d  # kconv default, compiled: relative
+    assert len(d) == 9 and all(float(d[i]) < 1e-5 for i in (5, 6, 7, 8)), d  # relative to Keras's scale
+    malloc = text.split("### malloc settings")[1].split("\n## ")[0]
+    assert re.search(r"^\| cnn \| 1 \| default \| [\d.]+ ms, \d+ faults \| [\d.]+ ms, \d+ faults \| [\d.]+× \|$",
+                     malloc, re.M), malloc
     accel = text.split("## Inference on an accelerator")[1].split("\n## ")[0].splitlines()
     rows = [ln for ln in accel if ln.startswith("| cnn | 1 | ")]
     assert len(rows) == 2 and "× Keras)" in rows[0], accel  # times (vs Keras on JAX), then differences
