@@ -30,7 +30,6 @@ because the user named them; a model file's own code never runs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -41,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from . import codecopy, specs
+from . import specs
 from .errors import KconvError
 from .specs import LayerSpec, WeightDecl
 from .transforms import IDENTITY, Chain, Flip, Permute, Reshape, Transform
@@ -177,6 +176,8 @@ def _sources(ext: Custom, what: str) -> dict:
     """{name: source} of the implementation and its needs, checked to use nothing else but torch,
     F, nn, builtins and each other (model.py imports only torch): kconv.codecopy, as for kconv's
     own runtime classes."""
+    from . import codecopy  # here: most commands declare no extension (kconv inspect's start-up)
+
     try:
         defs = {}
         for obj in (*ext.needs, ext.impl):
@@ -342,6 +343,8 @@ def _load_one(name: str):
         if name.endswith(".py") or path.is_file():
             if not path.is_file():
                 raise ExtensionError(f"extension {name}: no such file")
+            import hashlib
+
             modname = "kconv_extension_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
             spec = importlib.util.spec_from_file_location(modname, path)
             mod = importlib.util.module_from_spec(spec)

@@ -25,12 +25,21 @@ def task(description: str, total: int | None = None):
 
 
 class RichReporter:
-    """rich progress bars on stderr, removed when each step ends (transient)."""
+    """rich progress bars on stderr, removed when each step ends (transient). rich is imported at the
+    first step: a command with none (``kconv inspect``) does not pay for it (about 50 ms)."""
 
     def __init__(self, file=None):
-        from rich.console import Console
+        self.file = file
+        self._console = None
 
-        self.console = Console(file=file or sys.stderr, force_terminal=os.environ.get("KCONV_PROGRESS") == "1")
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.file or sys.stderr,
+                                    force_terminal=os.environ.get("KCONV_PROGRESS") == "1")
+        return self._console
 
     @contextlib.contextmanager
     def task(self, description: str, total: int | None):

@@ -8,6 +8,7 @@ import click
 from .. import inspect as _report
 from ..load import load
 from . import main
+from .. import cli as _cli
 from .extensions import extension_option
 
 
@@ -183,3 +184,4 @@ def inspect_cmd(model, as_json, config, by_name, backend_of_writer, no_torch, br
         click.echo(render_summary(rep))
     else:
         click.echo(render(rep, torch_side=not no_torch, meanings=not brief))
+    _cli.nothing_at_exit = True  # the model file is only read: nothing to close or wait for

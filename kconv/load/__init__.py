@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -23,10 +22,18 @@ MAX_METADATA_BYTES = 1 << 20
 
 # What a damaged file can make the standard library, h5py or the config walk raise. Anything in
 # here while loading is reported as "damaged or unexpected content", exit code 2 (with --traceback
-# the original exception is shown).
+# the original exception is shown). zipfile.BadZipFile too: see _damage().
 DAMAGE = (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError, LookupError, RecursionError,
-          OverflowError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error,
-          json.JSONDecodeError, UnicodeError, MemoryError)
+          OverflowError, EOFError, RuntimeError, NotImplementedError, zlib.error, json.JSONDecodeError,
+          UnicodeError, MemoryError)
+
+
+def _damage() -> tuple:
+    """DAMAGE and zipfile.BadZipFile (zipfile, with shutil, bz2, lzma..., is imported for .keras
+    files only; an ``except`` clause evaluates this only when an exception reaches it)."""
+    import zipfile
+
+    return (*DAMAGE, zipfile.BadZipFile)
 
 
 def sniff(path: Path) -> str:
@@ -96,7 +103,7 @@ def load(path, config: str | os.PathLike | None = None, limits: Limits | None = 
         raise
     except KconvError as e:
         raise ModelFileError(path, str(e)) from e
-    except DAMAGE as e:
+    except _damage() as e:
         raise ModelFileError(path, f"damaged or unexpected content ({type(e).__name__}: {_short(e)})") from e
     return model
 
@@ -224,6 +231,8 @@ def _attr(f, g, key):
 
 
 def _load_keras(path: Path, ctx: Context) -> Model:
+    import zipfile
+
     import h5py
 
     limits = ctx.limits

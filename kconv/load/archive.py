@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import io
 import stat
-import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ModelFileError
 from . import h5safe
 from .limits import Limits
+
+if TYPE_CHECKING:
+    import zipfile
 
 ZIP_SIGNATURE = b"PK\x03\x04"
 
@@ -119,6 +122,8 @@ def check_archive(path: Path, zf: zipfile.ZipFile, limits: Limits) -> dict:
 
 
 def check_member(path: Path, info: zipfile.ZipInfo, limits: Limits, max_bytes: int, what: str):
+    import zipfile  # here: zipfile (shutil, bz2, lzma...) is for .keras files only
+
     if info.flag_bits & 0x1:
         raise ModelFileError(path, f"{info.filename} is encrypted")
     if info.file_size > max_bytes:

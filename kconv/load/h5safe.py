@@ -30,41 +30,78 @@ def child(group, path: str, *, missing_ok: bool = False):
     """``group[path]`` following hard links only; ``None`` if absent and ``missing_ok``."""
     import h5py
 
-    obj = group
     parts = str(path).split("/")
-    if not path or any(p in ("", ".") for p in parts):
+    if not path or "" in parts or "." in parts:
         if missing_ok:
             return None
         raise ModelFileError(_where(group), f"{group.name}: invalid member name {path!r}")
-    for part in parts:
-        if not isinstance(obj, h5py.Group):
+    # h5py's low-level calls, one link look-up and one open a step: Group.get(getlink=True) and
+    # Group[...] cost several times more, and inspect reaches every weight this way (ResNet50: 600
+    # steps). Only the object reached is wrapped as an h5py Group or Dataset.
+    oid = group.id
+    for i, part in enumerate(parts):
+        if not isinstance(oid, h5py.h5g.GroupID):
             if missing_ok:
                 return None
-            raise ModelFileError(_where(group), f"{obj.name}: is a dataset, expected a group (looking for {path!r})")
-        # h5py's low-level calls: Group.get(getlink=True) and Group[...] cost several times more, and
-        # inspect reaches every weight this way (ResNet50: 500 steps)
+            where = group.name.rstrip("/") + "/" + "/".join(parts[:i]) if i else group.name
+            raise ModelFileError(_where(group), f"{where}: is a dataset, expected a group (looking for {path!r})")
         name = part.encode("utf8")
-        links = obj.id.links
-        if not links.exists(name):
+        try:
+            info = oid.links.get_info(name)
+        except RuntimeError:  # h5py's error for a missing name, and for some damage
+            if oid.links.exists(name):
+                raise
+            info = None
+        if info is None:
             if missing_ok:
                 return None
             raise ModelFileError(_where(group), f"{group.name}: {path!r} is missing")
-        if links.get_info(name).type != h5py.h5l.TYPE_HARD:
-            link = obj.get(part, getlink=True)
-            here = obj.name.rstrip("/") + "/" + part
+        if info.type != h5py.h5l.TYPE_HARD:
+            parent = h5py.Group(oid)
+            link = parent.get(part, getlink=True)
+            here = parent.name.rstrip("/") + "/" + part
             if isinstance(link, h5py.ExternalLink):
                 raise ModelFileError(_where(group), f"{here}: an external link to "
                                                     f"{link.filename!r}, refused (kconv never opens other files)")
             raise ModelFileError(_where(group), f"{here}: a {type(link).__name__}, refused "
                                                 "(Keras files hold hard links only)")
-        oid = h5py.h5o.open(obj.id, name)
-        if isinstance(oid, h5py.h5g.GroupID):
-            obj = h5py.Group(oid)
-        elif isinstance(oid, h5py.h5d.DatasetID):
-            obj = h5py.Dataset(oid, readonly=True)  # kconv opens files read-only
-        else:
-            obj = obj[part]
-    return obj
+        oid = h5py.h5o.open(oid, name)
+    if isinstance(oid, h5py.h5g.GroupID):
+        return h5py.Group(oid)
+    if isinstance(oid, h5py.h5d.DatasetID):
+        return h5py.Dataset(oid, readonly=True)  # kconv opens files read-only
+    return h5py.Datatype(oid)  # a named datatype (refused by its readers)
+
+
+_STRING_MEMORY_TYPES: dict = {}  # string_info -> h5py's memory type for it (built once: 50 us a time)
+
+
+def string_list_attr(obj, key: str, default=()):
+    """The attribute ``key`` of ``obj`` as h5py's ``obj.attrs.get(key, default)`` reads it, faster for
+    a string array (legacy HDF5's layer_names and weight_names, one per layer: h5py's attribute
+    manager builds the memory type again at each read, the larger part of its cost)."""
+    import h5py
+    import numpy as np
+
+    oid = obj.id
+    name = key.encode("utf8")
+    if not h5py.h5a.exists(oid, name):
+        return default
+    attr = h5py.h5a.open(oid, name)
+    dt = attr.dtype
+    shape = attr.shape
+    info = h5py.check_string_dtype(dt)
+    if info is None or dt.subdtype is not None or shape is None:
+        return obj.attrs.get(key, default)  # anything else as h5py reads it
+    mtype = _STRING_MEMORY_TYPES.get(info)
+    if mtype is None:
+        mtype = _STRING_MEMORY_TYPES[info] = h5py.h5t.py_create(dt)
+    # as h5py's AttributeManager.__getitem__, with the memory type reused
+    arr = np.zeros(shape, dtype=dt, order="C")
+    attr.read(arr, mtype=mtype)
+    if info.length is None:
+        arr = np.array([b.decode("utf-8", "surrogateescape") for b in arr.flat], dtype=dt).reshape(arr.shape)
+    return arr[()] if arr.ndim == 0 else arr
 
 
 def has(group, name: str) -> bool:

@@ -14,7 +14,7 @@ import warnings
 from .. import specs
 from ..errors import KconvError, ModelFileError, NonFiniteWeightWarning, WeightMismatchError
 from ..ir import Layer, Model, Weight
-from . import cudnn, h5safe, keras1
+from . import h5safe, keras1
 from .limits import DEFAULT, Limits
 
 
@@ -178,7 +178,12 @@ def _weight(name, ds, decl, cfg, trainable_layer, ctx) -> Weight:
 
 def _converted_rnn(layer: Layer, stored, ctx: Context):
     """CuDNN-layout RNN weights under an LSTM/GRU architecture (or the reverse): as Keras 2 loads them."""
-    if layer.class_name not in cudnn.N_GATES and layer.class_name != "Bidirectional":
+    cls = layer.class_name
+    if cls != "Bidirectional" and "LSTM" not in cls and "GRU" not in cls:  # before importing kconv.load.cudnn
+        return stored
+    from . import cudnn
+
+    if cls not in cudnn.N_GATES and cls != "Bidirectional":
         return stored
     for n, ds in stored:
         h5safe.check_dataset(ds, ctx.limits, n)
@@ -298,7 +303,7 @@ def attach_keras3(model: Model, group, ctx: Context, trainable_scope: bool = Tru
 def _names_attr(obj, key, ctx: Context) -> list[str]:
     import numpy as np
 
-    value = obj.attrs.get(key, [])
+    value = h5safe.string_list_attr(obj, key, [])
     arr = np.asarray(value)
     if arr.ndim == 0:
         arr = arr.reshape(1)

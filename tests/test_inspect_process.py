@@ -1,0 +1,86 @@
+"""`kconv inspect` as a process (issue 15: its start-up and exit are part of its speed) says what the
+in-process command says, and h5safe's fast attribute reads give what h5py's attribute manager gives."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import FIXTURES
+from kconv.cli import main
+from kconv.load import h5safe
+
+MODELS = sorted(p for p in [*FIXTURES.glob("*.h5"), *FIXTURES.glob("*.keras"), *(FIXTURES / "legacy").glob("*.h5")]
+                if "weights" not in p.name)
+
+
+def test_there_are_models():
+    assert len(MODELS) > 10
+
+
+@pytest.mark.parametrize("args", [[], ["--json"], ["--summary"]], ids=["text", "json", "summary"])
+@pytest.mark.parametrize("model", MODELS[:: max(1, len(MODELS) // 6)], ids=lambda p: p.name)
+def test_process_prints_what_main_prints(model, args):
+    """`python -m kconv inspect` ends without the interpreter's teardown (kconv.cli.entry): all of the
+    output is still written, and the exit status is the command's."""
+    inproc = CliRunner().invoke(main, ["inspect", str(model), *args])
+    proc = subprocess.run([sys.executable, "-m", "kconv", "inspect", str(model), *args], capture_output=True,
+                          text=True, timeout=120)
+    assert (proc.returncode, proc.stdout) == (inproc.exit_code, inproc.stdout), proc.stderr[-2000:]
+    assert proc.stdout.endswith("\n") and len(proc.stdout) > 500
+
+
+def test_failing_process_keeps_its_exit_status(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    proc = subprocess.run([sys.executable, "-m", "kconv", "inspect", str(bad)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("kconv: error:"), proc.stderr
+
+
+@pytest.fixture
+def attrs_file(tmp_path):
+    f = h5py.File(tmp_path / "a.h5", "w")
+    a = f.attrs
+    a["vlen"] = np.array(["conv/kernel:0", "conv/bias:0", "é/ü"], dtype=h5py.string_dtype("utf-8"))
+    a["vlen_ascii"] = np.array([b"a", b"bc"], dtype=h5py.string_dtype("ascii"))
+    a["fixed"] = np.array([b"dense", b"dense_1"])
+    a["fixed_utf8"] = np.array(["x".encode(), "é".encode()], dtype=h5py.string_dtype("utf-8", 2))
+    a["scalar_fixed"] = np.bytes_(b"one")
+    a["scalar_vlen"] = "one"
+    a["empty"] = np.array([], dtype=h5py.string_dtype("utf-8"))
+    a["numbers"] = np.arange(3)
+    a["matrix"] = np.array([[b"a", b"b"], [b"c", b"d"]])
+    a["null"] = h5py.Empty("S5")
+    yield f
+    f.close()
+
+
+@pytest.mark.parametrize("key", ["vlen", "vlen_ascii", "fixed", "fixed_utf8", "scalar_fixed", "scalar_vlen", "empty",
+                                 "numbers", "matrix", "null", "absent"])
+def test_string_list_attr_reads_as_h5py(attrs_file, key):
+    fast = h5safe.string_list_attr(attrs_file, key, [])
+    slow = attrs_file.attrs.get(key, [])
+    assert type(fast) is type(slow)
+    if isinstance(slow, np.ndarray):
+        assert fast.dtype == slow.dtype and fast.shape == slow.shape and fast.tolist() == slow.tolist()
+        assert [type(x) for x in fast.flat] == [type(x) for x in slow.flat]
+    elif isinstance(slow, h5py.Empty):
+        assert fast.dtype == slow.dtype
+    else:
+        assert fast == slow
+
+
+def test_child_refuses_a_dataset_on_the_way(attrs_file):
+    attrs_file.create_dataset("g/d", data=np.zeros(2))
+    assert isinstance(h5safe.child(attrs_file, "g/d"), h5py.Dataset)
+    assert h5safe.child(attrs_file, "g/d/x", missing_ok=True) is None
+    assert h5safe.child(attrs_file, "g/nope", missing_ok=True) is None
+    with pytest.raises(Exception, match="/g/d: is a dataset, expected a group"):
+        h5safe.child(attrs_file, "g/d/x")
+    with pytest.raises(Exception, match="'g/nope' is missing"):
+        h5safe.child(attrs_file, "g/nope")
