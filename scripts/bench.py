@@ -474,8 +474,11 @@ def worker_infer(job: dict) -> dict:
         net = kconv.load_converted(m["kconv"]).eval()
         opt = kconv.load_converted(m["kconv_opt"]).eval() if m.get("kconv_opt") else None
         # freezing: inductor's inference mode (weights become constants, convolutions prepacked for
-        # oneDNN, BatchNorm and pointwise ops fused into them), as README *Serving recipes* compiles
-        compiled = torch.compile(opt if opt is not None else net, dynamic=False, options={"freezing": True})
+        # oneDNN with the pointwise ops after them fused in), as README *Serving recipes* compiles. A
+        # process-wide setting: torch.compile(options={"freezing": True}) does not reach it (torch 2.13;
+        # the weights stay graph inputs and nothing is prepacked).
+        torch._inductor.config.freezing = True
+        compiled = torch.compile(opt if opt is not None else net, dynamic=False)
         sess = None
         if ort is not None and m.get("onnx"):
             so = ort.SessionOptions()
@@ -749,7 +752,8 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc=None) 
               + ("the optimized module" if compiled_opt else "the default module")
               + " through `torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(...)))`, one trace "
               "per batch size; kconv + torch.compile = the same module through "
-              "`torch.compile(dynamic=False, options={\"freezing\": True})` (inductor), compilation excluded.",
+              "`torch.compile(dynamic=False)` (inductor) with `torch._inductor.config.freezing = True`, "
+              "compilation excluded.",
               "",
               "| model | batch | threads | " + " | ".join(CPU_HEAD[k] for k in CPU_RUNTIMES) + " |",
               "|---|---|---|" + "---|" * len(CPU_RUNTIMES)]

@@ -35,7 +35,21 @@ def test_readme_has_the_recipes():
     assert set(recipes()) == {"setup", "torch.compile", "torch.jit.freeze", "torch.export + AOTInductor"}
 
 
-def _run(name, out_dir: str, x: np.ndarray) -> np.ndarray:
+def _run(name, out_dir: str, x: np.ndarray, fresh_compile: bool = False) -> np.ndarray:
+    """``fresh_compile``: no inductor caches, so that its passes run (and are counted)."""
+    import torch
+    import torch._inductor.config
+
+    # The torch.compile recipe sets a process-wide inductor option: patch() puts it back afterwards
+    # (monkeypatch would delete the attribute, which hides a torch config option for good).
+    cfg = {"freezing": torch._inductor.config.freezing}
+    if fresh_compile:
+        cfg.update(fx_graph_cache=False, autotune_local_cache=False)
+    with torch._inductor.config.patch(cfg):
+        return _exec(name, out_dir, x)
+
+
+def _exec(name, out_dir: str, x: np.ndarray) -> np.ndarray:
     import torch
 
     snippets = recipes()
@@ -54,8 +68,13 @@ def test_recipe_on_fixture(name, tmp_path, monkeypatch):
     kconv.convert(ROOT / "fixtures" / "cnn.keras", tmp_path / "out" / "cnn_fast", optimize=True)
     io = np.load(ROOT / "fixtures" / "cnn.io.npz")
     monkeypatch.chdir(tmp_path)
-    y = _run(name, "out/cnn_fast", io["input_0"])
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    y = _run(name, "out/cnn_fast", io["input_0"], fresh_compile=True)
     np.testing.assert_allclose(y, io["output_0"], atol=ATOL, rtol=RTOL)
+    if name == "torch.compile":  # freezing took effect: both convolutions' weights prepacked for oneDNN
+        assert counters["inductor"]["mkldnn_conv_weight_pack_matcher_count"] == 2, dict(counters["inductor"])
 
 
 @pytest.mark.slow
