@@ -69,39 +69,62 @@ def child(group, path: str, *, missing_ok: bool = False):
     if isinstance(oid, h5py.h5g.GroupID):
         return h5py.Group(oid)
     if isinstance(oid, h5py.h5d.DatasetID):
-        return h5py.Dataset(oid, readonly=True)  # kconv opens files read-only
+        return _dataset_class()(oid, readonly=True)  # kconv opens files read-only
     return h5py.Datatype(oid)  # a named datatype (refused by its readers)
 
 
-_STRING_MEMORY_TYPES: dict = {}  # string_info -> h5py's memory type for it (built once: 50 us a time)
+_STRING_TYPES: dict = {}  # (variable length, cset, size) -> (h5py's memory type, numpy dtype)
 
 
-def string_list_attr(obj, key: str, default=()):
-    """The attribute ``key`` of ``obj`` as h5py's ``obj.attrs.get(key, default)`` reads it, faster for
-    a string array (legacy HDF5's layer_names and weight_names, one per layer: h5py's attribute
-    manager builds the memory type again at each read, the larger part of its cost)."""
+_DATASET = []
+
+
+def _dataset_class():
+    """h5py's Dataset with its dtype read once: h5py builds it again at each access (20 us; a file kconv
+    opens read-only cannot change it), and loading a model asks twice per weight."""
+    if not _DATASET:
+        import functools
+
+        import h5py
+
+        class Dataset(h5py.Dataset):
+            @functools.cached_property
+            def dtype(self):
+                return self.id.dtype
+
+        _DATASET.append(Dataset)
+    return _DATASET[0]
+
+
+def string_list_attr(obj, key: str):
+    """The names in the string attribute ``key`` of ``obj`` (legacy HDF5's layer_names and weight_names,
+    one per layer), as ``[n.decode('utf8') if bytes else str(n) for n in obj.attrs.get(key, [])]``
+    reads them: [] when absent; None when it is no string scalar or list (the caller reads it as h5py
+    does, and refuses it). h5py's attribute manager builds the numpy dtype and the memory type at each
+    read, most of its cost: here they are built once per kind of string."""
     import h5py
     import numpy as np
 
     oid = obj.id
     name = key.encode("utf8")
     if not h5py.h5a.exists(oid, name):
-        return default
+        return []
     attr = h5py.h5a.open(oid, name)
-    dt = attr.dtype
+    tid = attr.get_type()
     shape = attr.shape
-    info = h5py.check_string_dtype(dt)
-    if info is None or dt.subdtype is not None or shape is None:
-        return obj.attrs.get(key, default)  # anything else as h5py reads it
-    mtype = _STRING_MEMORY_TYPES.get(info)
-    if mtype is None:
-        mtype = _STRING_MEMORY_TYPES[info] = h5py.h5t.py_create(dt)
-    # as h5py's AttributeManager.__getitem__, with the memory type reused
+    if not isinstance(tid, h5py.h5t.TypeStringID) or shape is None or len(shape) > 1:
+        return None
+    vlen = tid.is_variable_str()
+    kind = (vlen, tid.get_cset(), 0 if vlen else tid.get_size())
+    if kind not in _STRING_TYPES:
+        dt = attr.dtype  # as h5py's AttributeManager.__getitem__ reads it
+        _STRING_TYPES[kind] = (h5py.h5t.py_create(dt), dt)
+    mtype, dt = _STRING_TYPES[kind]
     arr = np.zeros(shape, dtype=dt, order="C")
     attr.read(arr, mtype=mtype)
-    if info.length is None:
-        arr = np.array([b.decode("utf-8", "surrogateescape") for b in arr.flat], dtype=dt).reshape(arr.shape)
-    return arr[()] if arr.ndim == 0 else arr
+    if vlen:  # h5py: bytes decoded 'utf-8' with 'surrogateescape'
+        return [b.decode("utf-8", "surrogateescape") for b in arr.flat]
+    return [b.decode("utf8") for b in arr.flat]
 
 
 def has(group, name: str) -> bool:

@@ -303,7 +303,10 @@ def attach_keras3(model: Model, group, ctx: Context, trainable_scope: bool = Tru
 def _names_attr(obj, key, ctx: Context) -> list[str]:
     import numpy as np
 
-    value = h5safe.string_list_attr(obj, key, [])
+    names = h5safe.string_list_attr(obj, key)
+    if names is not None:
+        return names
+    value = obj.attrs.get(key, [])
     arr = np.asarray(value)
     if arr.ndim == 0:
         arr = arr.reshape(1)
