@@ -426,9 +426,7 @@ def _load_entry_points():
 def clear() -> None:
     """Forget every extension declaration (kconv's own declarations are untouched)."""
     global _LAMBDA_SPEC_SAVED
-    reg = specs.registry()
-    for n in list(_LAYERS):
-        reg.pop(n, None)
+    specs.unregister(*_LAYERS)
     _LAYERS.clear()
     _LAMBDAS.clear()
     if _LAMBDA_SPEC_SAVED is not None:

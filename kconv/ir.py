@@ -70,6 +70,8 @@ class Call:
 
 @dataclass
 class Layer:
+    """One layer of a model: its class, normalised config, stored weights and calls in the graph."""
+
     name: str
     class_name: str
     config: dict  # normalised config (see kconv.load.config)
@@ -104,6 +106,8 @@ class Layer:
 
 @dataclass
 class Model:
+    """A Keras model read from a file: its layers in graph order, inputs, outputs and where it came from."""
+
     name: str
     class_name: str  # 'Sequential' or 'Functional'
     layers: list[Layer]  # graph (config) order

@@ -41,6 +41,8 @@ class Transform:
 
 @dataclass(frozen=True)
 class Identity(Transform):
+    """The tensor as it is."""
+
     def apply(self, a):
         return a
 
@@ -75,6 +77,8 @@ class Permute(Transform):
 
 @dataclass(frozen=True)
 class Reshape(Transform):
+    """A reshape to ``dims`` (C order)."""
+
     dims: tuple
 
     def apply(self, a):
@@ -176,6 +180,8 @@ class Zeros(Transform):
 
 @dataclass(frozen=True)
 class Chain(Transform):
+    """``steps`` applied in turn."""
+
     steps: tuple
 
     def apply(self, a):

@@ -68,3 +68,33 @@ def test_every_class_is_documented_by_kconv_layers():
     for name, spec in specs.registry().items():
         assert spec.summary, name
         assert name in out, name
+
+
+LAZY_GET = r"""
+import json, sys
+from kconv import specs
+out = {}
+for name in json.loads(sys.argv[1]):
+    spec = specs.get(name)
+    out[name] = [spec.family if spec else None, sorted(specs._IMPORTED), specs._LOADED]
+print(json.dumps(out))
+"""
+
+
+def test_get_imports_the_families_it_needs_and_finds_what_registry_has():
+    """specs.get imports family modules in order until one declares the class (kconv inspect's
+    start-up); a class it finds is the one registry() has, an unknown one makes it import them all."""
+    import json
+    import subprocess
+    import sys
+
+    names = ["Dense", "Conv2D", "LSTM", "NoSuchLayer"]
+    r = subprocess.run([sys.executable, "-c", LAZY_GET, json.dumps(names)], capture_output=True, text=True,
+                       timeout=120, check=True)
+    got = json.loads(r.stdout)
+    reg = specs.registry()
+    for name in names[:3]:
+        assert got[name][0] == reg[name].family
+    assert got["Dense"][1] == ["core"] and not got["Dense"][2]
+    assert not got["LSTM"][2] and "legacy" not in got["LSTM"][1]
+    assert got["NoSuchLayer"] == [None, sorted(specs.FAMILIES), True]

@@ -14,6 +14,8 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class Limits:
+    """Resource limits for untrusted files (README "Limits and safety"; KCONV_MAX_* override them)."""
+
     # config.json in a .keras archive, model_config attribute of an HDF5 file, --config FILE
     max_config_bytes: int = 64 * MiB
     # uncompressed size of an archive member kconv decompresses into memory (a deflated

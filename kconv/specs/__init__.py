@@ -5,7 +5,7 @@ role, trainable or not), how its output shape follows from its config and input 
 becomes PyTorch (the torch tensor each weight becomes, by which transform, and the emitted code).
 The inspector, the converter and ``kconv layers`` all read these declarations.
 
-Family modules register themselves on import; ``registry()`` imports them all.
+Family modules register themselves on import; ``registry()`` imports them all, ``get()`` those it needs.
 """
 from __future__ import annotations
 
@@ -153,6 +153,8 @@ COMMON_CHOICES = {
 
 @dataclass
 class LayerSpec:
+    """Everything kconv knows of one Keras layer class (or family of classes): see the module docstring."""
+
     class_names: tuple
     family: str
     summary: str
@@ -209,17 +211,42 @@ def declare(*class_names: str, **kw) -> LayerSpec:
     return register(LayerSpec(class_names=tuple(class_names), **kw))
 
 
-def registry() -> dict[str, LayerSpec]:
+_IMPORTED: set = set()  # the FAMILIES imported (or being imported) by _import_families
+
+
+def _import_families(until: Optional[str] = None):
+    """Import the family modules in order, all of them or until one declares ``until``."""
     global _LOADED
+    for fam in FAMILIES:
+        if fam in _IMPORTED:
+            continue
+        _IMPORTED.add(fam)  # first: a family that looks a class up while it is imported does not import it again
+        importlib.import_module(f"{__name__}.{fam}")
+        if until is not None and until in _REGISTRY:
+            return
+    _LOADED = True
+
+
+def registry() -> dict[str, LayerSpec]:
     if not _LOADED:
-        for fam in FAMILIES:
-            importlib.import_module(f"{__name__}.{fam}")
-        _LOADED = True
+        _import_families()
     return _REGISTRY
 
 
 def get(class_name: str) -> Optional[LayerSpec]:
-    return registry().get(class_name)
+    """The declaration of ``class_name``. Family modules are imported until one declares it: a model
+    of common layers needs a few of them (``kconv inspect``'s start-up); a class is declared once."""
+    spec = _REGISTRY.get(class_name)
+    if spec is None and not _LOADED:
+        _import_families(until=class_name)
+        spec = _REGISTRY.get(class_name)
+    return spec
+
+
+def unregister(*class_names: str) -> None:
+    """Forget declarations (an extension's, when its command ends); the family modules stay as they are."""
+    for name in class_names:
+        _REGISTRY.pop(name, None)
 
 
 def check_choices(class_name: str, cfg: dict):
