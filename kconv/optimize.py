@@ -12,6 +12,13 @@ emitted, saved and verified is produced by the ordinary pipeline from the rewrit
   stays in the graph as an Identity (no code, no weights): the per-layer trace still has its output.
 - Layers that are the identity at inference (Dropout and the noise layers, ActivityRegularization)
   become Identity too: no module, no call.
+- A convolution whose input is padded one more on one side than on the other (TF's 'same' with an
+  odd total, e.g. stride 2 on an even size; or a ZeroPadding layer read only by a 'valid'
+  convolution, as keras.applications pads before strided depthwise convolutions) gets a kernel one
+  longer on that axis, its extra row zero on the side that was padded less, and padding the larger
+  side on both: torch's convolutions pad symmetrically, so the padded copy (``F.pad``) goes away. A
+  zero tap adds an exact zero for any finite input (an inf or nan input row that only the zero tap
+  reads gives nan where Keras gives that value times nothing: the kernel taps it never read).
 
 What is given up: train-mode BatchNormalization (the statistics are gone), train-mode dropout and
 noise, and the state-dict contract of the default output (the BatchNormalization keys are gone, the
@@ -44,14 +51,22 @@ class Plan:
 
     folded: dict = field(default_factory=dict)  # BatchNormalization path -> the layer it was folded into
     dropped: list = field(default_factory=list)  # identity-at-inference layers removed
+    # convolution path -> {"padding": ZeroPadding path or "same", "kernel_zeros": [[before, after], ...]}
+    padded: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"folded_batchnorm": dict(self.folded), "dropped": list(self.dropped)}
+        return {"folded_batchnorm": dict(self.folded), "dropped": list(self.dropped),
+                "symmetric_padding": dict(self.padded)}
 
     @classmethod
     def from_json(cls, d) -> "Plan":
         d = d if isinstance(d, dict) else {}
-        return cls(dict(d.get("folded_batchnorm") or {}), list(d.get("dropped") or []))
+        return cls(dict(d.get("folded_batchnorm") or {}), list(d.get("dropped") or []),
+                   dict(d.get("symmetric_padding") or {}))
+
+    def padding_layers(self) -> dict:
+        """ZeroPadding path -> the convolution it was folded into (its output changed shape: symmetric)."""
+        return {v["padding"]: conv for conv, v in self.padded.items() if v["padding"] != "same"}
 
 
 def optimize(model: Model) -> tuple[Model, Plan]:
@@ -83,8 +98,95 @@ def _rewrite(model: Model, plan: Plan, prefix: str) -> Model:
         new[ly.name] = _identity(ly)
         plan.folded[prefix + ly.name] = prefix + producer.name
     for ly in model.layers:
+        if ly.class_name in _PADDABLE and not (ly.name in new and new[ly.name].class_name == "Identity"):
+            _fold_padding(new.get(ly.name, ly), by_name, users, new, plan, prefix)
+    for ly in model.layers:
         layers.append(new.get(ly.name, ly))
     return replace(model, layers=layers)
+
+
+# Convolutions whose input padding can move into the kernel: class -> the kernel weight keys (Keras
+# layout: spatial axes first). Not the transposed ones (their padding crops the output).
+_PADDABLE = {**{f"Conv{n}D": ("kernel",) for n in (1, 2, 3)},
+             **{f"DepthwiseConv{n}D": ("depthwise_kernel", "kernel") for n in (1, 2)},
+             **{f"SeparableConv{n}D": ("depthwise_kernel",) for n in (1, 2)}}
+
+
+def _fold_padding(conv: Layer, by_name: dict, users: dict, new: dict, plan: Plan, prefix: str):
+    """Make ``conv``'s input padding symmetric (see the module docstring); records it in ``new`` and
+    ``plan``. Left alone: dilation, unknown sizes, Theano padding, a padding another layer reads too,
+    a padding two or more longer on one side."""
+    from .specs._shapes import tup
+    from .specs.conv import same_pads
+
+    cfg = conv.config
+    n = len(conv.calls[0].output_shapes[0]) - 2 if len(conv.calls) == 1 and conv.calls[0].output_shapes else 0
+    if n < 1 or len(conv.calls[0].inputs) != 1 or not _float32(conv) or cfg.get("_theano_padding"):
+        return
+    if any(int(d) != 1 for d in tup(cfg.get("dilation_rate", 1), n)) or cfg.get("lora_rank"):
+        return
+    keys = _PADDABLE[conv.class_name]
+    if any(w.key not in (*keys, "bias", "pointwise_kernel") or w.reader is None for w in conv.weights):
+        return  # quantized or anything else kconv does not rewrite
+    k = tuple(int(v) for v in tup(cfg["kernel_size"], n))
+    first = cfg.get("data_format") == "channels_first"
+    ref = conv.calls[0].inputs[0]
+    src = by_name.get(ref.layer)
+    pad_layer = None
+    if cfg.get("padding") == "same":
+        shape = src.calls[ref.node].output_shapes[ref.index] if src is not None and src.calls else None
+        dims = list(shape[2:] if first else shape[1:-1]) if shape else [None]
+        pairs = same_pads(dims, k, tup(cfg.get("strides", 1), n), (1,) * n)
+        if pairs is None:
+            return
+    elif cfg.get("padding", "valid") == "valid" and src is not None and src.class_name == f"ZeroPadding{n}D":
+        if src.name in new or len(src.calls) != 1 or users.get((ref.layer, ref.node, ref.index), 0) != 1:
+            return
+        if src.config.get("data_format", cfg.get("data_format")) != cfg.get("data_format"):
+            return
+        pad_layer = src
+        pairs = _pad_pairs(src.config.get("padding", 1), n)
+    else:
+        return
+    if all(lo == hi for lo, hi in pairs) or any(abs(hi - lo) > 1 for lo, hi in pairs):
+        return
+    zeros = [(max(lo, hi) - lo, max(lo, hi) - hi) for lo, hi in pairs]  # kernel rows added before, after
+    new_k = [kk + a + b for kk, (a, b) in zip(k, zeros)]
+    weights = []
+    for w in conv.weights:
+        if w.key not in keys:
+            weights.append(w)
+            continue
+
+        def padded(w=w):
+            a = w.read()
+            return np.pad(a, zeros + [(0, 0)] * (a.ndim - n))
+
+        weights.append(replace(w, shape=tuple(new_k) + tuple(w.shape[n:]), reader=padded))
+    new[conv.name] = replace(conv, config=dict(cfg, kernel_size=new_k), weights=weights)
+    if pad_layer is not None:
+        sym = [[max(lo, hi)] * 2 for lo, hi in pairs]
+        sym = sym[0] if n == 1 else sym  # ZeroPadding1D's padding is one (before, after) pair
+        call = pad_layer.calls[0]
+        shape = list(call.output_shapes[0]) if call.output_shapes else None
+        if shape:
+            for i, (a, b) in enumerate(zeros):
+                j = (2 if first else 1) + i
+                shape[j] = None if shape[j] is None else shape[j] + a + b
+        new[pad_layer.name] = replace(pad_layer, config=dict(pad_layer.config, padding=sym),
+                                      calls=[replace(call, output_shapes=[tuple(shape)] if shape else [])])
+    plan.padded[prefix + conv.name] = {"padding": prefix + pad_layer.name if pad_layer is not None else "same",
+                                       "kernel_zeros": [list(z) for z in zeros]}
+
+
+def _pad_pairs(v, n) -> list:
+    """A ZeroPadding ``padding`` config as ``n`` (before, after) pairs."""
+    if isinstance(v, int):
+        return [(v, v)] * n
+    v = list(v)
+    if n == 1:
+        return [tuple(int(x) for x in v) if len(v) == 2 else (int(v[0]), int(v[0]))]
+    return [tuple(int(x) for x in p) if isinstance(p, (list, tuple)) else (int(p), int(p)) for p in v]
 
 
 def _users(model: Model) -> dict:
@@ -207,9 +309,21 @@ def _folded(p: Layer, bn: Layer) -> Layer:
 
 def manifest_rows(rows: list, original: Model, plan: Plan) -> list:
     """The manifest's weight rows of an optimized conversion: the rows of the rewritten model, plus
-    one per folded BatchNormalization weight saying where it went."""
-    if not plan.folded:
-        return rows
+    one per folded BatchNormalization weight saying where it went. A kernel made longer for symmetric
+    padding keeps its shape in the file as ``keras_shape`` (the torch shape is the longer one)."""
+    rows = _folded_rows(rows, original, plan) if plan.folded else rows
+    if plan.padded:
+        stored = {(ly.name, w.name): list(w.shape) for _, ly in _walk(original) for w in ly.weights}
+        padded = {path.rsplit("/", 1)[-1] for path in plan.padded}
+        rows = [dict(r, keras_shape=stored[(r["keras_layer"], r["keras_weight"])],
+                     note="; ".join(x for x in (r.get("note"), _padding_note(plan, r["keras_layer"])) if x))
+                if r["keras_layer"] in padded
+                and stored.get((r["keras_layer"], r["keras_weight"]), r["keras_shape"]) != r["keras_shape"]
+                else r for r in rows]
+    return rows
+
+
+def _folded_rows(rows: list, original: Model, plan: Plan) -> list:
     folded_by_name = {path.rsplit("/", 1)[-1]: into.rsplit("/", 1)[-1] for path, into in plan.folded.items()}
     targets: dict = {}
     for r in rows:
@@ -229,6 +343,15 @@ def manifest_rows(rows: list, original: Model, plan: Plan) -> list:
                           "keras_shape": list(w.shape), "torch_key": None, "folded_into": keys,
                           "note": f"folded into {into} ({', '.join(keys)}) by --optimize"})
     return rows + extra
+
+
+def _padding_note(plan: Plan, layer: str) -> str:
+    for path, v in plan.padded.items():
+        if path.rsplit("/", 1)[-1] == layer:
+            how = "'same' padding" if v["padding"] == "same" else f"{v['padding']}'s padding"
+            return (f"zero taps added (before, after per spatial axis: {v['kernel_zeros']}) so that {how} "
+                    "is symmetric (--optimize)")
+    return ""
 
 
 def _walk(model: Model, prefix: str = ""):

@@ -322,7 +322,8 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
             model_label = f"keras.Model {getattr(model, 'name', '')!r}"
 
         shipped_source = None
-        ir_shown, folded = ir, {}  # the model as the file has it (layer classes); folded BatchNorms
+        # the model as the file has it (layer classes); folded BatchNorms; ZeroPaddings made symmetric
+        ir_shown, folded, repadded = ir, {}, {}
         if isinstance(converted, (str, os.PathLike)):
             from ..emit import load_converted
 
@@ -338,7 +339,8 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
                     raise VerifyInputError(f"{converted} was converted with --optimize (BatchNormalization folded, "
                                            "no train mode): --mode train needs a default conversion")
                 ir_shown, (ir, _) = ir, optimize(ir)
-                folded = Plan.from_json(man["optimized"]).folded
+                opt_plan = Plan.from_json(man["optimized"])
+                folded, repadded = opt_plan.folded, opt_plan.padding_layers()
             net = load_converted(converted, device=device)
             shipped_source = (Path(converted) / "model.py").read_text()
             converted_label = str(converted)
@@ -430,7 +432,7 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
             # at the BatchNormalization's output
             into = {v: k for k, v in folded.items()}
             for key, t in mod.TRACE.items():
-                if key not in k_values or key in into:
+                if key not in k_values or key in into or key in repadded:
                     continue
                 c = compare(key, k_values[key], t.detach().cpu().numpy(), atol, rtol)
                 layers.append(LayerComparison(**vars(c), class_name=_layer_class(ir_shown, key)))
@@ -439,7 +441,12 @@ def verify(model=None, converted=None, *, inputs=None, inputs_file=None, referen
                 pairs = ", ".join(f"{k} -> {into[k]}" for k in names[:8]) + (" ..." if len(names) > 8 else "")
                 notes.append(f"--optimize folded {len(into)} BatchNormalization(s) into the layer before; that "
                              f"layer is compared at the BatchNormalization's output: {pairs}")
-            missing = [key for key in k_values if key not in mod.TRACE and key not in into]
+            if repadded:
+                pairs = ", ".join(f"{k} -> {v}" for k, v in list(repadded.items())[:8]) + (
+                    " ..." if len(repadded) > 8 else "")
+                notes.append(f"--optimize made {len(repadded)} ZeroPadding(s) symmetric (the convolution after "
+                             f"each has a longer kernel with zero taps): not compared, the convolution is: {pairs}")
+            missing = [key for key in k_values if key not in mod.TRACE and key not in into and key not in repadded]
             if trace_failed is not None:
                 where, why = trace_failed
                 name = where.split(" (")[0] if where else (missing[0] if missing else "?")

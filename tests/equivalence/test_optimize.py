@@ -125,3 +125,79 @@ def test_verify_per_layer_optimized(tmp_path):
     assert any("conv2d -> batch_normalization" in n for n in result.notes), result.notes
     with pytest.raises(VerifyInputError, match="--optimize"):
         verify(cnn, out, mode="train")
+
+
+# Padding one side more than the other becomes symmetric: a longer kernel with zero taps (no F.pad).
+PADDED = {
+    # TF 'same' with an odd total: stride 2 on an even size pads (0, 1)
+    "Conv2D-same-stride2-even": ((8, 10, 3), lambda L: [L.Conv2D(5, 3, strides=2, padding="same")]),
+    "Conv2D-same-k4": ((7, 7, 3), lambda L: [L.Conv2D(4, 4, padding="same")]),  # total 3: (1, 2)
+    "Conv1D-same-k2": ((9, 3), lambda L: [L.Conv1D(4, 2, padding="same")]),
+    "Conv3D-same-stride2": ((6, 5, 6, 2), lambda L: [L.Conv3D(3, 3, strides=2, padding="same")]),
+    "SeparableConv2D-same-stride2": ((8, 8, 3), lambda L: [L.SeparableConv2D(4, 3, strides=2, padding="same")]),
+    # keras.applications: ZeroPadding2D(correct_pad) before a strided 'valid' depthwise convolution
+    "DepthwiseConv2D-zeropad": ((8, 8, 3), lambda L: [L.ZeroPadding2D(((0, 1), (0, 1))),
+                                                       L.DepthwiseConv2D(3, strides=2)]),
+    "DepthwiseConv2D-zeropad-5x5": ((9, 9, 3), lambda L: [L.ZeroPadding2D(((1, 2), (1, 2))),
+                                                           L.DepthwiseConv2D(5, strides=2, depth_multiplier=2)]),
+    "Conv2D-zeropad-one-axis": ((7, 8, 3), lambda L: [L.ZeroPadding2D(((1, 1), (2, 1))), L.Conv2D(4, 3)]),
+    "Conv1D-zeropad": ((9, 3), lambda L: [L.ZeroPadding1D((1, 0)), L.Conv1D(4, 3, strides=2)]),
+}
+
+
+def _optimized(tmp_path) -> tuple[dict, str]:
+    out = tmp_path / "optimized_keras"
+    return json.loads((out / "kconv.json").read_text()), (out / "model.py").read_text()
+
+
+@pytest.mark.parametrize("case", list(PADDED))
+def test_padding_made_symmetric(case, tmp_path):
+    """Keras's numbers with the padding in the kernel, BatchNormalization folded into that kernel too;
+    the manifest keeps the file's kernel shape and says what was added."""
+    shape, make = PADDED[case]
+    L = layers()
+    model = seq(shape, *make(L), _bn(), L.ReLU())
+    check(model, rand(2, *shape), tmp_path, atol=ATOL, optimize=True, folded=1, formats=("keras",))
+    man, source = _optimized(tmp_path)
+    assert len(man["optimized"]["symmetric_padding"]) == 1, man["optimized"]
+    assert "F.pad" not in source, source
+    conv = next(iter(man["optimized"]["symmetric_padding"]))
+    kernel = next(r for r in man["weights"] if r["keras_layer"] == conv and r["torch_key"]
+                  and r["torch_key"].endswith("weight"))
+    file_kernel = next(w for ly in model.layers if ly.name == conv for w in ly.weights if w.shape == tuple(
+        kernel["keras_shape"]))
+    assert file_kernel is not None and "zero taps added" in kernel["note"], kernel
+
+
+def test_padding_left_alone(tmp_path):
+    """Left as an F.pad: dilation, a padding read by two layers, two more on one side."""
+    k = keras()
+    L = k.layers
+    x = k.Input((9, 9, 3))
+    a = L.Conv2D(4, 2, dilation_rate=3, padding="same")(x)  # total 3, dilated: stays
+    p = L.ZeroPadding2D(((0, 1), (0, 1)))(x)
+    b = L.Add()([L.Conv2D(4, 3, strides=2)(p), L.Conv2D(4, 3, strides=2)(p)])  # the padding read twice
+    c = L.Conv2D(4, 3)(L.ZeroPadding2D(((0, 2), (0, 2)))(x))
+    model = k.Model(x, [a, b, c])
+    check(model, rand(2, 9, 9, 3), tmp_path, atol=ATOL, optimize=True, formats=("keras",))
+    man, source = _optimized(tmp_path)
+    assert man["optimized"]["symmetric_padding"] == {}
+    assert source.count("F.pad(") == 3, source
+
+
+def test_verify_per_layer_symmetric_padding(tmp_path):
+    """verify --per-layer: the ZeroPadding whose output changed shape is not compared (a note says
+    so), the convolution after it is, and passes."""
+    import kconv
+    from kconv.verify import verify
+
+    L = layers()
+    model = seq((8, 8, 3), L.ZeroPadding2D(((0, 1), (0, 1)), name="pad"), L.DepthwiseConv2D(3, strides=2, name="dw"),
+                L.BatchNormalization(epsilon=0.01, name="bn"), L.ReLU(name="relu"))
+    path = save(model, tmp_path, "keras")
+    out = kconv.convert(path, tmp_path / "out", optimize=True)
+    result = verify(path, out, per_layer=True)
+    assert result.passed, result.summary()
+    compared = [c.name for c in result.layers]
+    assert compared == ["bn", "relu"], compared  # dw is compared at bn (folded), pad not at all
+    assert any("ZeroPadding(s) symmetric" in n and "pad -> dw" in n for n in result.notes), result.notes
