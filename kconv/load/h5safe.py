@@ -110,8 +110,10 @@ def string_list_attr(obj, key: str):
     if not h5py.h5a.exists(oid, name):
         return []
     attr = h5py.h5a.open(oid, name)
-    tid = attr.get_type()
     shape = attr.shape
+    if shape == (0,):  # Keras writes a weightless layer's as an empty float64 array
+        return []
+    tid = attr.get_type()
     if not isinstance(tid, h5py.h5t.TypeStringID) or shape is None or len(shape) > 1:
         return None
     vlen = tid.is_variable_str()

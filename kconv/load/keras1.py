@@ -19,10 +19,11 @@ import numpy as np
 from ..errors import ConfigError
 
 # Keys that exist only in Keras 1 layer configs (for the classes listed, or any class).
-_K1_ANY = ("input_dtype", "nb_filter", "nb_row", "nb_col", "nb_depth", "border_mode", "subsample", "dim_ordering",
-           "inner_activation", "consume_less", "dropout_W", "dropout_U", "W_regularizer", "W_constraint", "init",
-           "inner_init", "filter_length", "subsample_length", "pool_length", "atrous_rate", "kernel_dim1",
-           "mode_type", "concat_axis", "dot_axes")
+_K1_ANY = frozenset((
+    "input_dtype", "nb_filter", "nb_row", "nb_col", "nb_depth", "border_mode", "subsample", "dim_ordering",
+    "inner_activation", "consume_less", "dropout_W", "dropout_U", "W_regularizer", "W_constraint", "init",
+    "inner_init", "filter_length", "subsample_length", "pool_length", "atrous_rate", "kernel_dim1",
+    "mode_type", "concat_axis", "dot_axes"))
 _DROPOUTS = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"}
 _RNN = {"SimpleRNN", "LSTM", "GRU"}
 
@@ -87,7 +88,7 @@ def is_keras1(cls: str, cfg: dict) -> bool:
     """Whether a layer config is in the Keras 1 dialect (only Keras 1 has these keys)."""
     if not isinstance(cfg, dict):
         return False
-    if any(k in cfg for k in _K1_ANY):
+    if not _K1_ANY.isdisjoint(cfg):
         return True
     if cls in _DROPOUTS and "p" in cfg and "rate" not in cfg:
         return True
