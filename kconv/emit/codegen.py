@@ -757,7 +757,7 @@ def _dead_lines(lines: list[str]) -> set[int]:
         for i, line in enumerate(lines):
             m = _ASSIGN.match(line)
             if (i not in dead and m and "self." not in m.group(2)
-                    and len(re.findall(rf"\b{m.group(1)}\b", text)) == 1):
+                    and len(re.findall(rf"(?<![\w.]){m.group(1)}\b", text)) == 1):  # not F.pad for pad
                 found = i
                 break
         if found is None:

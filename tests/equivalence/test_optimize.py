@@ -201,3 +201,37 @@ def test_verify_per_layer_symmetric_padding(tmp_path):
     compared = [c.name for c in result.layers]
     assert compared == ["bn", "relu"], compared  # dw is compared at bn (folded), pad not at all
     assert any("ZeroPadding(s) symmetric" in n and "pad -> dw" in n for n in result.notes), result.notes
+
+
+def test_padding_made_symmetric_channels_first(tmp_path):
+    """data_format='channels_first': 'same' stride 2 on even sizes (reference: Keras on jax)."""
+    L = layers()
+    model = seq((3, 8, 10), L.Conv2D(4, 3, strides=2, padding="same", data_format="channels_first"),
+                L.BatchNormalization(axis=1, epsilon=0.01))
+    check(model, rand(2, 3, 8, 10), tmp_path, atol=ATOL, reference="jax", optimize=True, folded=1,
+          formats=("keras",))
+    man, source = _optimized(tmp_path)
+    assert len(man["optimized"]["symmetric_padding"]) == 1 and "F.pad" not in source
+
+
+def test_padding_made_symmetric_nested(tmp_path):
+    """A ZeroPadding + strided depthwise convolution inside a nested model: folded there, and verify
+    --per-layer skips the nested ZeroPadding by its path."""
+    import kconv
+    from kconv.verify import verify
+
+    k = keras()
+    L = k.layers
+    inner = k.Sequential([k.Input((8, 8, 3)), L.ZeroPadding2D(((0, 1), (0, 1)), name="pad"),
+                          L.DepthwiseConv2D(3, strides=2, name="dw")], name="inner")
+    x = k.Input((8, 8, 3))
+    model = k.Model(x, L.ReLU()(inner(x)))
+    check(model, rand(2, 8, 8, 3), tmp_path, atol=ATOL, optimize=True, formats=("keras",))
+    man, source = _optimized(tmp_path)
+    assert man["optimized"]["symmetric_padding"] == {
+        "inner/dw": {"padding": "inner/pad", "kernel_zeros": [[1, 0], [1, 0]]}}
+    assert "F.pad" not in source
+    path = save(model, tmp_path, "keras")
+    result = verify(path, kconv.convert(path, tmp_path / "out", optimize=True), per_layer=True)
+    assert result.passed, result.summary()
+    assert any("inner/pad -> inner/dw" in n for n in result.notes), result.notes
