@@ -785,7 +785,9 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc=None) 
     if first.get("kconv_compile"):
         lines += ["", "First call of the compiled module (compilation), per model and batch: " + ", ".join(
             f"{m} b{b} {t:.0f} s" for (m, b), t in first["kconv_compile"].items()) + "."]
-    lines += ["", *targets(cpu)]
+    lines += ["", *targets(cpu), "",
+              "Where the time goes in these cells, what was changed for them and what is left: "
+              "[cpu-inference.md](cpu-inference.md) (hand-written notes, not regenerated)."]
     if alloc:
         lines += ["", *alloc_section(alloc)]
     lines += ["", "## Inference on an accelerator", ""]
