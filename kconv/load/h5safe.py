@@ -160,7 +160,7 @@ def check_dataset(ds, limits: Limits, what: str = ""):
     if ds.external:
         raise ModelFileError(_where(ds), f"{name}: stored in external files {[e[0] for e in ds.external]!r}, refused")
     dt = ds.dtype
-    if h5py.check_vlen_dtype(dt) is not None or h5py.check_string_dtype(dt) is not None or dt.kind not in "fiub":
+    if dt.kind not in "fiub" or h5py.check_vlen_dtype(dt) is not None or h5py.check_string_dtype(dt) is not None:
         bf16 = dt.kind == "V" and dt.itemsize == 2 and _attr_text(ds, "dtype") == "bfloat16"
         if not bf16:
             raise ModelFileError(_where(ds), f"{name}: dtype {dt} is not a numeric tensor type")
