@@ -120,6 +120,8 @@ def entry(prog_name: str = "kconv"):
     of a 0.5 s ``kconv inspect``). In-process callers use :func:`main`, which returns to them."""
     import gc
 
+    global nothing_at_exit
+    nothing_at_exit = False  # the command run now says
     gc.freeze()  # what the imports made lives to the end: the collector need not walk it again and again
     try:
         main(prog_name=prog_name)
