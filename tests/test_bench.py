@@ -86,6 +86,12 @@ def test_targets_met_and_unmeasured():
     assert "- missed: default slower than Keras at ResNet50 batch 1, 2 thread(s) (200.0 ms vs 160.0 ms)" in text
     assert ("- missed: fastest optimized variant (kconv + torch.compile) more than 1.5× onnxruntime's latency at "
             "ResNet50 batch 1, 2 thread(s) (1.80×)") in text
+    assert "- met: the fastest optimized variant" not in text
+    text = _render(bench, [_row("ResNet50", 1, 2, keras=0.16, onnxruntime=0.10, kconv=0.2, kconv_opt=0.17,
+                                kconv_freeze=0.14, kconv_compile=0.12)])
+    assert ("- met: the fastest optimized variant is at or faster than Keras and within 1.5× of onnxruntime in "
+            "every cell (1 cells)") in text
+    assert "- missed: optimized slower than Keras at ResNet50 batch 1, 2 thread(s) (170.0 ms vs 160.0 ms)" in text
 
 
 def test_malloc_section():
