@@ -98,7 +98,7 @@ def _rewrite(model: Model, plan: Plan, prefix: str) -> Model:
         new[ly.name] = _identity(ly)
         plan.folded[prefix + ly.name] = prefix + producer.name
     for ly in model.layers:
-        if ly.class_name in _PADDABLE and not (ly.name in new and new[ly.name].class_name == "Identity"):
+        if ly.class_name in _PADDABLE:
             _fold_padding(new.get(ly.name, ly), by_name, users, new, plan, prefix)
     for ly in model.layers:
         layers.append(new.get(ly.name, ly))
@@ -118,6 +118,7 @@ def _fold_padding(conv: Layer, by_name: dict, users: dict, new: dict, plan: Plan
     a padding two or more longer on one side."""
     from .specs._shapes import tup
     from .specs.conv import same_pads
+    from .specs.reshaping import border_pairs
 
     cfg = conv.config
     n = len(conv.calls[0].output_shapes[0]) - 2 if len(conv.calls) == 1 and conv.calls[0].output_shapes else 0
@@ -145,7 +146,7 @@ def _fold_padding(conv: Layer, by_name: dict, users: dict, new: dict, plan: Plan
         if src.config.get("data_format", cfg.get("data_format")) != cfg.get("data_format"):
             return
         pad_layer = src
-        pairs = _pad_pairs(src.config.get("padding", 1), n)
+        pairs = [(int(lo), int(hi)) for lo, hi in border_pairs(src.config.get("padding", 1), n)]
     else:
         return
     if all(lo == hi for lo, hi in pairs) or any(abs(hi - lo) > 1 for lo, hi in pairs):
@@ -177,16 +178,6 @@ def _fold_padding(conv: Layer, by_name: dict, users: dict, new: dict, plan: Plan
                                       calls=[replace(call, output_shapes=[tuple(shape)] if shape else [])])
     plan.padded[prefix + conv.name] = {"padding": prefix + pad_layer.name if pad_layer is not None else "same",
                                        "kernel_zeros": [list(z) for z in zeros]}
-
-
-def _pad_pairs(v, n) -> list:
-    """A ZeroPadding ``padding`` config as ``n`` (before, after) pairs."""
-    if isinstance(v, int):
-        return [(v, v)] * n
-    v = list(v)
-    if n == 1:
-        return [tuple(int(x) for x in v) if len(v) == 2 else (int(v[0]), int(v[0]))]
-    return [tuple(int(x) for x in p) if isinstance(p, (list, tuple)) else (int(p), int(p)) for p in v]
 
 
 def _users(model: Model) -> dict:

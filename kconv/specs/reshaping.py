@@ -26,7 +26,8 @@ def _permute(cfg, shapes):
     return (s[0], *(s[d] for d in cfg["dims"]))
 
 
-def _crop_pairs(v, n):
+def border_pairs(v, n):
+    """A Cropping/ZeroPadding ``cropping``/``padding`` config as ``n`` (before, after) pairs."""
     if isinstance(v, int):
         return [(v, v)] * n
     v = list(v)
@@ -37,7 +38,7 @@ def _crop_pairs(v, n):
 
 def _cropping(n, sign, key):
     def final(cfg, shapes):
-        pairs = _crop_pairs(cfg.get(key, 1), n)
+        pairs = border_pairs(cfg.get(key, 1), n)
         if n == 1:
             b, dims, c = shapes[0][0], [shapes[0][1]], shapes[0][2]
             d = dims[0]
@@ -153,7 +154,7 @@ def _emit_crop(n):
     def emit(e):
         layout, dims = _spatial_torch_dims(e, n)
         x = e.input(0, layout)
-        pairs = _crop_pairs(e.cfg.get("cropping", 1), n)
+        pairs = border_pairs(e.cfg.get("cropping", 1), n)
         rank = len(e.in_shapes[0])
         sl = [":"] * rank
         for (lo, hi), dim in zip(pairs, dims):
@@ -167,7 +168,7 @@ def _emit_pad(n):
     def emit(e):
         layout, dims = _spatial_torch_dims(e, n)
         x = e.input(0, layout)
-        pairs = _crop_pairs(e.cfg.get("padding", 1), n)
+        pairs = border_pairs(e.cfg.get("padding", 1), n)
         rank = len(e.in_shapes[0])
         flat = []
         for d in reversed(range(rank)):
