@@ -59,6 +59,7 @@ OPT_RUNTIMES = ("kconv_opt", "kconv_freeze", "kconv_compile")
 # memory in again (worker_alloc measures what that costs). 32 MiB is the largest mmap threshold glibc
 # accepts on 64-bit; jemalloc or tcmalloc, which PyTorch's CPU tuning guide recommends, do the same.
 MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+ALLOC_ROUNDS = 7  # per process in the malloc section (3 + 3 processes): ResNet50 at batch 8 with glibc's defaults is slow
 ACCEL_RUNTIMES = ("keras", "kconv", "kconv_bf16", "kconv_opt", "kconv_opt_bf16")
 VERSIONS = ("numpy", "tensorflow", "keras", "torch", "onnxruntime", "onnx", "tf2onnx", "jax", "jaxlib", "h5py")
 
@@ -109,7 +110,7 @@ def main(argv=None):
         cpu.append(run_worker("infer", job, tmp, threads=n, malloc=MALLOC_TUNED))
     log("malloc settings: glibc's defaults against MALLOC_TUNED, kconv eager without TensorFlow")
     alloc_job = {"threads": 1, "models": [prepared[m] for m in models], "batches": [1] if args.quick else list(BATCHES),
-                 "rounds": rounds, "warmup": 1 if args.quick else 3}
+                 "rounds": min(rounds, ALLOC_ROUNDS), "warmup": 1 if args.quick else 3}
     alloc = {"default": [], "tuned": []}
     for _ in range(1 if args.quick else 3):  # alternating processes: a slow spell of the machine hits both
         alloc["default"].append(run_worker("alloc", alloc_job, tmp, threads=1, malloc=None))
@@ -121,9 +122,10 @@ def main(argv=None):
         accel = run_worker("accel", {"device": accel_device, "models": [prepared[m] for m in models],
                                      "batches": [1] if args.quick else list(BATCHES), "rounds": rounds,
                                      "warmup": 1 if args.quick else 5}, tmp, malloc=MALLOC_TUNED)
-    reps = (1, 1, 1) if args.quick else (5, 3, 2)
+    reps = (1, 1, 1) if args.quick else (15, 3, 2)
     log("inspect and convert in fresh processes")
-    fresh = [fresh_process_times(prepared[m], tmp, *reps) for m in conv_models]
+    plain = plain_python(tmp)
+    fresh = [fresh_process_times(prepared[m], tmp, *reps, python=plain) for m in conv_models]
     log("layout operations (scripts/permute_count.py)")
     permutes = permute_section([m for m in models + conv_models if not _is_file(m)], args.quick)
     log("recurrent model")
@@ -247,12 +249,31 @@ def machine_info() -> dict:
 # fresh-process timings: inspect, convert, Keras load
 
 
-def run_timed(code: str, repeat: int) -> tuple[float, str]:
+def plain_python(tmp: Path) -> str:
+    """A Python for the fresh-process timings that imports this environment's packages without running its
+    ``.pth`` files: as kconv installed from a wheel starts. (A development install, ``pip install -e .``, adds
+    setuptools' editable-install finder, whose imports cost ~25 ms at every interpreter start.) A venv without
+    pip whose one ``.pth`` names this environment's site-packages: directories a ``.pth`` adds are not scanned
+    for ``.pth`` files. kconv itself comes from ``PYTHONPATH`` (``_env``), byte-compiled."""
+    import sysconfig
+    import venv
+
+    env = tmp / "plain_python"
+    venv.EnvBuilder(with_pip=False, symlinks=True, clear=True).create(env)
+    py = env / "bin" / "python"
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    ours = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    Path(site, "kconv_bench_deps.pth").write_text("".join(f"{d}\n" for d in ours))
+    return str(py)
+
+
+def run_timed(code: str, repeat: int, python: str = PY) -> tuple[float, str]:
     """Median wall time of a fresh `python -c code` (import costs included) and its last stdout."""
     times, out = [], ""
     for _ in range(repeat):
         t = time.perf_counter()
-        r = subprocess.run([PY, "-c", code], capture_output=True, text=True, env=_env())
+        r = subprocess.run([python, "-c", code], capture_output=True, text=True, env=_env())
         times.append(time.perf_counter() - t)
         if r.returncode != 0:
             raise SystemExit(f"bench: fresh process failed:\n{code}\n{r.stderr[-3000:]}")
@@ -260,7 +281,8 @@ def run_timed(code: str, repeat: int) -> tuple[float, str]:
     return statistics.median(times), out
 
 
-def fresh_process_times(model: dict, tmp: Path, rep_inspect: int, rep_convert: int, rep_keras: int) -> dict:
+def fresh_process_times(model: dict, tmp: Path, rep_inspect: int, rep_convert: int, rep_keras: int,
+                        python: str = PY) -> dict:
     h5 = model["h5"]
     # kconv byte-compiled first, as an installed kconv is (with PYTHONDONTWRITEBYTECODE set and stale or
     # no __pycache__, every run would compile kconv's sources again: about 0.2 s); the command run as
@@ -269,10 +291,10 @@ def fresh_process_times(model: dict, tmp: Path, rep_inspect: int, rep_convert: i
 
     compileall.compile_dir(str(ROOT / "kconv"), quiet=1)
     t_inspect, _ = run_timed("import sys; sys.argv=['kconv','inspect',%r,'--json'];"
-                             "from kconv.cli import entry\nentry()" % h5, rep_inspect)
+                             "from kconv.cli import entry\nentry()" % h5, rep_inspect, python)
     keras_pre = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL']='3'; import time, keras;"
     t_keras_summary, _ = run_timed(keras_pre + f"m=keras.saving.load_model({h5!r}, compile=False);"
-                                   "m.summary(print_fn=lambda *a, **k: None)", rep_keras)
+                                   "m.summary(print_fn=lambda *a, **k: None)", rep_keras, python)
     # Peak RSS from /proc/self/status VmHWM: ru_maxrss survives exec on Linux and would report the
     # parent's peak instead of the child's. Each run converts into a new directory.
     out_dir = Path(tmp) / f"{model['name']}_fresh"
@@ -283,7 +305,7 @@ def fresh_process_times(model: dict, tmp: Path, rep_inspect: int, rep_convert: i
     runs = []
     for i in range(rep_convert):
         t = time.perf_counter()
-        p = subprocess.Popen([PY, "-c", conv, str(out_dir) + str(i)], stdout=subprocess.PIPE,
+        p = subprocess.Popen([python, "-c", conv, str(out_dir) + str(i)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=_env())
         tree_peak = _sample_tree_rss(p)
         stdout, stderr = p.communicate()
@@ -292,7 +314,7 @@ def fresh_process_times(model: dict, tmp: Path, rep_inspect: int, rep_convert: i
             raise SystemExit(f"bench: kconv convert {h5} failed:\n{stderr[-3000:]}")
         runs.append((wall, *(float(v) for v in stdout.split()), tree_peak))
     t_kload, out = run_timed(keras_pre + f"t=time.perf_counter(); keras.saving.load_model({h5!r}, compile=False);"
-                             "print(time.perf_counter()-t)", rep_keras)
+                             "print(time.perf_counter()-t)", rep_keras, python)
     return {"name": model["name"], "mb": Path(h5).stat().st_size / 1e6,
             "weights_mb": model["weights_bytes"] / 1e6,
             "inspect": t_inspect, "keras_summary": t_keras_summary,
@@ -622,7 +644,7 @@ def worker_alloc(job: dict) -> dict:
                         faults[key].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
             rows.append({"model": m["name"], "batch": batch, "runtimes": {
                 k: {"median": statistics.median(times[k]), "faults": statistics.median(faults[k])} for k in nets}})
-    return {"rows": rows}
+    return {"rows": rows, "rounds": job["rounds"]}
 
 
 def worker_rnn(job: dict) -> dict:
@@ -814,7 +836,10 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc=None) 
                          + " | ".join(_diff(r, k) for k in ACCEL_RUNTIMES[1:]) + " |")
     lines += ["", "## `kconv inspect` vs Keras load + summary()", "",
               "Fresh process each time (import costs included); median of "
-              f"{fresh[0]['reps'][0] if fresh else 0} (Keras: {fresh[0]['reps'][2] if fresh else 0}).", "",
+              f"{fresh[0]['reps'][0] if fresh else 0} (Keras: {fresh[0]['reps'][2] if fresh else 0}). These and the "
+              "conversion processes start as an installed kconv does: the benchmark's interpreter without the "
+              "`.pth` files of its environment (a development install's editable-install finder, about 25 ms "
+              "of imports at each start, is not loaded; a wheel install has none).", "",
               "| model | file | kconv inspect --json | Keras load_model + summary | ratio |", "|---|---|---|---|---|"]
     for f in fresh:
         lines.append(f"| {f['name']} | {_mb(f['mb'])} | {f['inspect']:.2f} s | {f['keras_summary']:.2f} s | "
@@ -876,7 +901,8 @@ def alloc_section(alloc: dict) -> list[str]:
            "kconv's default and optimized output, eager, 1 thread, in a process that imports torch and kconv "
            "only (as a torch-only serving process), once with glibc's malloc defaults and once with "
            + ", ".join(f"`{k}={v}`" for k, v in MALLOC_TUNED.items())
-           + f": {n} process(es) of each, alternating; the cell is the median of the processes' medians, with "
+           + f": {n} process(es) of each, alternating, {alloc['default'][0].get('rounds', '?')} rounds in each; "
+           "the cell is the median of the processes' medians, with "
            "the minor page faults of one call (`ru_minflt`, median). With the defaults glibc returns freed "
            "activation memory to the kernel (blocks above its dynamic mmap threshold, and the heap top above "
            "M_TRIM_THRESHOLD), and every call faults it in again, zeroed, page by page; the tuned settings "

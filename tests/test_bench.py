@@ -180,3 +180,19 @@ def check_quick_output(text: str):
     assert float(rows[1].split("|")[4]) < 1e-5  # float32 on the device, relative to Keras/JAX
     assert "| cnn | " in text.split("## Conversion time")[1].split("\n## ")[0]
     assert re.search(r"^\| 1 \| gappy \| [\d.]+ ms \| [\d.]+ ms \(", text, re.M)
+
+
+def test_plain_python_imports_this_environment_without_its_pth_files(tmp_path):
+    """The fresh-process timings run as an installed kconv starts: this environment's packages, none of its
+    .pth files (a development install's editable finder would add its imports to every start)."""
+    bench = _bench()
+    py = bench.plain_python(tmp_path)
+    code = ("import sys, numpy, h5py, click, kconv.cli; "
+            "print(sorted(m for m in sys.modules if 'editable' in m or m == '_distutils_hack')); "
+            "print(numpy.__file__)")
+    r = subprocess.run([py, "-c", code], capture_output=True, text=True, env=bench._env(), check=True)
+    hooks, numpy_file = r.stdout.splitlines()
+    assert hooks == "[]"
+    import numpy
+
+    assert Path(numpy_file) == Path(numpy.__file__)  # the same packages as this environment's
