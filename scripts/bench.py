@@ -59,7 +59,8 @@ OPT_RUNTIMES = ("kconv_opt", "kconv_freeze", "kconv_compile")
 # memory in again (worker_alloc measures what that costs). 32 MiB is the largest mmap threshold glibc
 # accepts on 64-bit; jemalloc or tcmalloc, which PyTorch's CPU tuning guide recommends, do the same.
 MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
-ALLOC_ROUNDS = 7  # per process in the malloc section (3 + 3 processes): ResNet50 at batch 8 with glibc's defaults is slow
+# rounds per process in the malloc section (3 + 3 processes; ResNet50 at batch 8 under glibc's defaults is slow)
+ALLOC_ROUNDS = 7
 ACCEL_RUNTIMES = ("keras", "kconv", "kconv_bf16", "kconv_opt", "kconv_opt_bf16")
 VERSIONS = ("numpy", "tensorflow", "keras", "torch", "onnxruntime", "onnx", "tf2onnx", "jax", "jaxlib", "h5py")
 
