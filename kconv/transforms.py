@@ -1,13 +1,16 @@
 """Weight transforms as data: each can ``apply`` itself to an array and ``describe`` itself.
 
 Used by the layer declarations (kconv.specs) to say how a Keras tensor becomes a torch tensor.
-No torch here: transforms work on numpy arrays.
+No torch here: transforms work on numpy arrays (numpy is imported where one is transformed: ``kconv
+inspect`` imports it with h5py, in the command, see kconv.cli.inspect).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Transform:
@@ -21,6 +24,8 @@ class Transform:
 
     def shape(self, shape: tuple) -> tuple:
         """The shape after the transform, computed without data."""
+        import numpy as np
+
         return tuple(self.apply(np.empty(shape, dtype=np.int8)).shape)
 
     def describe(self) -> str:  # pragma: no cover - interface
@@ -63,9 +68,13 @@ class Permute(Transform):
     dims: tuple
 
     def apply(self, a):
+        import numpy as np
+
         return np.ascontiguousarray(self.lazy(a))
 
     def lazy(self, a):
+        import numpy as np
+
         return np.transpose(a, self.dims)
 
     def shape(self, shape):
@@ -82,12 +91,16 @@ class Reshape(Transform):
     dims: tuple
 
     def apply(self, a):
+        import numpy as np
+
         return np.ascontiguousarray(self.lazy(a))
 
     def lazy(self, a):
         return a.reshape(self.dims)
 
     def shape(self, shape):
+        import numpy as np
+
         n = int(np.prod(shape))
         dims = list(self.dims)
         if -1 in dims:
@@ -106,9 +119,13 @@ class Flip(Transform):
     axes: tuple
 
     def apply(self, a):
+        import numpy as np
+
         return np.ascontiguousarray(self.lazy(a))
 
     def lazy(self, a):
+        import numpy as np
+
         return np.flip(a, self.axes)
 
     def shape(self, shape):
@@ -131,6 +148,8 @@ class ReorderBlocks(Transform):
     names: tuple = ()
 
     def apply(self, a):
+        import numpy as np
+
         blocks = np.split(a, len(self.order), axis=self.axis)
         return np.ascontiguousarray(np.concatenate([blocks[i] for i in self.order], axis=self.axis))
 
@@ -151,6 +170,8 @@ class Take(Transform):
     index: int
 
     def apply(self, a):
+        import numpy as np
+
         return np.ascontiguousarray(self.lazy(a))
 
     def lazy(self, a):
@@ -169,6 +190,8 @@ class Zeros(Transform):
     (e.g. an LSTM's bias_hh: Keras has one bias, which becomes bias_ih)."""
 
     def apply(self, a):
+        import numpy as np
+
         return np.zeros_like(a)
 
     def shape(self, shape):

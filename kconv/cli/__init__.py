@@ -111,6 +111,12 @@ def main(ctx, traceback, quiet):
 #: Set by a command that leaves the interpreter's exit nothing to do (no helper process to wait for,
 #: no file to finish): :func:`entry` may then skip the teardown.
 nothing_at_exit = False
+#: True while :func:`entry` runs the command of a process that ends with it: what a command makes
+#: may live until then. ``kconv inspect`` then lets no cyclic garbage collection walk it, and leaves
+#: its model and report in :data:`left_to_exit` (the process's end frees them at once, where freeing
+#: them object by object when the command returns took 10 ms for ResNet50: 320 HDF5 datasets closed).
+process_ends = False
+left_to_exit: list = []
 
 
 def entry(prog_name: str = "kconv"):
@@ -120,9 +126,11 @@ def entry(prog_name: str = "kconv"):
     of a 0.5 s ``kconv inspect``). In-process callers use :func:`main`, which returns to them."""
     import gc
 
-    global nothing_at_exit
+    global nothing_at_exit, process_ends
     nothing_at_exit = False  # the command run now says
     gc.freeze()  # what the imports made lives to the end: the collector need not walk it again and again
+    collecting = gc.isenabled()
+    process_ends = True
     try:
         main(prog_name=prog_name)
     except SystemExit as e:
@@ -134,6 +142,11 @@ def entry(prog_name: str = "kconv"):
                 raise e from None
             os._exit(0)
         raise
+    finally:  # reached where the process goes on (an error, or an in-process caller)
+        process_ends = False
+        left_to_exit.clear()
+        if collecting:
+            gc.enable()
 
 
 from . import inspect as _inspect  # noqa: E402,F401  (registers the subcommand)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from ..errors import ConfigError
 
 # Keys that exist only in Keras 1 layer configs (for the classes listed, or any class).
@@ -304,6 +302,8 @@ class Assembled:
         self.shape = (*first.shape[:-1], sum(int(p.shape[-1]) for p in parts))
 
     def __getitem__(self, key):
+        import numpy as np
+
         return np.concatenate([np.asarray(p[()]) for p in self.parts], axis=-1)[key]
 
 
