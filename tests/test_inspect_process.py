@@ -94,6 +94,47 @@ def test_dataset_dtype_is_read_once(attrs_file):
     assert ds.shape == (2, 3) and ds[()].dtype == np.float16
 
 
+NUMBERS = ["<f2", "<f4", ">f4", "<f8", ">f8", "|i1", "|u1", "<i2", ">u2", "<i4", "<u4", ">i4", "<i8", "<u8", "|b1"]
+
+
+def test_dataset_dtypes_are_h5pys(attrs_file):
+    """Each dataset's dtype, told from the HDF5 types seen before (h5safe), is the one h5py makes of
+    its type; the types differ by one property at a time (byte order, sign, size; a 4-byte float
+    with another exponent bias, which h5py reads as float64), and a bool is an HDF5 enum."""
+    for i, dt in enumerate(NUMBERS * 2):
+        attrs_file.create_dataset(f"n{i}", data=np.ones(3, dt))
+    custom = h5py.h5t.IEEE_F32LE.copy()
+    custom.set_ebias(100)
+    h5py.h5d.create(attrs_file.id, b"custom", custom, h5py.h5s.create_simple((2,)))
+    for name in ["n1", "custom"] + [f"n{i}" for i in range(2 * len(NUMBERS))]:
+        fast = h5safe.child(attrs_file, name)
+        assert fast.dtype == h5py.Dataset(fast.id).dtype == fast.id.dtype, name
+        assert str(fast.dtype) == str(fast.id.dtype) and fast.dtype.byteorder == fast.id.dtype.byteorder, name
+    assert h5safe.child(attrs_file, "custom").dtype == np.float64
+
+
+def test_datasets_stored_elsewhere_are_refused(attrs_file, tmp_path):
+    """A dataset with an address in the file passes the checks without its creation property list;
+    virtual and external storage (no such address) are still refused, as are chunked datasets checked."""
+    from kconv.load.limits import DEFAULT
+
+    attrs_file.create_dataset("plain", data=np.ones(4, "f4"))
+    attrs_file.create_dataset("chunked", data=np.ones(4, "f4"), chunks=(2,), compression="gzip")
+    attrs_file.create_dataset("late", shape=(4,), dtype="f4")  # no storage allocated
+    (tmp_path / "raw.bin").write_bytes(b"\0" * 16)
+    attrs_file.create_dataset("external", shape=(4,), dtype="f4", external=[(str(tmp_path / "raw.bin"), 0, 16)])
+    layout = h5py.VirtualLayout(shape=(4,), dtype="f4")
+    layout[:] = h5py.VirtualSource(attrs_file.filename, "plain", shape=(4,))
+    attrs_file.create_virtual_dataset("virtual", layout)
+    for name in ("plain", "chunked", "late"):
+        assert h5safe.check_dataset(h5safe.child(attrs_file, name), DEFAULT).shape == (4,)
+    assert h5safe.child(attrs_file, "plain").id.get_offset() is not None
+    with pytest.raises(Exception, match="stored in external files"):
+        h5safe.check_dataset(h5safe.child(attrs_file, "external"), DEFAULT)
+    with pytest.raises(Exception, match="a virtual dataset"):
+        h5safe.check_dataset(h5safe.child(attrs_file, "virtual"), DEFAULT)
+
+
 def test_child_refuses_a_dataset_on_the_way(attrs_file):
     attrs_file.create_dataset("g/d", data=np.zeros(2))
     assert isinstance(h5safe.child(attrs_file, "g/d"), h5py.Dataset)
