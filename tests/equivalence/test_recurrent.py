@@ -129,6 +129,28 @@ def test_initial_state_input(tmp_path):
     check(model, [rand(B, T, F), rand(B, 5, seed=1), rand(B, 5, seed=2)], tmp_path)
 
 
+@pytest.mark.parametrize("mask", ["left", "gappy"])
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "SimpleRNN"])
+def test_initial_state_masked(cls, mask, tmp_path):
+    """A given initial state and masked first steps: the states are kept, the output is zeros up to
+    the first unmasked step (KerasRNNMixin._mask_output); one layer and Bidirectional. The mask is
+    passed explicitly: Keras 3 drops the implicit one of a call with more than one tensor argument
+    (keras/src/layers/layer.py, "Populate mask argument(s)")."""
+    L = layers()
+    k = keras()
+    n = 2 if cls == "LSTM" else 1
+    inp = k.Input((T,), dtype="int32")
+    s0 = [k.Input((5,)) for _ in range(2 * n)]
+    x = L.Embedding(20, F)(inp)
+    m = k.ops.not_equal(inp, 0)
+    seq = _rnn(cls, return_sequences=True, return_state=True)(x, initial_state=s0[:n], mask=m)
+    last = _rnn(cls, go_backwards=True)(x, initial_state=s0[n:], mask=m)
+    bi = L.Bidirectional(_rnn(cls, return_sequences=True))(x, initial_state=s0, mask=m)
+    model = k.Model([inp, *s0], [*seq, last, bi])
+    states = [rand(B, 5, seed=i + 1) for i in range(2 * n)]
+    check(model, [token_ids(mask), *states], tmp_path, formats=("keras",))
+
+
 # ---------------------------------------------------------------------------- Bidirectional
 
 @pytest.mark.parametrize("mask", ["none", "right", "left", "gappy"])

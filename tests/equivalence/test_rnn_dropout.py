@@ -191,21 +191,30 @@ def test_recurrent_dropout_statistics(tmp_path):
     _per_sequence_stats(yk[:, 1:], rate)
 
 
-def test_train_mode_bidirectional(tmp_path):
-    """Each direction draws its own masks (two cells in Keras)."""
+@pytest.mark.parametrize("drop", [dict(dropout=0.3, recurrent_dropout=0.2), dict(dropout=0.3)],
+                         ids=["both", "dropout"])
+@pytest.mark.parametrize("cls", ["LSTM", "GRU"])
+def test_train_mode_bidirectional(cls, drop, tmp_path):
+    """Each direction draws its own masks (two cells in Keras); masked steps. With input dropout
+    only, the two directions' step loops run as one (KerasBidirectional._together)."""
     import torch
 
+    n = (4 if cls == "LSTM" else 3) if drop.get("recurrent_dropout") else 1
     k, L = keras(), layers()
-    model = k.Sequential([k.Input((T, F)), L.Bidirectional(
-        L.LSTM(U, dropout=0.3, recurrent_dropout=0.2, return_sequences=True))])
+    model = k.Sequential([k.Input((T, F)), L.Masking(0.0), L.Bidirectional(
+        getattr(L, cls)(U, return_sequences=True, **drop))])
     randomize_weights(model)
     module = convert_and_load(save(model, tmp_path, "keras"), tmp_path / "out")
     x = rand(B, T, F)
+    x[1, 3:] = 0.0
+    x[2, :2] = 0.0
     module.train()
     torch.manual_seed(3)
     got = module(torch.from_numpy(x)).detach().numpy()
     bi = next(m for m in module.modules() if hasattr(m, "forward_layer"))
-    layer = model.layers[0]
-    _inject(layer.forward_layer.cell, bi.forward_layer.last_dropout_masks, 4)
-    _inject(layer.backward_layer.cell, bi.backward_layer.last_dropout_masks, 4)
+    layer = model.layers[1]
+    _inject(layer.forward_layer.cell, bi.forward_layer.last_dropout_masks, n)
+    _inject(layer.backward_layer.cell, bi.backward_layer.last_dropout_masks, n)
     compare([np.asarray(model(x, training=True))], [got], 1e-5, 1e-5, what="train mode")
+    module.eval()  # the masks really change the output
+    assert not np.allclose(module(torch.from_numpy(x)).detach().numpy(), got)

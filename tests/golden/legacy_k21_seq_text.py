@@ -28,6 +28,12 @@ class KerasRNNMixin:
     sequence length is static there. forward(x, mask=None, initial_state=None) -> (output,
     [states]); states start from zeros.
 
+    The loop is written for few torch calls per step (at batch 1 each costs more than its
+    arithmetic): the input projection of all steps is one matmul before the loop, with bias_hh
+    added to it where it only adds to the gates; a step is one addmm (baddbmm for a Bidirectional's
+    two layers run together) and the gate arithmetic; the output is read off the states after the
+    loop (_outputs).
+
     Train mode with dropout / recurrent_dropout (keras/src/layers/rnn/dropout_rnn_cell.py): one mask
     per sequence, drawn when the call starts (shape (batch, input) and (batch, units), values 0 or
     1/(1 - rate)), applied to the input and to the previous h at every step through the step loop;
@@ -62,6 +68,19 @@ class KerasRNNMixin:
         self.reset_after = reset_after
 
     def forward(self, x, mask=None, initial_state=None):
+        return self._finish(*self._begin(x, mask, initial_state), initial_state is None)
+
+    def _finish(self, x, xw, mask, states, rec, zero_start):
+        """The rest of a call after _begin: torch's fused kernel or the step loop."""
+        if xw is None:
+            return self._fused(x, states)
+        ys, states = self._steps(self._step_inputs(xw), mask, states, self._recurrent(), rec)
+        return self._outputs(ys, x, mask, zero_start), states
+
+    def _begin(self, x, mask, initial_state):
+        """A call's set-up: (x, xw, mask, states, rec), x and mask in step order (go_backwards
+        reverses them), xw the input projection of every step (None when torch's fused kernel runs
+        the call), rec the recurrent dropout masks (or None)."""
         if initial_state is None:
             states = [x.new_zeros((x.shape[0], self.hidden_size)) for _ in range(self.n_states)]
         else:
@@ -71,16 +90,15 @@ class KerasRNNMixin:
             mask = None if mask is None else mask.flip(1)
         if mask is not None:
             mask = mask.to(torch.bool)
-        drop = None
+        dp = rec = None
         if self.training and (self.dropout or self.recurrent_dropout):
-            drop = (
-                self._draw_masks(x, x.shape[2], self.dropout),
-                self._draw_masks(x, self.hidden_size, self.recurrent_dropout),
-            )
-            self.last_dropout_masks = drop
-        if self.fast and drop is None and mask is None:
-            return self._fused(x, states)
-        return self._loop(x, mask, states, drop)
+            dp = self._draw_masks(x, x.shape[2], self.dropout)
+            rec = self._draw_masks(x, self.hidden_size, self.recurrent_dropout)
+            self.last_dropout_masks = (dp, rec)
+        elif self.fast and mask is None:
+            return x, None, None, states, None
+        dp = None if dp is None else [m[:, None] for m in dp]
+        return x, self._gated(x, dp, self.weight_ih_l0, self._input_bias()), mask, states, rec
 
     def _draw_masks(self, x, n, rate):
         if not rate:
@@ -119,30 +137,60 @@ class KerasRNNMixin:
         y, hn = self._torch_forward(x, self._hx(states))
         return (y if self.return_sequences else y[:, -1]), self._unhx(hn)
 
-    def _loop(self, x, mask, states, drop=None):
-        dp, rec = drop or (None, None)
-        dp = None if dp is None else [m[:, None] for m in dp]
-        xw = self._gated(x, dp, self.weight_ih_l0, self.bias_ih_l0 if self.bias else None)
-        prev = x.new_zeros((x.shape[0], self.hidden_size))
-        outs = []
-        for t in range(x.shape[1]):
-            out, new = self._cell(xw[:, t], states, rec)
-            if mask is not None:
-                m = mask[:, t, None]
-                out = torch.where(
-                    m, out, torch.zeros_like(out) if self.zero_output_for_mask else prev
-                )
-                new = [torch.where(m, n, states[j]) for j, n in enumerate(new)]
-            states, prev = new, out
-            outs.append(out)
-        if self.return_sequences:
-            y = torch.stack(outs, 1) if outs else x.new_zeros((x.shape[0], 0, self.hidden_size))
-        else:
-            y = outs[-1] if outs else prev
-        return y, states
+    def _input_bias(self):
+        """The bias added to the input projection: bias_ih, and bias_hh where it adds to the gates
+        unchanged (zero in a conversion of a Keras layer: it has one bias)."""
+        return self.bias_ih_l0 + self.bias_hh_l0 if self.bias else None
 
-    def _hh(self, h, rec=None):
-        return self._gated(h, rec, self.weight_hh_l0, self.bias_hh_l0 if self.bias else None)
+    def _recurrent(self):
+        """The recurrent weights as the step's matmuls take them (a call's constants): weight_hh
+        transposed, and the recurrent bias the step adds (None: it is in _input_bias)."""
+        return self.weight_hh_l0.t(), None
+
+    def _step_inputs(self, xw):
+        """xw (..., batch, time, gates) -> one input per step."""
+        return xw.unbind(-2)
+
+    def _steps(self, xs, mask, states, weights, rec=None):
+        """The step loop: a masked step keeps the states (torch.where). States and step inputs are
+        (batch, n) or, for a Bidirectional's two layers run together, (2, batch, n) (batched
+        matmuls). Returns (the h after every step, final states)."""
+        mm = torch.addmm if weights[0].dim() == 2 else torch.baddbmm
+        masks = None if mask is None else mask.unsqueeze(-1).unbind(-2)
+        ys = []
+        for t, xt in enumerate(xs):
+            new = self._cell(xt, states, weights, mm, rec)
+            if masks is not None:
+                new = [torch.where(masks[t], n, s) for n, s in zip(new, states, strict=True)]
+            states = new
+            ys.append(new[0])
+        return ys, states
+
+    def _outputs(self, ys, x, mask, zero_start):
+        """Keras's output from the h after every step. A masked step outputs the previous step's
+        output: that is the kept h, except before the first unmasked step (zeros, where the initial
+        state is not zero); or zeros with zero_output_for_mask. ys: list of (batch, units)."""
+        if not ys:
+            n = (x.shape[0], 0) if self.return_sequences else (x.shape[0],)
+            return x.new_zeros((*n, self.hidden_size))
+        y = torch.stack(ys, 1) if self.return_sequences else ys[-1]
+        return self._mask_output(y, mask, zero_start)
+
+    def _mask_output(self, y, mask, zero_start):
+        if mask is None or (zero_start and not self.zero_output_for_mask):
+            return y
+        if self.return_sequences:
+            keep = mask if self.zero_output_for_mask else mask.cumsum(1) > 0
+        else:
+            keep = mask[:, -1] if self.zero_output_for_mask else mask.any(1)
+        return torch.where(keep.unsqueeze(-1), y, 0)
+
+    def _rec_matmul(self, xt, h, weights, mm, rec):
+        """xt + h @ weight_hh.T: one addmm; with recurrent dropout masks, h is multiplied by them
+        first (one per gate: _gated)."""
+        if rec is not None:
+            return xt + self._gated(h, rec, self.weight_hh_l0, None)
+        return mm(xt, h, weights[0])
 
 
 class KerasGRU(KerasRNNMixin, nn.GRU):
@@ -167,35 +215,43 @@ class KerasGRU(KerasRNNMixin, nn.GRU):
 
     _keras_gate = (1, 0, 2)  # torch r, z, n <- Keras z, r, h
 
-    def _cell(self, xw, states, rec=None):
+    def _input_bias(self):
+        if not self.bias or self.reset_after:  # reset_after: bias_hh_n is multiplied by r
+            return self.bias_ih_l0 if self.bias else None
+        return self.bias_ih_l0 + self.bias_hh_l0
+
+    def _recurrent(self):
+        b = self.bias_hh_l0 if self.bias and self.reset_after else None
+        return self.weight_hh_l0.t(), b
+
+    def _step_inputs(self, xw):
+        u = self.hidden_size
+        return zip(*(p.unbind(-2) for p in xw.split([2 * u, u], -1)), strict=True)
+
+    def _cell(self, xt, states, weights, mm, rec=None):
+        x_rz, x_n = xt
         h = states[0]
         u = self.hidden_size
-        x_r, x_z, x_n = xw.chunk(3, 1)
+        wt, b = weights
         if self.reset_after:
-            h_r, h_z, h_n = self._hh(h, rec).chunk(3, 1)
-            r = keras_activation(self.rec_act, x_r + h_r)
-            z = keras_activation(self.rec_act, x_z + h_z)
+            if rec is not None:
+                hh = self._gated(h, rec, self.weight_hh_l0, b)
+            else:
+                hh = torch.matmul(h, wt) if b is None else mm(b, h, wt)
+            h_rz, h_n = hh.split([2 * u, u], -1)
+            r, z = keras_activation(self.rec_act, x_rz + h_rz).chunk(2, -1)
             n = keras_activation(self.act, x_n + r * h_n)
+        elif rec is None:
+            r, z = keras_activation(self.rec_act, mm(x_rz, h, wt.narrow(-1, 0, 2 * u))).chunk(2, -1)
+            n = keras_activation(self.act, mm(x_n, r * h, wt.narrow(-1, 2 * u, u)))
         else:
-            w, b = self.weight_hh_l0, (self.bias_hh_l0 if self.bias else None)
+            w = self.weight_hh_l0
             # recurrent dropout masks (Keras order z, r, h) on h before each gate's matmul
-            hz, hr, hh = (
-                (h, h, h) if rec is None else [h * rec[min(k, len(rec) - 1)] for k in range(3)]
-            )
-            h_rz = torch.cat(
-                [
-                    F.linear(hr, w[:u], None if b is None else b[:u]),
-                    F.linear(hz, w[u : 2 * u], None if b is None else b[u : 2 * u]),
-                ],
-                1,
-            )
-            r = keras_activation(self.rec_act, x_r + h_rz[:, :u])
-            z = keras_activation(self.rec_act, x_z + h_rz[:, u:])
-            n = keras_activation(
-                self.act, x_n + F.linear(r * hh, w[2 * u :], None if b is None else b[2 * u :])
-            )
-        h = z * h + (1 - z) * n
-        return h, [h]
+            hz, hr, hh = [h * rec[min(k, len(rec) - 1)] for k in range(3)]
+            r = keras_activation(self.rec_act, x_rz[:, :u] + F.linear(hr, w[:u]))
+            z = keras_activation(self.rec_act, x_rz[:, u:] + F.linear(hz, w[u : 2 * u]))
+            n = keras_activation(self.act, x_n + F.linear(r * hh, w[2 * u :]))
+        return [torch.addcmul(z * h, 1 - z, n)]
 
 
 class KerasLSTM(KerasRNNMixin, nn.LSTM):
@@ -219,14 +275,18 @@ class KerasLSTM(KerasRNNMixin, nn.LSTM):
 
     _keras_gate = (0, 1, 2, 3)
 
-    def _cell(self, xw, states, rec=None):
+    def _cell(self, xt, states, weights, mm, rec=None):
         h, c = states
-        i, f, g, o = (xw + self._hh(h, rec)).chunk(4, 1)
-        c = keras_activation(self.rec_act, f) * c + (
-            keras_activation(self.rec_act, i) * keras_activation(self.act, g)
-        )
-        h = keras_activation(self.rec_act, o) * keras_activation(self.act, c)
-        return h, [h, c]
+        z = self._rec_matmul(xt, h, weights, mm, rec)
+        u = self.hidden_size
+        if self.rec_act in ("sigmoid", "hard_sigmoid"):  # bounded: one call over all four gates
+            i, f, _, o = keras_activation(self.rec_act, z).chunk(4, -1)
+            g = z.narrow(-1, 2 * u, u)
+        else:
+            i, f, g, o = z.chunk(4, -1)
+            i, f, o = (keras_activation(self.rec_act, v) for v in (i, f, o))
+        c = torch.addcmul(f * c, i, keras_activation(self.act, g))
+        return [o * keras_activation(self.act, c), c]
 
 
 class Model(nn.Module):
