@@ -3,6 +3,7 @@ in-process command says, and h5safe's fast attribute reads give what h5py's attr
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -175,3 +176,19 @@ def test_json_text_of_every_fixture_report(model):
 
     rep = report.report(load(model))
     assert json_text(rep) == json.dumps(rep, indent=2)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts the process's threads in /proc")
+def test_inspect_imports_numpy_without_blas_threads():
+    """The console process imports numpy with one OpenBLAS thread (its pool's threads spin on a core
+    waiting for work inspect never gives), and leaves the environment as it found it; a numpy
+    imported the ordinary way in the same Python starts more threads (else this test proves nothing)."""
+    code = ("import os, sys; from kconv.cli.inspect import _import_numpy_one_blas_thread as f; f(); "
+            "print(len(os.listdir('/proc/self/task')), 'OPENBLAS_NUM_THREADS' in os.environ)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    plain = subprocess.run([sys.executable, "-c", "import os, numpy; print(len(os.listdir('/proc/self/task')))"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert ours.stdout.split() == ["1", "False"], ours.stderr
+    if (os.cpu_count() or 1) > 1:
+        assert int(plain.stdout) > 1, plain.stderr
