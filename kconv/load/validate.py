@@ -135,10 +135,13 @@ def check_model(model: Model):
 
 def check_refs(model: Model):
     """After shape inference: every tensor reference names an existing call and output of its layer."""
+    by_name: dict = {}  # model.layer(name), without a scan of the layers for each reference
+    for layer in model.layers:
+        by_name.setdefault(layer.name, layer)
+
     def ok(ref):
-        try:
-            producer = model.layer(ref.layer)
-        except KeyError:
+        producer = by_name.get(ref.layer)
+        if producer is None:
             return False
         if producer.class_name == "InputLayer" and not producer.calls:
             return ref.node == 0 and ref.index == 0

@@ -35,8 +35,15 @@ def _text(v) -> str:
     return v.decode("utf8") if isinstance(v, bytes) else str(v)
 
 
+_DTYPE_NAMES: dict = {}  # numpy dtype -> its name (numpy builds the name at each str(): 10 us)
+
+
 def _dtype(ds) -> str:
-    return str(ds.dtype)
+    dt = ds.dtype
+    name = _DTYPE_NAMES.get(dt)
+    if name is None:
+        name = _DTYPE_NAMES[dt] = str(dt)
+    return name
 
 
 def _reader(ds, path: str, name: str):
@@ -547,11 +554,12 @@ def _distribute(outer: Layer, stored, ctx: Context):
 # --------------------------------------------------------------------------------------------------
 # Shapes: every stored weight against the shape its declaration says Keras creates it with
 
-def _input_shape(model: Model, layer: Layer):
-    """The shape of the first input of the layer's first call (None when unknown)."""
+def _input_shape(by_name: dict, layer: Layer):
+    """The shape of the first input of the layer's first call (None when unknown); ``by_name``: the
+    model's layers by name (the first of a name, as ``Model.layer``)."""
     try:
         ref = layer.calls[0].inputs[0]
-        return model.layer(ref.layer).calls[ref.node].output_shapes[ref.index]
+        return by_name[ref.layer].calls[ref.node].output_shapes[ref.index]
     except (IndexError, KeyError, AttributeError, TypeError):
         return None
 
@@ -567,6 +575,9 @@ def _fmt(shape) -> str:
 
 def check_shapes(model: Model, ctx: Context):
     """Add a problem to ``ctx`` for every stored weight whose shape differs from the declared one."""
+    by_name: dict = {}
+    for layer in model.layers:
+        by_name.setdefault(layer.name, layer)
     for layer in model.layers:
         if layer.model is not None:
             check_shapes(layer.model, ctx)
@@ -575,7 +586,7 @@ def check_shapes(model: Model, ctx: Context):
         if spec is None or not layer.weights:
             continue
         decls = spec.weight_decls(layer.config)
-        in_shape = _input_shape(model, layer)
+        in_shape = _input_shape(by_name, layer)
         used = [False] * len(decls)
         for w in layer.weights:
             for i, d in enumerate(decls):
