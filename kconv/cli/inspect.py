@@ -197,22 +197,43 @@ def _json_value(o, out: list, nl: str):
         out.append(int.__repr__(o))
     elif isinstance(o, float):
         out.append(_json_float(o))
-    elif isinstance(o, (dict, list, tuple)):
-        is_dict = isinstance(o, dict)
+    elif isinstance(o, dict):
         if not o:
-            out.append("{}" if is_dict else "[]")
+            out.append("{}")
             return
         inner = nl + "  "
-        sep = ("{" if is_dict else "[") + inner
-        for item in o.items() if is_dict else o:
+        sep = "{" + inner
+        for k, v in o.items():
+            # str keys and str or int values (most of a report) written here, the rest by the calls
             out.append(sep)
-            if is_dict:
-                out.append(_json_key(item[0]))
-                out.append(": ")
-                item = item[1]
-            _json_value(item, out, inner)
+            out.append(encode_basestring_ascii(k) if type(k) is str else _json_key(k))
+            out.append(": ")
+            t = type(v)
+            if t is str:
+                out.append(encode_basestring_ascii(v))
+            elif t is int:
+                out.append(int.__repr__(v))
+            else:
+                _json_value(v, out, inner)
             sep = "," + inner
-        out.append(nl + ("}" if is_dict else "]"))
+        out.append(nl + "}")
+    elif isinstance(o, (list, tuple)):
+        if not o:
+            out.append("[]")
+            return
+        inner = nl + "  "
+        sep = "[" + inner
+        for v in o:
+            out.append(sep)
+            t = type(v)
+            if t is int:
+                out.append(int.__repr__(v))
+            elif t is str:
+                out.append(encode_basestring_ascii(v))
+            else:
+                _json_value(v, out, inner)
+            sep = "," + inner
+        out.append(nl + "]")
     else:
         raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
