@@ -70,17 +70,18 @@ class KerasRNNMixin:
     def forward(self, x, mask=None, initial_state=None):
         return self._finish(*self._begin(x, mask, initial_state), initial_state is None)
 
-    def _finish(self, x, xw, mask, states, rec, zero_start):
+    def _finish(self, x, dp, mask, states, rec, fused, zero_start):
         """The rest of a call after _begin: torch's fused kernel or the step loop."""
-        if xw is None:
+        if fused:
             return self._fused(x, states)
+        xw = self._gated(x, dp, self.weight_ih_l0, self._input_bias())
         ys, states = self._steps(self._step_inputs(xw), mask, states, self._recurrent(), rec)
         return self._outputs(ys, x, mask, zero_start), states
 
     def _begin(self, x, mask, initial_state):
-        """A call's set-up: (x, xw, mask, states, rec), x and mask in step order (go_backwards
-        reverses them), xw the input projection of every step (None when torch's fused kernel runs
-        the call), rec the recurrent dropout masks (or None)."""
+        """A call's set-up: (x, dp, mask, states, rec, fused), x and mask in step order
+        (go_backwards reverses them), dp and rec the input and recurrent dropout masks (or None),
+        fused whether torch's fused kernel runs the call."""
         if initial_state is None:
             states = [x.new_zeros((x.shape[0], self.hidden_size)) for _ in range(self.n_states)]
         else:
@@ -95,10 +96,9 @@ class KerasRNNMixin:
             dp = self._draw_masks(x, x.shape[2], self.dropout)
             rec = self._draw_masks(x, self.hidden_size, self.recurrent_dropout)
             self.last_dropout_masks = (dp, rec)
-        elif self.fast and mask is None:
-            return x, None, None, states, None
         dp = None if dp is None else [m[:, None] for m in dp]
-        return x, self._gated(x, dp, self.weight_ih_l0, self._input_bias()), mask, states, rec
+        fused = self.fast and mask is None and dp is None and rec is None
+        return x, dp, mask, states, rec, fused
 
     def _draw_masks(self, x, n, rate):
         if not rate:
@@ -155,15 +155,16 @@ class KerasRNNMixin:
         """The step loop: a masked step keeps the states (torch.where). States and step inputs are
         (batch, n) or, for a Bidirectional's two layers run together, (2, batch, n) (batched
         matmuls). Returns (the h after every step, final states)."""
-        mm = torch.addmm if weights[0].dim() == 2 else torch.baddbmm
-        masks = None if mask is None else mask.unsqueeze(-1).unbind(-2)
+        step = self._step(weights, torch.addmm if weights[0].dim() == 2 else torch.baddbmm, rec)
         ys = []
-        for t, xt in enumerate(xs):
-            new = self._cell(xt, states, weights, mm, rec)
-            if masks is not None:
-                new = [torch.where(masks[t], n, s) for n, s in zip(new, states, strict=True)]
-            states = new
-            ys.append(new[0])
+        if mask is None:
+            for xt in xs:
+                states = step(xt, states)
+                ys.append(states[0])
+            return ys, states
+        for xt, m in zip(xs, mask.unsqueeze(-1).unbind(-2), strict=True):
+            states = [torch.where(m, n, s) for n, s in zip(step(xt, states), states, strict=True)]
+            ys.append(states[0])
         return ys, states
 
     def _outputs(self, ys, x, mask, zero_start):
@@ -185,12 +186,22 @@ class KerasRNNMixin:
             keep = mask[:, -1] if self.zero_output_for_mask else mask.any(1)
         return torch.where(keep.unsqueeze(-1), y, 0)
 
-    def _rec_matmul(self, xt, h, weights, mm, rec):
-        """xt + h @ weight_hh.T: one addmm; with recurrent dropout masks, h is multiplied by them
-        first (one per gate: _gated)."""
-        if rec is not None:
-            return xt + self._gated(h, rec, self.weight_hh_l0, None)
-        return mm(xt, h, weights[0])
+    @staticmethod
+    def _activation(name):
+        """keras_activation(name, .) as one function, looked up once per call (torch's own where it
+        is the same function)."""
+        fn = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}.get(name)
+        return fn or (lambda v: keras_activation(name, v))
+
+    def _rec_matmul(self, weights, mm, rec):
+        """(xt, h) -> xt + h @ weight_hh.T: one addmm; with recurrent dropout masks, h is multiplied
+        by them first (one per gate: _gated)."""
+        wt, w = weights[0], self.weight_hh_l0
+
+        def rec_matmul(xt, h):
+            return mm(xt, h, wt) if rec is None else xt + self._gated(h, rec, w, None)
+
+        return rec_matmul
 
 
 class KerasGRU(KerasRNNMixin, nn.GRU):
@@ -228,30 +239,34 @@ class KerasGRU(KerasRNNMixin, nn.GRU):
         u = self.hidden_size
         return zip(*(p.unbind(-2) for p in xw.split([2 * u, u], -1)), strict=True)
 
-    def _cell(self, xt, states, weights, mm, rec=None):
-        x_rz, x_n = xt
-        h = states[0]
-        u = self.hidden_size
-        wt, b = weights
-        if self.reset_after:
-            if rec is not None:
-                hh = self._gated(h, rec, self.weight_hh_l0, b)
+    def _step(self, weights, mm, rec=None):
+        """The step function (xt, states) -> states of one call (its constants bound)."""
+        rec_act, act = self._activation(self.rec_act), self._activation(self.act)
+        (wt, b), w, u = weights, self.weight_hh_l0, self.hidden_size
+        wt_rz, wt_n = wt.split([2 * u, u], -1)
+
+        def step(xt, states):
+            (x_rz, x_n), h = xt, states[0]
+            if self.reset_after:
+                if rec is not None:
+                    hh = self._gated(h, rec, w, b)
+                else:
+                    hh = torch.matmul(h, wt) if b is None else mm(b, h, wt)
+                h_rz, h_n = hh.split([2 * u, u], -1)
+                r, z = rec_act(x_rz + h_rz).chunk(2, -1)
+                n = act(x_n + r * h_n)
+            elif rec is None:
+                r, z = rec_act(mm(x_rz, h, wt_rz)).chunk(2, -1)
+                n = act(mm(x_n, r * h, wt_n))
             else:
-                hh = torch.matmul(h, wt) if b is None else mm(b, h, wt)
-            h_rz, h_n = hh.split([2 * u, u], -1)
-            r, z = keras_activation(self.rec_act, x_rz + h_rz).chunk(2, -1)
-            n = keras_activation(self.act, x_n + r * h_n)
-        elif rec is None:
-            r, z = keras_activation(self.rec_act, mm(x_rz, h, wt.narrow(-1, 0, 2 * u))).chunk(2, -1)
-            n = keras_activation(self.act, mm(x_n, r * h, wt.narrow(-1, 2 * u, u)))
-        else:
-            w = self.weight_hh_l0
-            # recurrent dropout masks (Keras order z, r, h) on h before each gate's matmul
-            hz, hr, hh = [h * rec[min(k, len(rec) - 1)] for k in range(3)]
-            r = keras_activation(self.rec_act, x_rz[:, :u] + F.linear(hr, w[:u]))
-            z = keras_activation(self.rec_act, x_rz[:, u:] + F.linear(hz, w[u : 2 * u]))
-            n = keras_activation(self.act, x_n + F.linear(r * hh, w[2 * u :]))
-        return [torch.addcmul(z * h, 1 - z, n)]
+                # recurrent dropout masks (Keras order z, r, h) on h before each gate's matmul
+                hz, hr, hh = [h * rec[min(k, len(rec) - 1)] for k in range(3)]
+                r = rec_act(x_rz[:, :u] + F.linear(hr, w[:u]))
+                z = rec_act(x_rz[:, u:] + F.linear(hz, w[u : 2 * u]))
+                n = act(x_n + F.linear(r * hh, w[2 * u :]))
+            return [torch.addcmul(z * h, 1 - z, n)]
+
+        return step
 
 
 class KerasLSTM(KerasRNNMixin, nn.LSTM):
@@ -275,18 +290,25 @@ class KerasLSTM(KerasRNNMixin, nn.LSTM):
 
     _keras_gate = (0, 1, 2, 3)
 
-    def _cell(self, xt, states, weights, mm, rec=None):
-        h, c = states
-        z = self._rec_matmul(xt, h, weights, mm, rec)
-        u = self.hidden_size
-        if self.rec_act in ("sigmoid", "hard_sigmoid"):  # bounded: one call over all four gates
-            i, f, _, o = keras_activation(self.rec_act, z).chunk(4, -1)
-            g = z.narrow(-1, 2 * u, u)
-        else:
-            i, f, g, o = z.chunk(4, -1)
-            i, f, o = (keras_activation(self.rec_act, v) for v in (i, f, o))
-        c = torch.addcmul(f * c, i, keras_activation(self.act, g))
-        return [o * keras_activation(self.act, c), c]
+    def _step(self, weights, mm, rec=None):
+        """The step function (xt, states) -> states of one call (its constants bound)."""
+        rec_act, act = self._activation(self.rec_act), self._activation(self.act)
+        rec_matmul, u = self._rec_matmul(weights, mm, rec), self.hidden_size
+        whole = self.rec_act in ("sigmoid", "hard_sigmoid")  # bounded: one call for all gates
+
+        def step(xt, states):
+            h, c = states
+            z = rec_matmul(xt, h)
+            if whole:
+                i, f, _, o = rec_act(z).chunk(4, -1)
+                g = z.narrow(-1, 2 * u, u)
+            else:
+                i, f, g, o = z.chunk(4, -1)
+                i, f, o = rec_act(i), rec_act(f), rec_act(o)
+            c = torch.addcmul(f * c, i, act(g))
+            return [o * act(c), c]
+
+        return step
 
 
 class Model(nn.Module):
