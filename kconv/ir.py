@@ -59,12 +59,15 @@ class Call:
 
     ``input_is_list`` says the layer got a list (Add, Concatenate) rather than one tensor.
     ``tensor_kwargs`` are tensors passed by keyword (``mask=``, ``initial_state=``, attention ``value=``).
+    ``tensor_args``: how many positional arguments hold tensors (a list counts once), for a Keras 3
+    node; None for a Keras 1/2 node, whose inputs are one flat list.
     """
 
     inputs: list[TensorRef]
     input_is_list: bool = False
     kwargs: dict = field(default_factory=dict)
     tensor_kwargs: dict = field(default_factory=dict)  # name -> TensorRef | list[TensorRef]
+    tensor_args: int | None = None
     output_shapes: list = field(default_factory=list)  # filled by shape inference
 
 

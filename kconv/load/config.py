@@ -105,7 +105,8 @@ def _parse_node_k3(node: dict) -> Call:
         refs = _refs_in(v)
         if refs:
             tensors[k] = refs if isinstance(v, (list, tuple)) else refs[0]
-    return Call(inputs=inputs, input_is_list=is_list, kwargs=plain, tensor_kwargs=tensors)
+    return Call(inputs=inputs, input_is_list=is_list, kwargs=plain, tensor_kwargs=tensors,
+                tensor_args=ordered.count(None))
 
 
 def _is_k2_ref(v) -> bool:

@@ -320,11 +320,25 @@ def _initial_state(e):
     return "[" + ", ".join(init) + "]"
 
 
+def _call_mask(e):
+    """The mask the layer's call gets. Keras 3 fills a call's ``mask`` from its input only when the
+    call has one tensor argument (keras/src/layers/layer.py ``__call__``, "Populate mask
+    argument(s)"): a recurrent layer called with initial_state tensors runs unmasked there, unless
+    the call passes ``mask=`` (its output still carries the input's mask). Keras 2 (the initial
+    states are further inputs of the node) passes the input's mask to the call."""
+    mask = e.mask(0)
+    c = e.call
+    if c.tensor_args is not None and "mask" not in c.tensor_kwargs and c.tensor_args + len(c.tensor_kwargs) > 1:
+        return None
+    return mask
+
+
 def _call(e, m, x):
     """``m(x, mask=..., initial_state=...)``, the keyword arguments only where given."""
     args = [x]
-    if e.mask(0) is not None:
-        args.append(f"mask={e.mask(0)}")
+    mask = _call_mask(e)
+    if mask is not None:
+        args.append(f"mask={mask}")
     if _initial_state(e) != "None":
         args.append(f"initial_state={_initial_state(e)}")
     return f"{m}({', '.join(args)})"

@@ -151,6 +151,27 @@ def test_initial_state_masked(cls, mask, tmp_path):
     check(model, [token_ids(mask), *states], tmp_path, formats=("keras",))
 
 
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "SimpleRNN"])
+def test_initial_state_drops_the_implicit_mask(cls, tmp_path):
+    """Keras 3 passes a call its input's mask only when the call has one tensor argument
+    (keras/src/layers/layer.py, "Populate mask argument(s)"): with initial_state tensors the layer
+    runs unmasked (every step counts, the masked ones too), while its output still carries the mask
+    (the Dense after it, and the second RNN without initial_state, see it). kconv used to pass the
+    mask (as Keras 2 does, whose files list the initial states as further inputs)."""
+    L = layers()
+    k = keras()
+    n = 2 if cls == "LSTM" else 1
+    inp = k.Input((T,), dtype="int32")
+    s0 = [k.Input((5,)) for _ in range(2 * n)]
+    x = L.Embedding(20, F, mask_zero=True)(inp)
+    seq = _rnn(cls, return_sequences=True)(x, initial_state=s0[:n])
+    after = _rnn(cls)(L.Dense(5)(seq))
+    bi = L.Bidirectional(_rnn(cls, return_sequences=True))(x, initial_state=s0)
+    model = k.Model([inp, *s0], [seq, after, bi])
+    states = [rand(B, 5, seed=i + 1) for i in range(2 * n)]
+    check(model, [token_ids("gappy"), *states], tmp_path, formats=("keras", "h5"))
+
+
 # ---------------------------------------------------------------------------- Bidirectional
 
 @pytest.mark.parametrize("mask", ["none", "right", "left", "gappy"])
