@@ -135,6 +135,14 @@ class Model:
                 return layer
         raise KeyError(name)
 
+    def layers_by_name(self) -> dict:
+        """name -> layer, the first of a name as :meth:`layer` finds it: for a walk that looks many
+        names up (``layer`` scans the list each time)."""
+        out: dict = {}
+        for layer in self.layers:
+            out.setdefault(layer.name, layer)
+        return out
+
     def param_counts(self) -> tuple[int, int]:
         t = n = 0
         for layer in self.layers:

@@ -135,9 +135,7 @@ def check_model(model: Model):
 
 def check_refs(model: Model):
     """After shape inference: every tensor reference names an existing call and output of its layer."""
-    by_name: dict = {}  # model.layer(name), without a scan of the layers for each reference
-    for layer in model.layers:
-        by_name.setdefault(layer.name, layer)
+    by_name = model.layers_by_name()
 
     def ok(ref):
         producer = by_name.get(ref.layer)

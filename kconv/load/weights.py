@@ -555,8 +555,8 @@ def _distribute(outer: Layer, stored, ctx: Context):
 # Shapes: every stored weight against the shape its declaration says Keras creates it with
 
 def _input_shape(by_name: dict, layer: Layer):
-    """The shape of the first input of the layer's first call (None when unknown); ``by_name``: the
-    model's layers by name (the first of a name, as ``Model.layer``)."""
+    """The shape of the first input of the layer's first call (None when unknown); ``by_name``:
+    ``Model.layers_by_name()``."""
     try:
         ref = layer.calls[0].inputs[0]
         return by_name[ref.layer].calls[ref.node].output_shapes[ref.index]
@@ -575,9 +575,7 @@ def _fmt(shape) -> str:
 
 def check_shapes(model: Model, ctx: Context):
     """Add a problem to ``ctx`` for every stored weight whose shape differs from the declared one."""
-    by_name: dict = {}
-    for layer in model.layers:
-        by_name.setdefault(layer.name, layer)
+    by_name = model.layers_by_name()
     for layer in model.layers:
         if layer.model is not None:
             check_shapes(layer.model, ctx)
