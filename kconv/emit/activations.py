@@ -30,6 +30,22 @@ ELEMENTWISE = {
     "tanh_shrink": "F.tanhshrink({x})",
     "celu": "F.celu({x})",
 }
+# in-place forms (torchvision's ``inplace=True``) of those whose backward does not need the input
+# it overwrites: the op's own output, or the input saved by autograd before the op writes
+INPLACE = {
+    "relu": "F.relu({x}, inplace=True)",
+    "relu6": "F.relu6({x}, inplace=True)",
+    "silu": "F.silu({x}, inplace=True)",
+    "swish": "F.silu({x}, inplace=True)",
+    "elu": "F.elu({x}, inplace=True)",
+    "selu": "F.selu({x}, inplace=True)",
+    "leaky_relu": "F.leaky_relu({x}, 0.2, inplace=True)",
+    "hard_silu": "F.hardswish({x}, inplace=True)",
+    "hard_swish": "F.hardswish({x}, inplace=True)",
+    "mish": "F.mish({x}, inplace=True)",
+    "hard_tanh": "F.hardtanh({x}, inplace=True)",
+    "celu": "F.celu({x}, inplace=True)",
+}
 AXIS = {"softmax": "torch.softmax({x}, dim={dim})", "log_softmax": "torch.log_softmax({x}, dim={dim})"}
 
 
@@ -43,8 +59,12 @@ def supported(name: str) -> bool:
     return name in ELEMENTWISE or name in AXIS or name == "hard_sigmoid"
 
 
-def expr(value, x: str, dim: int = -1, keras_major: int = 3, where: str = "") -> str:
+def expr(value, x: str, dim: int = -1, keras_major: int = 3, where: str = "", inplace: bool = False) -> str:
+    """Activation ``value`` applied to the expression ``x``; ``inplace``: overwriting ``x`` is safe (the
+    in-place form where torch has one)."""
     name = activation_name(value)
+    if inplace and name in INPLACE:
+        return INPLACE[name].format(x=x)
     if name in ELEMENTWISE:
         return ELEMENTWISE[name].format(x=x)
     if name in AXIS:

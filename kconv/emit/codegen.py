@@ -68,6 +68,8 @@ class ClassSource:
     # what each call emitted (kconv.emit.blocks groups by it)
     units: list = field(default_factory=list)
     reads: dict = field(default_factory=dict)  # (layer, node, index) -> how many calls read that tensor
+    outputs: set = field(default_factory=set)  # (layer, node, index) of the model's outputs
+    fresh: set = field(default_factory=set)  # variables that an activation reading only them may overwrite
     converted: dict = field(default_factory=dict)  # (variable, layout) -> the variable holding it permuted
 
 
@@ -79,7 +81,7 @@ class Emit:
       ``n_inputs``, ``attr`` (the submodule name);
     - inputs: ``input(i, layout)`` / ``kw_input(name, layout)`` (expressions), ``value(ref)`` (a
       tensor's :class:`Value`: expression, layout, shape, mask) and ``as_layout(value, layout)``,
-      ``reads(i)`` (how many calls read input ``i``),
+      ``reads(i)`` (how many calls read input ``i``), ``overwritable(i)`` (an in-place op on it is safe),
       ``layout(i)``, ``channels_last()``, ``conv_layout()``, ``torch_dim(axis, i, layout)``;
       masks: ``mask(i)``, ``has_mask()``, ``set_mask(index, mask)``;
     - the constructor: ``module(expr)`` (the layer's submodule), ``parameter(name, init)`` (a bare
@@ -125,6 +127,20 @@ class Emit:
         """How many calls of this model read input ``i`` of this call."""
         ref = self.call.inputs[i]
         return self.cls.reads.get((ref.layer, ref.node, ref.index), 0)
+
+    def overwritable(self, i: int = 0) -> bool:
+        """Whether an op may overwrite input ``i`` in place (an activation, as torchvision's
+        ``inplace=True``): it is a variable bound by ``output(fresh=True)`` (new memory, that no backward
+        keeps), this call is its only reader (aliases made by identity layers counted), it is not an output
+        of the model and carries no mask expression."""
+        v = self._v(self.call.inputs[i])
+        if v.expr not in self.cls.fresh or v.mask is not None:
+            return False
+        keys = [k for k, w in self.values.items() if w.expr == v.expr]
+        if any(k in self.cls.outputs for k in keys):
+            return False
+        # each alias beyond the first was made by an identity layer reading the one before it
+        return sum(self.cls.reads.get(k, 0) for k in keys) - (len(keys) - 1) == 1
 
     def as_layout(self, v: Value, layout: str | None = KERAS, reads: int = 1) -> str:
         """The expression of ``v`` in ``layout`` (permuted where needed); a tensor ``reads`` > 1 calls
@@ -285,19 +301,27 @@ class Emit:
         return cand
 
     def output(self, expr: str, layout: str = KERAS, index: int = 0, activation: bool = False, mask=_UNSET,
-               padded=None):
+               padded=None, fresh: bool = False):
         """Bind output ``index`` to ``expr`` (applying the layer's ``activation`` when asked).
+
+        ``fresh``: ``expr`` makes new memory that no other variable holds and that its op's backward does
+        not keep (a convolution's, a matmul's, a batch norm's or a sum's result; not an activation's,
+        whose backward reads its output): the activation is applied to it in place, and without one,
+        the next layer may overwrite it (:meth:`overwritable`).
 
         ``mask``: the output's Keras mask expression (None: none); left out, Keras's default
         propagation of the layer's declaration applies (LayerSpec.output_mask). ``padded``: (the input
         :class:`Value`, ((before, after) per spatial axis)) when the output is that input zero-padded:
         a 'valid' convolution reading only it pads by itself instead (kconv.specs.conv)."""
         shape = self.out_shapes[index] if index < len(self.out_shapes) else None
-        if activation:
-            expr = self.activation(expr, layout, shape)
+        if activation and activations.activation_name(self.cfg.get("activation", "linear")) != "linear":
+            expr = self.activation(expr, layout, shape, inplace=fresh)
+            fresh = False
         name = self.var(index)
         if expr != name:
             self.line(f"{name} = {expr}")
+        if fresh and expr != name:
+            self.cls.fresh.add(name)
         self.values[(self.layer.name, self.node, index)] = Value(name, layout, shape, padded=padded)
         if mask is not _UNSET:
             self.set_mask(index, mask)
@@ -309,7 +333,9 @@ class Emit:
             return
         v = self.values[(self.layer.name, self.node, index)]
         key = self.keras_prefix + self.layer.name + (f"[{self.node}][{index}]" if (self.node, index) != (0, 0) else "")
-        self.line(f"TRACE[{key!r}] = {self.gen.convert_layout(v, KERAS)}")
+        # a copy of what a later activation may overwrite in place (Emit.overwritable)
+        copy = ".clone()" if v.expr in self.cls.fresh else ""
+        self.line(f"TRACE[{key!r}] = {self.gen.convert_layout(v, KERAS)}{copy}")
 
     def passthrough(self, i: int = 0, index: int = 0):
         """Output ``index`` is input ``i`` unchanged (identity layers): no code, same layout."""
@@ -317,11 +343,13 @@ class Emit:
         self.values[(self.layer.name, self.node, index)] = Value(v.expr, v.layout, v.shape)
         self._trace(index)
 
-    def activation(self, x: str, layout: str, shape) -> str:
+    def activation(self, x: str, layout: str, shape, inplace: bool = False) -> str:
+        """The layer's ``activation`` applied to ``x`` (in place where torch has an in-place form and
+        ``inplace``: ``x`` is a temporary or :meth:`overwritable`)."""
         act = self.cfg.get("activation", "linear")
         rank = len(shape) if shape else 2
         return activations.expr(act, x, dim=keras_axis_to_torch(-1, rank, layout), keras_major=self.gen.keras_major,
-                                where=self.layer.name)
+                                where=self.layer.name, inplace=inplace)
 
     def unsupported(self, reason: str):
         raise _Unsupported(reason)
@@ -506,6 +534,7 @@ class Generator:
             else:
                 layout = CF if cf_io and shape is not None and len(shape) >= 3 else KERAS
             values[(ref.layer, ref.node, ref.index)] = Value(arg, layout, shape)
+        cls.outputs = {(r.layer, r.node, r.index) for r in model.outputs}
         order = self._order(model)
         for layer, node in order:
             for r in layer.calls[node].inputs:

@@ -329,7 +329,7 @@ def _emit_conv(n, kind="conv"):
             e.runtime("SeparableConv")
             src = (f"SeparableConv({_conv_src(e, n, cin, cin * mult, k, s, pad, d, cin, False)}, "
                    f"{_conv_src(e, n, cin * mult, int(e.cfg['filters']), 1, 1, 0, 1, 1, bias)})")
-        e.output(f"{e.module(src)}({x})", layout=e.conv_layout(), activation=True)
+        e.output(f"{e.module(src)}({x})", layout=e.conv_layout(), activation=True, fresh=True)
 
     return emit
 
@@ -361,7 +361,7 @@ def _emit_transpose(n):
         full_sizes = [(i - 1) * ss + (kk - 1) * dd + 1 + p for i, kk, ss, dd, p in zip(dims, k, s, d, op)]
         if any(st != 0 or o != f for (st, o), f in zip(crops, full_sizes)):
             y = y + "[:, :, " + ", ".join(f"{st}:{st + o}" for st, o in crops) + "]"
-        e.output(y, layout=e.conv_layout(), activation=True)
+        e.output(y, layout=e.conv_layout(), activation=True, fresh=True)
 
     return emit
 

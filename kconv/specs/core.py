@@ -292,7 +292,7 @@ def _emit_dense(e):
         return
     bias = "" if e.cfg.get("use_bias", True) else ", bias=False"
     m = e.module(f"nn.Linear({int(n_in)}, {int(e.cfg['units'])}{bias})")
-    e.output(f"{m}({x})", activation=True)
+    e.output(f"{m}({x})", activation=True, fresh=True)
 
 
 _EINSUM_EQUATION = re.compile(r"^(\.\.\.)?[a-zA-Z]+(\.\.\.)?,[a-zA-Z]+->(\.\.\.)?[a-zA-Z]+(\.\.\.)?$")

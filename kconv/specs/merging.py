@@ -99,7 +99,7 @@ def _emit_elementwise(e):
         expr = xs[0]
         for x in xs[1:]:
             expr = f"{fn}({expr}, {x})"
-    e.output(expr, layout=layout)
+    e.output(expr, layout=layout, fresh=len(xs) > 1)
 
 
 @emits("Concatenate")

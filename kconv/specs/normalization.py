@@ -165,10 +165,10 @@ def _emit_bn(e):
     # torch normalises over dim 1: use the layout where the Keras axis is dim 1, else move it there.
     for layout in (e.layout(0), "cf" if rank >= 3 else "keras", "keras"):
         if _dims_in(e, [a], layout) == [1]:
-            e.output(f"{m}({e.input(0, layout)})", layout=layout)
+            e.output(f"{m}({e.input(0, layout)})", layout=layout, fresh=True)
             return
     x = e.input(0, "keras")
-    e.output(f"{m}({x}.movedim({a}, 1)).movedim(1, {a})")
+    e.output(f"{m}({x}.movedim({a}, 1)).movedim(1, {a})", fresh=True)
 
 
 def _bn_defaults(e, c: int):

@@ -46,7 +46,7 @@ class Model(nn.Module):
             F.pad(sequential_input.permute(0, 3, 1, 2), [1, 0, 1, 0])
         )
         batchnormalization_1 = self.batchnormalization_1(convolution2d_1)
-        activation_1 = torch.relu(batchnormalization_1)
+        activation_1 = F.relu(batchnormalization_1, inplace=True)
         convolution2d_2 = self.convolution2d_2(F.pad(activation_1, [1, 0, 1, 0]))
         convolution2d_3 = self.convolution2d_3(convolution2d_2)
         flatten_1 = convolution2d_3.permute(0, 2, 3, 1).flatten(1)

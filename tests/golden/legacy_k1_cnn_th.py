@@ -45,7 +45,7 @@ class Model(nn.Module):
     def forward(self, sequential_input):
         convolution2d_1 = self.convolution2d_1(F.pad(sequential_input, [1, 0, 1, 0]))
         batchnormalization_1 = self.batchnormalization_1(convolution2d_1)
-        activation_1 = torch.relu(batchnormalization_1)
+        activation_1 = F.relu(batchnormalization_1, inplace=True)
         convolution2d_2 = self.convolution2d_2(activation_1)
         maxpooling2d_1 = self.maxpooling2d_1(convolution2d_2)
         flatten_1 = maxpooling2d_1.flatten(1)

@@ -41,8 +41,8 @@ class Model(nn.Module):
         self.head2 = nn.Linear(5, 2)
 
     def forward(self, in_a, in_b):
-        shared = torch.relu(self.shared(in_a))
-        shared_1_0 = torch.relu(self.shared(in_b))
+        shared = F.relu(self.shared(in_a), inplace=True)
+        shared_1_0 = F.relu(self.shared(in_b), inplace=True)
         add = shared + shared_1_0
         mul = shared * shared_1_0
         ave = (add + mul) / 2

@@ -62,6 +62,6 @@ class Model(nn.Module):
         act_2 = self.act_2(bn_1)
         conv_3 = self.conv_3(act_2)
         flat_4 = conv_3.flatten(1)
-        fc_5 = torch.relu(self.fc_5(flat_4))
+        fc_5 = F.relu(self.fc_5(flat_4), inplace=True)
         out_6 = self.out_6(fc_5)
         return out_6

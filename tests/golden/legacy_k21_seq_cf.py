@@ -43,7 +43,7 @@ class Model(nn.Module):
     def forward(self, sequential_input):
         conv2d_1 = self.conv2d_1(F.pad(sequential_input, [0, 1, 0, 1]))
         batch_normalization_1 = self.batch_normalization_1(conv2d_1)
-        activation_1 = torch.relu(batch_normalization_1)
+        activation_1 = F.relu(batch_normalization_1, inplace=True)
         conv2d_2 = self.conv2d_2(activation_1)
         flatten_1 = conv2d_2.flatten(1)
         dense_1 = self.dense_1(flatten_1)

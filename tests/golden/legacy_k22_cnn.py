@@ -44,7 +44,7 @@ class Model(nn.Module):
     def forward(self, input_1):
         conv2d_1 = self.conv2d_1(F.pad(input_1.permute(0, 3, 1, 2), [0, 1, 0, 1]))
         batch_normalization_1 = self.batch_normalization_1(conv2d_1)
-        leaky_re_lu_1 = F.leaky_relu(batch_normalization_1, 0.30000001192092896)
+        leaky_re_lu_1 = F.leaky_relu(batch_normalization_1, 0.30000001192092896, inplace=True)
         conv2d_2 = self.conv2d_2(leaky_re_lu_1)
         max_pooling2d_1 = self.max_pooling2d_1(conv2d_2)
         flatten_1 = max_pooling2d_1.permute(0, 2, 3, 1).flatten(1)

@@ -57,8 +57,8 @@ class Model(nn.Module):
         self.dense_3 = nn.Linear(3, 2)
 
     def forward(self, input_layer, input_layer_1):
-        dense = torch.relu(self.dense(input_layer))
-        dense_1_0 = torch.relu(self.dense(input_layer_1))
+        dense = F.relu(self.dense(input_layer), inplace=True)
+        dense_1_0 = F.relu(self.dense(input_layer_1), inplace=True)
         sequential = self.sequential(dense)
         sequential_1_0 = self.sequential(dense_1_0)
         concatenate = torch.cat([sequential, sequential_1_0], dim=1)

@@ -43,11 +43,11 @@ class Stage1Block1(nn.Module):
     def forward(self, x):
         conv1 = self.conv1(x)
         bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
+        relu1 = F.relu(bn1, inplace=True)
         conv2 = self.conv2(relu1)
         drop = self.drop(conv2)
         add = x + drop
-        out = torch.relu(add)
+        out = F.relu(add, inplace=True)
         return out
 
 
@@ -63,12 +63,12 @@ class Stage2Block1(nn.Module):
     def forward(self, x):
         conv1 = self.conv1(F.pad(x, [0, 1, 0, 1]))
         bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
+        relu1 = F.relu(bn1, inplace=True)
         conv2 = self.conv2(relu1)
         conv0 = self.conv0(x)
         drop = self.drop(conv2)
         add = conv0 + drop
-        out = torch.relu(add)
+        out = F.relu(add, inplace=True)
         return out
 
 
@@ -83,11 +83,11 @@ class Stage2Block2(nn.Module):
     def forward(self, x):
         conv1 = self.conv1(x)
         bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
+        relu1 = F.relu(bn1, inplace=True)
         conv2 = self.conv2(relu1)
         drop = self.drop(conv2)
         add = x + drop
-        out = torch.relu(add)
+        out = F.relu(add, inplace=True)
         return out
 
 
@@ -102,11 +102,11 @@ class Stage2Block3(nn.Module):
     def forward(self, x):
         conv1 = self.conv1(x)
         bn1 = self.bn1(conv1)
-        relu1 = torch.relu(bn1)
+        relu1 = F.relu(bn1, inplace=True)
         conv2 = self.conv2(relu1)
         drop = self.drop(conv2)
         add = x + drop
-        out = torch.relu(add)
+        out = F.relu(add, inplace=True)
         return out
 
 
