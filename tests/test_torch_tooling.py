@@ -51,3 +51,41 @@ def test_compile(converted):
     compiled = torch.compile(net)
     with torch.no_grad():
         _check(compiled(*inputs), outputs)
+
+
+def _kernels(net):
+    return {name: m.weight for name, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
+def test_conv_kernels_are_channels_last_and_the_state_dict_still_saves(tmp_path):
+    """NHWC inputs: Model() keeps its 2D kernels channels_last (kconv.emit.codegen
+    Generator._channels_last_kernels); the state dict saves and loads as README says."""
+    from safetensors.torch import load_file, save_file, save_model
+
+    out = kconv.convert(FIXTURES / "cnn.keras", tmp_path / "out")
+    net = kconv.load_converted(out)
+    io = np.load(FIXTURES / "cnn.io.npz")
+    x = torch.from_numpy(io["input_0"])
+    kernels = _kernels(net)
+    assert kernels and all(w.is_contiguous(memory_format=torch.channels_last) for w in kernels.values())
+    assert not all(w.is_contiguous() for w in kernels.values())  # the 3x3 ones differ
+    with torch.no_grad():
+        _check(net(x), [io["output_0"]])
+    save_model(net, str(tmp_path / "saved.safetensors"))
+    with pytest.raises(ValueError, match="contiguous"):
+        save_file(net.state_dict(), str(tmp_path / "plain.safetensors"))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "plain.safetensors"))
+    torch.save(net.state_dict(), tmp_path / "sd.pt")
+    for sd in (load_file(str(tmp_path / "saved.safetensors")), load_file(str(tmp_path / "plain.safetensors")),
+               torch.load(tmp_path / "sd.pt", weights_only=True)):
+        again = kconv.load_converted(out)
+        again.load_state_dict(sd)
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in _kernels(again).values())
+        with torch.no_grad():
+            _check(again(x), [io["output_0"]])
+
+
+def test_channels_first_inputs_keep_contiguous_kernels(tmp_path):
+    out = kconv.convert(FIXTURES / "cnn.keras", tmp_path / "out", channels_first=True)
+    assert "channels_last" not in (out / "model.py").read_text()
+    assert all(w.is_contiguous() for w in _kernels(kconv.load_converted(out)).values())

@@ -56,6 +56,11 @@ class Model(nn.Module):
         self.conv2d_1 = nn.Conv2d(8, 4, 3)
         self.max_pooling2d = nn.MaxPool2d(2)
         self.dense = nn.Linear(36, 10)
+        # NHWC inputs, permuted, are channels_last tensors, and so is every activation after them:
+        # the convolution kernels too, or torch would copy each one into that layout at every call
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                m.to(memory_format=torch.channels_last)
 
     def forward(self, input_1):
         conv2d = self.conv2d(F.pad(input_1.permute(0, 3, 1, 2), [0, 1, 0, 1]))

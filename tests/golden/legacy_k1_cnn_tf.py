@@ -40,6 +40,11 @@ class Model(nn.Module):
         self.convolution2d_2 = nn.Conv2d(8, 4, 2)
         self.convolution2d_3 = nn.Conv2d(4, 4, 3, stride=2)
         self.dense_1 = nn.Linear(36, 6)
+        # NHWC inputs, permuted, are channels_last tensors, and so is every activation after them:
+        # the convolution kernels too, or torch would copy each one into that layout at every call
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                m.to(memory_format=torch.channels_last)
 
     def forward(self, sequential_input):
         convolution2d_1 = self.convolution2d_1(

@@ -120,6 +120,11 @@ class Model(nn.Module):
         self.stage2_block2 = Stage2Block2()
         self.stage2_block3 = Stage2Block3()
         self.logits = nn.Linear(16, 4)
+        # NHWC inputs, permuted, are channels_last tensors, and so is every activation after them:
+        # the convolution kernels too, or torch would copy each one into that layout at every call
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                m.to(memory_format=torch.channels_last)
 
     def forward(self, image):
         stem_conv = self.stem_conv(image.permute(0, 3, 1, 2))
