@@ -286,3 +286,34 @@ def test_multi_head_attention_forms_agree_with_the_written_out_formula():
     ref = torch.einsum("bhtk,hko->bto", w @ vh, P["output_kernel"]) + P["output_bias"]
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(scores, w)
+
+
+def test_batchnorm_inplace_only_at_inference():
+    """KerasBatchNorm2d(inplace=True) overwrites its input only in eval mode with autograd off, and
+    computes there what the out-of-place module computes."""
+    from kconv.runtime.normalization import KerasBatchNorm2d
+
+    torch.manual_seed(0)
+    ref, ip = KerasBatchNorm2d(5, eps=1e-3), KerasBatchNorm2d(5, eps=1e-3, inplace=True)
+    with torch.no_grad():
+        for p in ("weight", "bias", "running_mean"):
+            getattr(ref, p).normal_()
+        ref.running_var.uniform_(0.5, 2.0)
+    ip.load_state_dict(ref.state_dict())
+    ref.eval(), ip.eval()
+    x = torch.randn(2, 5, 4, 3).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = ref(x)
+        y = x.clone()
+        got = ip(y)
+    assert got.data_ptr() == y.data_ptr()  # overwritten
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    y = x.clone().requires_grad_()
+    out = ip(y)  # autograd on: out of place, differentiable
+    assert out.data_ptr() != y.data_ptr() and torch.equal(y.detach(), x)
+    out.sum().backward()
+    assert y.grad is not None
+    ip.train()
+    y = x.clone()
+    with torch.no_grad():
+        assert ip(y).data_ptr() != y.data_ptr() and torch.equal(y, x)  # train mode: batch statistics

@@ -63,7 +63,7 @@ def test_torch_batchnorm_semantics_are_caught(tmp_path):
     path, out = _convert(_model(), tmp_path)
     src = (out / "model.py").read_text()
     (out / "model.py").write_text(src.replace("= KerasBatchNorm2d(", "= nn.BatchNorm2d(").replace(
-        "= KerasBatchNorm1d(", "= nn.BatchNorm1d("))
+        "= KerasBatchNorm1d(", "= nn.BatchNorm1d(").replace(", inplace=True)", ")"))
     r = CliRunner().invoke(main, ["verify", str(path), str(out), "--mode", "train"])
     assert r.exit_code == 1, r.output
     assert "moving_variance (updated)" in r.output

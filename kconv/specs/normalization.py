@@ -160,6 +160,8 @@ def _emit_bn(e):
     extra = ", frozen=True" if frozen else ""
     if e.cfg.get("renorm"):
         extra += f", renorm={_renorm_args(e)!r}"
+    elif len(e.layer.calls) == 1 and e.overwritable(0):  # inference overwrites the input (one pass)
+        extra += ", inplace=True"
     m = e.module(e.ctor(cls, int(c), eps=eps, momentum=momentum, defaults=BN_DEFAULTS)[:-1] + f"{extra})")
     _bn_defaults(e, int(c))
     # torch normalises over dim 1: use the layout where the Keras axis is dim 1, else move it there.

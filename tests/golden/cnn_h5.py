@@ -8,14 +8,27 @@ from torch import nn
 class _KerasBatchNorm:
     """Keras's BatchNormalization train mode over torch's nn.BatchNorm: the running variance
     follows the biased batch variance (torch's: the unbiased one); a frozen layer (Keras
-    trainable=False) always uses its running statistics. Eval mode is torch's."""
+    trainable=False) always uses its running statistics. Eval mode is torch's.
 
-    def __init__(self, *args, frozen=False, **kwargs):
+    ``inplace``: with the running statistics and autograd off (inference), overwrite the input
+    with the result (as torch's ``inplace=True`` activations do): one memory pass and no new
+    tensor. kconv sets it where the input is a tensor nothing else reads."""
+
+    def __init__(self, *args, frozen=False, inplace=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.frozen = frozen
+        self.inplace = inplace
 
     def forward(self, x):
         if not self.training or self.frozen:
+            # not while torch.jit.trace records: its check re-runs the model in another grad mode
+            tracing = torch.jit.is_tracing()
+            if self.inplace and not torch.is_grad_enabled() and not tracing:
+                # torch's eval formula: x * (weight / sqrt(var + eps)) + (bias - mean * that)
+                scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+                shift = self.bias - self.running_mean * scale
+                shape = (-1,) + (1,) * (x.dim() - 2)
+                return x.mul_(scale.view(shape)).add_(shift.view(shape))
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, eps=self.eps
             )
@@ -50,7 +63,7 @@ class Model(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv2d = nn.Conv2d(3, 8, 3, stride=2)
-        self.batch_normalization = KerasBatchNorm2d(8, eps=0.001, momentum=0.01)
+        self.batch_normalization = KerasBatchNorm2d(8, eps=0.001, momentum=0.01, inplace=True)
         self.p_re_lu = KerasPReLU((1, 1, 8), channels_first=True)
         self.dropout = nn.Dropout(0.25)
         self.conv2d_1 = nn.Conv2d(8, 4, 3)
