@@ -69,7 +69,7 @@ class ClassSource:
     units: list = field(default_factory=list)
     reads: dict = field(default_factory=dict)  # (layer, node, index) -> how many calls read that tensor
     outputs: set = field(default_factory=set)  # (layer, node, index) of the model's outputs
-    fresh: set = field(default_factory=set)  # variables that an activation reading only them may overwrite
+    fresh: set = field(default_factory=set)  # variables that their only reader may overwrite (overwritable)
     converted: dict = field(default_factory=dict)  # (variable, layout) -> the variable holding it permuted
 
 
@@ -130,9 +130,9 @@ class Emit:
 
     def overwritable(self, i: int = 0) -> bool:
         """Whether an op may overwrite input ``i`` in place (an activation, as torchvision's
-        ``inplace=True``): it is a variable bound by ``output(fresh=True)`` (new memory, that no backward
-        keeps), this call is its only reader (aliases made by identity layers counted), it is not an output
-        of the model and carries no mask expression."""
+        ``inplace=True``; a BatchNorm at inference): it is a variable bound by ``output(fresh=True)``
+        (new memory, that no backward keeps), this call is its only reader (aliases made by identity
+        layers counted), it is not an output of the model and carries no mask expression."""
         v = self._v(self.call.inputs[i])
         if v.expr not in self.cls.fresh or v.mask is not None:
             return False
@@ -333,7 +333,7 @@ class Emit:
             return
         v = self.values[(self.layer.name, self.node, index)]
         key = self.keras_prefix + self.layer.name + (f"[{self.node}][{index}]" if (self.node, index) != (0, 0) else "")
-        # a copy of what a later activation may overwrite in place (Emit.overwritable)
+        # a copy of what a later activation or BatchNorm may overwrite in place (Emit.overwritable)
         copy = ".clone()" if v.expr in self.cls.fresh else ""
         self.line(f"TRACE[{key!r}] = {self.gen.convert_layout(v, KERAS)}{copy}")
 

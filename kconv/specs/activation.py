@@ -89,7 +89,7 @@ from . import emits  # noqa: E402
 
 # An activation layer reading the only reference to a tensor that a convolution, a batch norm or a sum
 # made (Emit.overwritable) overwrites it, as torchvision's inplace=True modules do: one allocation and
-# one memory pass fewer (MobileNetV2 at batch 1 on CPU: 18%, docs/cpu-inference.md).
+# one memory pass fewer (MobileNetV2 at batch 1 on CPU: 11%, docs/cpu-inference.md section 7).
 _INPLACE = ", inplace=True"
 
 
