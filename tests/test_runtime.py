@@ -288,26 +288,36 @@ def test_multi_head_attention_forms_agree_with_the_written_out_formula():
     torch.testing.assert_close(scores, w)
 
 
-def test_batchnorm_inplace_only_at_inference():
-    """KerasBatchNorm2d(inplace=True) overwrites its input only in eval mode with autograd off, and
-    computes there what the out-of-place module computes."""
-    from kconv.runtime.normalization import KerasBatchNorm2d
+@pytest.mark.parametrize(
+    "cls, shape, layout",
+    [
+        ("KerasBatchNorm1d", (2, 5), torch.contiguous_format),
+        ("KerasBatchNorm1d", (2, 5, 7), torch.contiguous_format),
+        ("KerasBatchNorm2d", (2, 5, 4, 3), torch.channels_last),
+        ("KerasBatchNorm2d", (2, 5, 4, 3), torch.contiguous_format),
+        ("KerasBatchNorm3d", (2, 5, 3, 4, 3), torch.channels_last_3d),
+    ],
+)
+def test_batchnorm_inplace_only_at_inference(cls, shape, layout):
+    """KerasBatchNorm*(inplace=True) overwrites its input only in eval mode with autograd off, and
+    computes there exactly what the out-of-place module computes, in any memory layout."""
+    from kconv.runtime import normalization
 
     torch.manual_seed(0)
-    ref, ip = KerasBatchNorm2d(5, eps=1e-3), KerasBatchNorm2d(5, eps=1e-3, inplace=True)
+    ref, ip = (getattr(normalization, cls)(5, eps=1e-3, inplace=flag) for flag in (False, True))
     with torch.no_grad():
         for p in ("weight", "bias", "running_mean"):
             getattr(ref, p).normal_()
         ref.running_var.uniform_(0.5, 2.0)
     ip.load_state_dict(ref.state_dict())
     ref.eval(), ip.eval()
-    x = torch.randn(2, 5, 4, 3).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(shape).contiguous(memory_format=layout)
     with torch.no_grad():
         want = ref(x)
         y = x.clone()
         got = ip(y)
-    assert got.data_ptr() == y.data_ptr()  # overwritten
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert got.data_ptr() == y.data_ptr() and got.stride() == x.stride()  # overwritten
+    assert torch.equal(got, want)  # by the kernel F.batch_norm runs
     y = x.clone().requires_grad_()
     out = ip(y)  # autograd on: out of place, differentiable
     assert out.data_ptr() != y.data_ptr() and torch.equal(y.detach(), x)
