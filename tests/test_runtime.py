@@ -318,6 +318,11 @@ def test_batchnorm_inplace_only_at_inference(cls, shape, layout):
         got = ip(y)
     assert got.data_ptr() == y.data_ptr() and got.stride() == x.stride()  # overwritten
     assert torch.equal(got, want)  # by the kernel F.batch_norm runs
+    with torch.no_grad():  # bfloat16 activations into float32 statistics, as under CPU autocast
+        want = ref(x.bfloat16())
+        y = x.bfloat16()
+        got = ip(y)
+    assert got.data_ptr() == y.data_ptr() and torch.equal(got, want)
     y = x.clone().requires_grad_()
     out = ip(y)  # autograd on: out of place, differentiable
     assert out.data_ptr() != y.data_ptr() and torch.equal(y.detach(), x)

@@ -39,11 +39,25 @@ def test_jit_trace(converted):
         _check(traced(*inputs), outputs)
 
 
-def test_export(converted):
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_export(converted, grad):
+    """Exported with autograd off too: the in-place BatchNorm's branch is the one recorded then."""
     net, inputs, outputs = converted
-    exported = torch.export.export(net, inputs)
+    with torch.set_grad_enabled(grad):
+        exported = torch.export.export(net, inputs)
     with torch.no_grad():
         _check(exported.module()(*inputs), outputs)
+
+
+def test_cpu_autocast_inference(converted):
+    """bfloat16 autocast at inference: convolutions hand bfloat16 tensors to float32 BatchNorms (the
+    in-place one included); the result is Keras's within bfloat16's 8 bits of mantissa."""
+    net, inputs, outputs = converted
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        result = net(*inputs)
+    result = result if isinstance(result, (tuple, list)) else (result,)
+    for r, o in zip(result, outputs):
+        assert np.abs(r.float().numpy() - o).max() <= 0.05 * np.abs(o).max()
 
 
 def test_compile(converted):

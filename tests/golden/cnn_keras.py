@@ -24,8 +24,9 @@ class _KerasBatchNorm:
             # not while torch.jit.trace records: its check re-runs the model in another grad mode
             tracing = torch.jit.is_tracing()
             if self.inplace and x.is_cpu and not torch.is_grad_enabled() and not tracing:
-                # the kernel F.batch_norm runs, writing into x (its saved statistics stay empty)
-                empty = x.new_empty(0)
+                # the kernel F.batch_norm runs, writing into x; its saved statistics stay empty, in
+                # their dtype (float32 under autocast, where x is bfloat16)
+                empty = self.running_mean.new_empty(0)
                 stats = (self.running_mean, self.running_var)
                 return torch.native_batch_norm(
                     x, self.weight, self.bias, *stats, False, 0.0, self.eps, out=(x, empty, empty)
