@@ -21,9 +21,11 @@ class _KerasBatchNorm:
 
     def forward(self, x):
         if not self.training or self.frozen:
-            # not while torch.jit.trace records: its check re-runs the model in another grad mode
+            # not while torch.jit.trace records: its check re-runs the model in another grad mode;
+            # not in TorchScript, which has no tuple out= (the compiler skips the branch)
             tracing = torch.jit.is_tracing()
-            if self.inplace and x.is_cpu and not torch.is_grad_enabled() and not tracing:
+            inference = x.is_cpu and not torch.is_grad_enabled() and not tracing
+            if not torch.jit.is_scripting() and self.inplace and inference:
                 # the kernel F.batch_norm runs, writing into x; its saved statistics stay empty, in
                 # their dtype (float32 under autocast, where x is bfloat16)
                 empty = self.running_mean.new_empty(0)
