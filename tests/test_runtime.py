@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
@@ -317,12 +318,21 @@ def test_batchnorm_inplace_only_at_inference(cls, shape, layout):
         y = x.clone()
         got = ip(y)
     assert got.data_ptr() == y.data_ptr() and got.stride() == x.stride()  # overwritten
-    assert torch.equal(got, want)  # by the kernel F.batch_norm runs
-    with torch.no_grad():  # bfloat16 activations into float32 statistics, as under CPU autocast
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():  # bfloat16 activations (CPU autocast): torch's kernel, out of place
         want = ref(x.bfloat16())
         y = x.bfloat16()
         got = ip(y)
-    assert got.data_ptr() == y.data_ptr() and torch.equal(got, want)
+    assert got.data_ptr() != y.data_ptr() and torch.equal(got, want)
+    with torch.no_grad():  # torch.func.vmap and forward-mode AD work with autograd off too
+        batched = torch.stack([x, 2 * x])
+        got = torch.vmap(lambda t: ip(t.clone()))(batched)
+        want = torch.stack([ref(x), ref(2 * x)])
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        with fwAD.dual_level():
+            tangent = fwAD.unpack_dual(ip(fwAD.make_dual(x.clone(), torch.ones_like(x)))).tangent
+        scale = ref.weight * torch.rsqrt(ref.running_var + ref.eps)
+        torch.testing.assert_close(tangent, scale.view(-1, *[1] * (x.dim() - 2)).expand_as(x))
     y = x.clone().requires_grad_()
     out = ip(y)  # autograd on: out of place, differentiable
     assert out.data_ptr() != y.data_ptr() and torch.equal(y.detach(), x)

@@ -10,9 +10,10 @@ class _KerasBatchNorm:
     follows the biased batch variance (torch's: the unbiased one); a frozen layer (Keras
     trainable=False) always uses its running statistics. Eval mode is torch's.
 
-    ``inplace``: with the running statistics and autograd off (inference) on CPU, overwrite the
-    input with the result (as torch's ``inplace=True`` activations do): one memory pass and no
-    new tensor. kconv sets it where the input is a tensor nothing else reads."""
+    ``inplace``: with the running statistics and autograd off (inference), for a float32 or
+    float64 tensor on CPU, overwrite the input with the result (as torch's ``inplace=True``
+    activations do): one memory pass and no new tensor. kconv sets it where the input is a tensor
+    nothing else reads."""
 
     def __init__(self, *args, frozen=False, inplace=False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -21,18 +22,17 @@ class _KerasBatchNorm:
 
     def forward(self, x):
         if not self.training or self.frozen:
-            # not while torch.jit.trace records: its check re-runs the model in another grad mode;
-            # not in TorchScript, which has no tuple out= (the compiler skips the branch)
+            # not while torch.jit.trace records: its check re-runs the model in another grad mode
             tracing = torch.jit.is_tracing()
-            inference = x.is_cpu and not torch.is_grad_enabled() and not tracing
-            if not torch.jit.is_scripting() and self.inplace and inference:
-                # the kernel F.batch_norm runs, writing into x; its saved statistics stay empty, in
-                # their dtype (float32 under autocast, where x is bfloat16)
-                empty = self.running_mean.new_empty(0)
-                stats = (self.running_mean, self.running_var)
-                return torch.native_batch_norm(
-                    x, self.weight, self.bias, *stats, False, 0.0, self.eps, out=(x, empty, empty)
-                )[0]
+            # float32/64 only: torch's kernel computes half and bfloat16 in float32, rounding once
+            exact = x.is_cpu and x.element_size() >= 4
+            if self.inplace and exact and not torch.is_grad_enabled() and not tracing:
+                # torch's eval formula: x * (weight / sqrt(var + eps)) + (bias - mean * that), in
+                # tensor ops (torch.native_batch_norm(..., out=x) fails under vmap and forward AD)
+                scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+                shift = self.bias - self.running_mean * scale
+                shape = (-1,) + (1,) * (x.dim() - 2)
+                return x.mul_(scale.view(shape)).add_(shift.view(shape))
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, eps=self.eps
             )
