@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,44 +99,49 @@ def main(argv=None):
     rounds = args.rounds or (3 if args.quick else 15)
     machine = machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="kconv_bench_"))
-    log(f"files in {tmp}")
-
-    log(f"preparing {', '.join(dict.fromkeys(models + conv_models))} (build, save .h5, ONNX, kconv convert)")
-    prepared = run_worker("prep", {"models": list(dict.fromkeys(models + conv_models)), "tmp": str(tmp),
-                                   "onnx": models}, tmp)
-    cpu = []
-    for n in threads:
-        log(f"CPU inference, {n} thread(s), {rounds} rounds")
-        job = {"threads": n, "models": [prepared[m] for m in models], "batches": [1] if args.quick else list(BATCHES),
-               "rounds": rounds, "warmup": 1 if args.quick else 3}
-        cpu.append(run_worker("infer", job, tmp, threads=n, malloc=MALLOC_TUNED))
-    log("malloc settings: glibc's defaults against MALLOC_TUNED, kconv eager without TensorFlow")
-    alloc_job = {"threads": 1, "models": [prepared[m] for m in models], "batches": [1] if args.quick else list(BATCHES),
-                 "rounds": min(rounds, ALLOC_ROUNDS), "warmup": 1 if args.quick else 3}
-    alloc = {"default": [], "tuned": []}
-    for _ in range(1 if args.quick else 3):  # alternating processes: a slow spell of the machine hits both
-        alloc["default"].append(run_worker("alloc", alloc_job, tmp, threads=1, malloc=None))
-        alloc["tuned"].append(run_worker("alloc", alloc_job, tmp, threads=1, malloc=MALLOC_TUNED))
-    accel = None
-    accel_device = os.environ.get("KCONV_BENCH_ACCEL") or ("cuda" if _cuda_available() else None)
-    if accel_device:
-        log(f"{accel_device} inference against Keras on JAX")
-        accel = run_worker("accel", {"device": accel_device, "models": [prepared[m] for m in models],
-                                     "batches": [1] if args.quick else list(BATCHES), "rounds": rounds,
-                                     "warmup": 1 if args.quick else 5}, tmp, malloc=MALLOC_TUNED)
-    reps = (1, 1, 1) if args.quick else (15, 3, 2)
-    log("inspect and convert in fresh processes")
-    plain = plain_python(tmp)
-    fresh = [fresh_process_times(prepared[m], tmp, *reps, python=plain) for m in conv_models]
-    log("layout operations (scripts/permute_count.py)")
-    permutes = permute_section([m for m in models + conv_models if not _is_file(m)], args.quick)
-    log("recurrent model")
-    rnn = run_worker("rnn", {"threads": 1, "rounds": rounds, "tmp": str(tmp),
-                             "steps": 20 if args.quick else 200, "batches": [1] if args.quick else [1, 32]},
-                     tmp, threads=1, malloc=MALLOC_TUNED)
-    machine["load_end"] = _loadavg()
-    machine["wall"] = time.perf_counter() - t_start
-    text = render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc)
+    # several GB (the models as .h5, ONNX and converted, VGG16 among them): removed however the run ends
+    log(f"working files in {tmp} (removed at the end)")
+    try:
+        log(f"preparing {', '.join(dict.fromkeys(models + conv_models))} (build, save .h5, ONNX, kconv convert)")
+        prepared = run_worker("prep", {"models": list(dict.fromkeys(models + conv_models)), "tmp": str(tmp),
+                                       "onnx": models}, tmp)
+        cpu = []
+        for n in threads:
+            log(f"CPU inference, {n} thread(s), {rounds} rounds")
+            job = {"threads": n, "models": [prepared[m] for m in models],
+                   "batches": [1] if args.quick else list(BATCHES),
+                   "rounds": rounds, "warmup": 1 if args.quick else 3}
+            cpu.append(run_worker("infer", job, tmp, threads=n, malloc=MALLOC_TUNED))
+        log("malloc settings: glibc's defaults against MALLOC_TUNED, kconv eager without TensorFlow")
+        alloc_job = {"threads": 1, "models": [prepared[m] for m in models],
+                     "batches": [1] if args.quick else list(BATCHES),
+                     "rounds": min(rounds, ALLOC_ROUNDS), "warmup": 1 if args.quick else 3}
+        alloc = {"default": [], "tuned": []}
+        for _ in range(1 if args.quick else 3):  # alternating processes: a slow spell of the machine hits both
+            alloc["default"].append(run_worker("alloc", alloc_job, tmp, threads=1, malloc=None))
+            alloc["tuned"].append(run_worker("alloc", alloc_job, tmp, threads=1, malloc=MALLOC_TUNED))
+        accel = None
+        accel_device = os.environ.get("KCONV_BENCH_ACCEL") or ("cuda" if _cuda_available() else None)
+        if accel_device:
+            log(f"{accel_device} inference against Keras on JAX")
+            accel = run_worker("accel", {"device": accel_device, "models": [prepared[m] for m in models],
+                                         "batches": [1] if args.quick else list(BATCHES), "rounds": rounds,
+                                         "warmup": 1 if args.quick else 5}, tmp, malloc=MALLOC_TUNED)
+        reps = (1, 1, 1) if args.quick else (15, 3, 2)
+        log("inspect and convert in fresh processes")
+        plain = plain_python(tmp)
+        fresh = [fresh_process_times(prepared[m], tmp, *reps, python=plain) for m in conv_models]
+        log("layout operations (scripts/permute_count.py)")
+        permutes = permute_section([m for m in models + conv_models if not _is_file(m)], args.quick)
+        log("recurrent model")
+        rnn = run_worker("rnn", {"threads": 1, "rounds": rounds, "tmp": str(tmp),
+                                 "steps": 20 if args.quick else 200, "batches": [1] if args.quick else [1, 32]},
+                         tmp, threads=1, malloc=MALLOC_TUNED)
+        machine["load_end"] = _loadavg()
+        machine["wall"] = time.perf_counter() - t_start
+        text = render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")

@@ -145,6 +145,8 @@ def test_quick_run_writes_every_section(tmp_path):
     text = out.read_text()
     assert text == r.stdout
     check_quick_output(text)
+    work = re.search(r"working files in (\S+) \(removed at the end\)", r.stderr).group(1)
+    assert not Path(work).exists()  # its models, ONNX files and conversions: gigabytes in a full run
 
 
 def check_quick_output(text: str):
