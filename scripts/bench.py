@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import statistics
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,10 +97,10 @@ def main(argv=None):
     threads = _thread_counts(args.threads or ("1" if args.quick else "1,all"))
     rounds = args.rounds or (3 if args.quick else 15)
     machine = machine_info()
-    tmp = Path(tempfile.mkdtemp(prefix="kconv_bench_"))
     # several GB (the models as .h5, ONNX and converted, VGG16 among them): removed however the run ends
-    log(f"working files in {tmp} (removed at the end)")
-    try:
+    with tempfile.TemporaryDirectory(prefix="kconv_bench_", ignore_cleanup_errors=True) as work:
+        tmp = Path(work)
+        log(f"working files in {tmp} (removed at the end)")
         log(f"preparing {', '.join(dict.fromkeys(models + conv_models))} (build, save .h5, ONNX, kconv convert)")
         prepared = run_worker("prep", {"models": list(dict.fromkeys(models + conv_models)), "tmp": str(tmp),
                                        "onnx": models}, tmp)
@@ -140,8 +139,6 @@ def main(argv=None):
         machine["load_end"] = _loadavg()
         machine["wall"] = time.perf_counter() - t_start
         text = render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")
