@@ -269,17 +269,65 @@ def padded_input(e, x, n, k, s, d, padding, value=0.0):
     return f"F.pad({x}, {flat}{extra})", (0,) * n
 
 
-def _folded_zero_padding(e, n):
-    """(input, padding) when the input is a ZeroPadding's output padding each side equally and this
-    convolution pads nothing itself ('valid'): the convolution pads instead, with no padded copy
-    (ResNet's 7x7 stem, ResNetV2's strided 3x3). Unequal sides stay an F.pad."""
+# Extra multiply-adds a convolution may spend, per element of the padded copy it avoids, to pad
+# unequal sides itself (_cropped): a padded element costs a fill and a copy, about as much time as 8-20
+# multiply-adds at batch 1 on one core (probes on MobileNetV2: its five F.pad took 8% of a call).
+PAD_COPY_MACS = 8
+
+
+def _cropped(pairs, dims, k, s, d):
+    """Zero padding (before, after) per spatial axis done by the convolution itself: (torch
+    padding, (start, size, full size) per axis of its output). Padding P >= both sides on each side,
+    with P - before a multiple of the stride: output start + j then reads what output j of the padded
+    input reads (the same elements, the extra zeros only ones it reads anyway), for j < size."""
+    pad, crop = [], []
+    for (lo, hi), i, kk, ss, dd in zip(pairs, dims, k, s, d):
+        p = lo + -(-(max(lo, hi) - lo) // ss) * ss
+        ek = (kk - 1) * dd + 1
+        pad.append(p)
+        crop.append(((p - lo) // ss, (i + lo + hi - ek) // ss + 1, (i + 2 * p - ek) // ss + 1))
+    return tuple(pad), crop
+
+
+def _conv_input(e, n, k, s, d, cin, macs):
+    """(input expression, torch padding, output crop or "") of a convolution making ``macs``
+    multiply-adds per output position.
+
+    Keras's 'same' padding pads one more on the right/bottom where the total is odd (stride 2 on an
+    even size), 'causal' only on the left, and a ZeroPadding layer read only by a 'valid' convolution (ResNet's stem,
+    MobileNetV2's and EfficientNet's strided depthwise convolutions) pads what it was told: equal sides
+    become the convolution's own padding; unequal ones too (the larger side, the output cropped:
+    _cropped) where its extra multiply-adds cost less than the padded copy they avoid (PAD_COPY_MACS),
+    else an F.pad copy."""
+    padding = e.cfg.get("padding", "valid")
     v = e.value(e.call.inputs[0])
-    if e.cfg.get("padding", "valid") != "valid" or v.padded is None or e.reads(0) != 1:
-        return None  # (a padded tensor other layers read too is made anyway)
-    src, pairs = v.padded
-    if len(pairs) != n or any(lo != hi for lo, hi in pairs):
-        return None
-    return e.as_layout(src, e.conv_layout()), tuple(lo for lo, _ in pairs)
+    dims = spatial_dims(e)
+    if padding == "valid" and v.padded is not None and e.reads(0) == 1 and len(v.padded[1]) == n:
+        src, pairs = v.padded  # (a padded tensor other layers read too is made anyway)
+        x = e.as_layout(src, e.conv_layout())
+        dims = [None if i is None else i - lo - hi for i, (lo, hi) in zip(dims, pairs)]
+    elif padding == "same" and not e.cfg.get("_theano_padding") and None not in dims:
+        pairs = same_pads(dims, k, s, d)
+        x = e.input(0, e.conv_layout())
+    elif padding == "causal":
+        pairs = [((k[0] - 1) * d[0], 0)]
+        x = e.input(0, e.conv_layout())
+    else:
+        return (*padded_input(e, e.input(0, e.conv_layout()), n, k, s, d, padding), "")
+    if all(lo == hi for lo, hi in pairs):
+        return x, tuple(lo for lo, _ in pairs), ""
+    if None not in dims:
+        pad, crop = _cropped(pairs, dims, k, s, d)
+        extra = (np.prod([f for _, _, f in crop]) - np.prod([o for _, o, _ in crop])) * macs
+        copy = cin * np.prod([i + lo + hi for i, (lo, hi) in zip(dims, pairs)])
+        if extra <= PAD_COPY_MACS * copy:
+            axes = [f"{a or ''}:{'' if a + o == f else a + o}" for a, o, f in crop]
+            while axes[-1] == ":":
+                axes.pop()
+            return x, pad, "[:, :, " + ", ".join(axes) + "]"
+    if padding == "valid":  # the ZeroPadding's own output
+        return e.input(0, e.conv_layout()), (0,) * n, ""
+    return (*padded_input(e, x, n, k, s, d, padding), "")
 
 
 def spatial_dims(e):
@@ -319,17 +367,19 @@ def _emit_conv(n, kind="conv"):
         cin = _channels_in(e)
         mult = int(e.cfg.get("depth_multiplier", 1))
         bias = bool(e.cfg.get("use_bias", True))
-        x, pad = _folded_zero_padding(e, n) or padded_input(e, e.input(0, e.conv_layout()), n, k, s, d,
-                                                            e.cfg.get("padding", "valid"))
-        if kind == "conv":
-            src = _conv_src(e, n, cin, int(e.cfg["filters"]), k, s, pad, d, int(e.cfg.get("groups", 1)), bias)
-        elif kind == "depthwise":
-            src = _conv_src(e, n, cin, cin * mult, k, s, pad, d, cin, bias)
-        else:
+        groups = int(e.cfg.get("groups", 1)) if kind == "conv" else cin
+        cout = int(e.cfg["filters"]) if kind == "conv" else cin * mult
+        macs = cout * (cin // groups) * int(np.prod(k))
+        if kind == "separable":  # and the pointwise part, on every position the depthwise part makes
+            macs += cout * int(e.cfg["filters"])
+        x, pad, crop = _conv_input(e, n, k, s, d, cin, macs)
+        if kind == "separable":
             e.runtime("SeparableConv")
-            src = (f"SeparableConv({_conv_src(e, n, cin, cin * mult, k, s, pad, d, cin, False)}, "
-                   f"{_conv_src(e, n, cin * mult, int(e.cfg['filters']), 1, 1, 0, 1, 1, bias)})")
-        e.output(f"{e.module(src)}({x})", layout=e.conv_layout(), activation=True, fresh=True)
+            src = (f"SeparableConv({_conv_src(e, n, cin, cout, k, s, pad, d, cin, False)}, "
+                   f"{_conv_src(e, n, cout, int(e.cfg['filters']), 1, 1, 0, 1, 1, bias)})")
+        else:
+            src = _conv_src(e, n, cin, cout, k, s, pad, d, groups, bias)
+        e.output(f"{e.module(src)}({x}){crop}", layout=e.conv_layout(), activation=True, fresh=True)
 
     return emit
 

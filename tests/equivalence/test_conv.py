@@ -68,6 +68,46 @@ def test_conv2d_asymmetric(kernel, strides, padding, dilation, tmp_path):
     check(model, rand(2, 9, 11, 3), tmp_path, rtol=RTOL, atol=ATOL)
 
 
+# Unequal padding done by the convolution itself (kconv.specs.conv._conv_input): torch pads the larger
+# side on both, the output is cropped. (input shape, layers before the BatchNorm, the crop in model.py)
+CROPPED = {
+    # 'same', stride 2, even sizes: Keras pads (0, 1)
+    "same-s2-even": ((8, 10, 3), lambda L: [L.Conv2D(4, 3, strides=2, padding="same")], "[:, :, 1:, 1:]"),
+    # keras.applications' strided depthwise convolutions: ZeroPadding, then 'valid'
+    "zeropad-depthwise": ((8, 8, 3), lambda L: [L.ZeroPadding2D(((0, 1), (1, 2))),
+                                                L.DepthwiseConv2D(3, strides=2, depth_multiplier=2)], "[:, :, 1:, 1:]"),
+    # more before than after: the extra outputs are at the end
+    "zeropad-before": ((7, 9, 2), lambda L: [L.ZeroPadding2D(((2, 0), (0, 1))), L.Conv2D(3, 3)], "[:, :, :7, 1:]"),
+    "same-s3-k4": ((9, 9, 2), lambda L: [L.Conv2D(2, 4, strides=3, padding="same")], "[:, :, 1:, 1:]"),
+    "causal-d2": ((16, 4), lambda L: [L.Conv1D(2, 3, padding="causal", dilation_rate=2)], "[:, :, :16]"),
+    "separable-same-s2": ((8, 8, 2), lambda L: [L.SeparableConv2D(3, 3, strides=2, padding="same")],
+                          "[:, :, 1:, 1:]"),
+    "conv3d-same-s2": ((4, 6, 8, 2), lambda L: [L.Conv3D(2, 3, strides=2, padding="same")], "[:, :, 1:, 1:, 1:]"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CROPPED))
+def test_unequal_padding_cropped(name, tmp_path):
+    """No padded copy: the convolution pads, its output cropped; a BatchNorm and an activation then
+    overwrite the cropped view in place at inference (tooling checks: autograd, pickle, .double())."""
+    shape, body, crop = CROPPED[name]
+    L = layers()
+    model = seq(shape, *body(L), L.BatchNormalization(), L.ReLU())
+    check(model, rand(2, *shape), tmp_path, rtol=RTOL, atol=ATOL, formats=("keras",))
+    source = (tmp_path / "converted_keras" / "model.py").read_text()
+    assert "F.pad" not in source and f"){crop}\n" in source, source
+
+
+def test_unequal_padding_copied_where_cheaper(tmp_path):
+    """A convolution with many outputs on a small input: the extra outputs a crop computes cost more
+    than the padded copy (PAD_COPY_MACS), which stays."""
+    L = layers()
+    model = seq((8, 8, 3), L.Conv2D(64, 3, strides=2, padding="same"), L.ReLU())
+    check(model, rand(2, 8, 8, 3), tmp_path, rtol=RTOL, atol=ATOL, formats=("keras",))
+    source = (tmp_path / "converted_keras" / "model.py").read_text()
+    assert "F.pad(" in source and "[:, :," not in source, source
+
+
 @pytest.mark.parametrize("kernel,strides,dilation", [(4, 1, 1), (3, 2, 1), (2, 1, 3), (5, 3, 1)],
                          ids=["k4", "k3-s2", "k2-d3", "k5-s3"])
 def test_conv1d_causal_more(kernel, strides, dilation, tmp_path):

@@ -60,7 +60,8 @@ CASES = {
     # (a rank-3 input cannot be expanded in the cf layout: this merge runs in Keras's)
     "merge_rank3_into_map": ((4, 4, 3), 4, lambda L, x: L.Add()([L.Conv2D(3, 1)(x), L.Conv1D(3, 1)(
         L.Reshape((4, 12))(x))])),
-    # ZeroPadding + 'valid' convolution: equal sides become the convolution's padding, unequal stay F.pad
+    # ZeroPadding + 'valid' convolution: equal sides become the convolution's padding; unequal ones too,
+    # the output cropped, where that costs less than the padded copy (a depthwise convolution's)
     "zero_padding_folded": ((7, 7, 3), 2, lambda L, x: L.Add()([
         L.Conv2D(4, 3, strides=2)(L.ZeroPadding2D(1)(x)),
         L.SeparableConv2D(4, 3, strides=2, dilation_rate=1)(L.ZeroPadding2D(1)(x))])),
@@ -82,7 +83,8 @@ def test_layout_path(name, tmp_path):
 
 
 def test_zero_padding_becomes_conv_padding(tmp_path):
-    """Equal-sided ZeroPadding before a 'valid' convolution leaves no F.pad; unequal sides keep theirs."""
+    """ZeroPadding before a 'valid' convolution leaves no F.pad: equal sides become its padding,
+    unequal ones (before a depthwise convolution) too, its output cropped (test_conv: where not)."""
     x = rand(2, 7, 7, 3)
     check(lambda: _model((7, 7, 3), CASES["zero_padding_folded"][2]), x, tmp_path, formats=("keras",))
     assert _layout_ops(tmp_path, x)["pad"] == 0
@@ -91,7 +93,9 @@ def test_zero_padding_becomes_conv_padding(tmp_path):
     x = rand(2, 8, 8, 3)
     (tmp_path / "u").mkdir()
     check(lambda: _model((8, 8, 3), CASES["zero_padding_unequal"][2]), x, tmp_path / "u", formats=("keras",))
-    assert _layout_ops(tmp_path / "u", x)["pad"] == 1
+    assert _layout_ops(tmp_path / "u", x)["pad"] == 0
+    source = (tmp_path / "u" / "converted_keras" / "model.py").read_text()
+    assert "stride=2, padding=(2, 3)" in source and ")[:, :, 1:, 1:]" in source
 
 
 def test_nested_models_keep_channels_first(tmp_path):

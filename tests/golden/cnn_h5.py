@@ -66,7 +66,7 @@ class KerasPReLU(nn.Module):
 class Model(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv2d = nn.Conv2d(3, 8, 3, stride=2)
+        self.conv2d = nn.Conv2d(3, 8, 3, stride=2, padding=2)
         self.batch_normalization = KerasBatchNorm2d(8, eps=0.001, momentum=0.01, inplace=True)
         self.p_re_lu = KerasPReLU((1, 1, 8), channels_first=True)
         self.dropout = nn.Dropout(0.25)
@@ -80,7 +80,7 @@ class Model(nn.Module):
                 m.to(memory_format=torch.channels_last)
 
     def forward(self, input_layer):
-        conv2d = self.conv2d(F.pad(input_layer.permute(0, 3, 1, 2), [0, 1, 0, 1]))
+        conv2d = self.conv2d(input_layer.permute(0, 3, 1, 2))[:, :, 1:, 1:]
         batch_normalization = self.batch_normalization(conv2d)
         p_re_lu = self.p_re_lu(batch_normalization)
         dropout = self.dropout(p_re_lu)

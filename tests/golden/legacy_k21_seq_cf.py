@@ -52,13 +52,13 @@ class KerasBatchNorm2d(_KerasBatchNorm, nn.BatchNorm2d):
 class Model(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv2d_1 = nn.Conv2d(3, 6, 3, stride=2)
+        self.conv2d_1 = nn.Conv2d(3, 6, 3, stride=2, padding=2)
         self.batch_normalization_1 = KerasBatchNorm2d(6, eps=0.001, momentum=0.01, inplace=True)
         self.conv2d_2 = nn.Conv2d(6, 4, 3)
         self.dense_1 = nn.Linear(36, 5)
 
     def forward(self, sequential_input):
-        conv2d_1 = self.conv2d_1(F.pad(sequential_input, [0, 1, 0, 1]))
+        conv2d_1 = self.conv2d_1(sequential_input)[:, :, 1:, 1:]
         batch_normalization_1 = self.batch_normalization_1(conv2d_1)
         activation_1 = F.relu(batch_normalization_1, inplace=True)
         conv2d_2 = self.conv2d_2(activation_1)

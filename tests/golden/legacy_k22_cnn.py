@@ -52,7 +52,7 @@ class KerasBatchNorm2d(_KerasBatchNorm, nn.BatchNorm2d):
 class Model(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv2d_1 = nn.Conv2d(3, 8, 3, stride=2)
+        self.conv2d_1 = nn.Conv2d(3, 8, 3, stride=2, padding=2)
         self.batch_normalization_1 = KerasBatchNorm2d(8, eps=0.001, momentum=0.01, inplace=True)
         self.conv2d_2 = nn.Conv2d(8, 4, 3)
         self.max_pooling2d_1 = nn.MaxPool2d(2)
@@ -64,7 +64,7 @@ class Model(nn.Module):
                 m.to(memory_format=torch.channels_last)
 
     def forward(self, input_1):
-        conv2d_1 = self.conv2d_1(F.pad(input_1.permute(0, 3, 1, 2), [0, 1, 0, 1]))
+        conv2d_1 = self.conv2d_1(input_1.permute(0, 3, 1, 2))[:, :, 1:, 1:]
         batch_normalization_1 = self.batch_normalization_1(conv2d_1)
         leaky_re_lu_1 = F.leaky_relu(batch_normalization_1, 0.30000001192092896, inplace=True)
         conv2d_2 = self.conv2d_2(leaky_re_lu_1)
