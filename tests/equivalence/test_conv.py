@@ -95,7 +95,8 @@ def test_unequal_padding_cropped(name, tmp_path):
     model = seq(shape, *body(L), L.BatchNormalization(), L.ReLU())
     check(model, rand(2, *shape), tmp_path, rtol=RTOL, atol=ATOL, formats=("keras",))
     source = (tmp_path / "converted_keras" / "model.py").read_text()
-    assert "F.pad" not in source and f"){crop}\n" in source, source
+    flat = "".join(source.split())  # (where the formatter breaks a line depends on the names)
+    assert "F.pad" not in source and ")" + "".join(crop.split()) in flat, source
 
 
 def test_unequal_padding_copied_where_cheaper(tmp_path):
