@@ -294,11 +294,11 @@ def _conv_input(e, n, k, s, d, cin, macs):
     multiply-adds per output position.
 
     Keras's 'same' padding pads one more on the right/bottom where the total is odd (stride 2 on an
-    even size), 'causal' only on the left, and a ZeroPadding layer read only by a 'valid' convolution (ResNet's stem,
-    MobileNetV2's and EfficientNet's strided depthwise convolutions) pads what it was told: equal sides
-    become the convolution's own padding; unequal ones too (the larger side, the output cropped:
-    _cropped) where its extra multiply-adds cost less than the padded copy they avoid (PAD_COPY_MACS),
-    else an F.pad copy."""
+    even size), 'causal' only on the left, and a ZeroPadding layer read only by a 'valid' convolution
+    (ResNet's stem, MobileNetV2's and EfficientNet's strided depthwise convolutions) pads what it was
+    told: equal sides become the convolution's own padding; unequal ones too (the larger side, the
+    output cropped: _cropped) where its extra multiply-adds cost less than the padded copy they avoid
+    (PAD_COPY_MACS), else an F.pad copy."""
     padding = e.cfg.get("padding", "valid")
     v = e.value(e.call.inputs[0])
     dims = spatial_dims(e)
