@@ -324,6 +324,8 @@ def _conv_input(e, n, k, s, d, cin, macs):
             axes = [f"{a or ''}:{'' if a + o == f else a + o}" for a, o, f in crop]
             while axes[-1] == ":":
                 axes.pop()
+            sides = ", ".join(str(tuple(p)) for p in pairs)
+            e.line(f"# Keras pads {sides}: the same as padding={pad[0] if len(set(pad)) == 1 else pad} and this crop")
             return x, pad, "[:, :, " + ", ".join(axes) + "]"
     if padding == "valid":  # the ZeroPadding's own output
         return e.input(0, e.conv_layout()), (0,) * n, ""

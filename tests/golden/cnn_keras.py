@@ -80,6 +80,7 @@ class Model(nn.Module):
                 m.to(memory_format=torch.channels_last)
 
     def forward(self, input_layer):
+        # Keras pads (0, 1), (0, 1): the same as padding=2 and this crop
         conv2d = self.conv2d(input_layer.permute(0, 3, 1, 2))[:, :, 1:, 1:]
         batch_normalization = self.batch_normalization(conv2d)
         p_re_lu = self.p_re_lu(batch_normalization)

@@ -58,6 +58,7 @@ class Model(nn.Module):
         self.dense_1 = nn.Linear(36, 5)
 
     def forward(self, sequential_input):
+        # Keras pads (0, 1), (0, 1): the same as padding=2 and this crop
         conv2d_1 = self.conv2d_1(sequential_input)[:, :, 1:, 1:]
         batch_normalization_1 = self.batch_normalization_1(conv2d_1)
         activation_1 = F.relu(batch_normalization_1, inplace=True)

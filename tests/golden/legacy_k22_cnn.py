@@ -64,6 +64,7 @@ class Model(nn.Module):
                 m.to(memory_format=torch.channels_last)
 
     def forward(self, input_1):
+        # Keras pads (0, 1), (0, 1): the same as padding=2 and this crop
         conv2d_1 = self.conv2d_1(input_1.permute(0, 3, 1, 2))[:, :, 1:, 1:]
         batch_normalization_1 = self.batch_normalization_1(conv2d_1)
         leaky_re_lu_1 = F.leaky_relu(batch_normalization_1, 0.30000001192092896, inplace=True)

@@ -20,6 +20,7 @@ class Model(nn.Module):
 
     def forward(self, input_1):
         conv2d = self.conv2d(input_1.permute(0, 3, 1, 2))
+        # Keras pads (0, 1), (0, 1): the same as padding=2 and this crop
         depthwise_conv2d = self.depthwise_conv2d(conv2d)[:, :, 1:, 1:]
         batch_normalization_moved = depthwise_conv2d.permute(0, 2, 3, 1).movedim((1, 3), (1, 2))
         batch_normalization_flat = self.batch_normalization(
