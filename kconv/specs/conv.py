@@ -240,13 +240,19 @@ def _value_src(value: float) -> str:
     return "float('-inf')" if value == float("-inf") else repr(float(value))
 
 
+def _tf_pads(e, k, s, d, padding):
+    """(before, after) per spatial axis of 'causal' or TF 'same' padding (None: 'same' with an
+    unknown spatial size, padded at run time)."""
+    if padding == "causal":
+        return [((k[0] - 1) * d[0], 0)]
+    return same_pads(spatial_dims(e), k, s, d)
+
+
 def padded_input(e, x, n, k, s, d, padding, value=0.0):
     """(input expression, symmetric padding for the torch op) implementing Keras ``padding``."""
     if padding == "valid":
         return x, (0,) * n
-    if padding == "causal":
-        pads = [((k[0] - 1) * d[0], 0)]
-    elif e.cfg.get("_theano_padding"):
+    if padding != "causal" and e.cfg.get("_theano_padding"):
         from . import get
 
         spec = get(e.layer.class_name)
@@ -256,8 +262,7 @@ def padded_input(e, x, n, k, s, d, padding, value=0.0):
         if pads is None:
             e.unsupported("Theano 'same' padding needs known spatial sizes")
     else:
-        dims = spatial_dims(e)
-        pads = same_pads(dims, k, s, d)
+        pads = _tf_pads(e, k, s, d, padding)
         if pads is None:
             e.runtime("same_pad")
             extra = f", value={_value_src(value)}" if value else ""
@@ -306,14 +311,12 @@ def _conv_input(e, n, k, s, d, cin, macs):
         src, pairs = v.padded  # (a padded tensor other layers read too is made anyway)
         x = e.as_layout(src, e.conv_layout())
         dims = [None if i is None else i - lo - hi for i, (lo, hi) in zip(dims, pairs)]
-    elif padding == "same" and not e.cfg.get("_theano_padding") and None not in dims:
-        pairs = same_pads(dims, k, s, d)
-        x = e.input(0, e.conv_layout())
-    elif padding == "causal":
-        pairs = [((k[0] - 1) * d[0], 0)]
-        x = e.input(0, e.conv_layout())
     else:
-        return (*padded_input(e, e.input(0, e.conv_layout()), n, k, s, d, padding), "")
+        x = e.input(0, e.conv_layout())
+        theano = padding != "causal" and e.cfg.get("_theano_padding")
+        pairs = None if padding == "valid" or theano else _tf_pads(e, k, s, d, padding)
+        if pairs is None:
+            return (*padded_input(e, x, n, k, s, d, padding), "")
     if all(lo == hi for lo, hi in pairs):
         return x, tuple(lo for lo, _ in pairs), ""
     if None not in dims:
