@@ -50,9 +50,9 @@ DEFAULT_MODELS = "MobileNetV2,EfficientNetB0,ResNet50"
 CONVERT_MODELS = "ResNet50,MobileNetV2,VGG16"
 BATCHES = (1, 8)
 # Column order in the tables and call order within a round.
-CPU_RUNTIMES = ("keras", "onnxruntime", "kconv", "kconv_opt", "kconv_freeze", "kconv_compile")
+CPU_RUNTIMES = ("keras", "onnxruntime", "kconv", "kconv_opt", "kconv_freeze", "kconv_freeze_ofi", "kconv_compile")
 # The optimized variants the issue #15 targets are read for (the best of them per cell is also reported).
-OPT_RUNTIMES = ("kconv_opt", "kconv_freeze", "kconv_compile")
+OPT_RUNTIMES = ("kconv_opt", "kconv_freeze", "kconv_freeze_ofi", "kconv_compile")
 # glibc malloc tuned for inference, in every CPU inference process (all runtimes in it): by default
 # glibc gives freed blocks above its mmap threshold (dynamic, 128 KiB up to 32 MiB) back to the
 # kernel and trims the heap top above M_TRIM_THRESHOLD, so each eager call page-faults its activation
@@ -542,14 +542,17 @@ def worker_infer(job: dict) -> dict:
                 fns["kconv_opt"] = run_torch(opt)
             else:
                 statuses["kconv_opt"] = m.get("kconv_opt_status", "n/a")
-            try:  # one trace per batch size, as one compiled graph per batch size (dynamic=False)
-                with torch.no_grad():
-                    frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(
-                        opt if opt is not None else net, xt)))
-                fns["kconv_freeze"] = run_torch(frozen)
-            except Exception as e:  # reported in the table, not hidden
-                first_line = str(e).splitlines()[0] if str(e) else ""
-                statuses["kconv_freeze"] = f"failed: {type(e).__name__}: {first_line}"[:160]
+            # one trace per batch size, as one compiled graph per batch size (dynamic=False); a trace of
+            # its own for each: optimize_for_inference rewrites the module it is given
+            for key, ofi in (("kconv_freeze", False), ("kconv_freeze_ofi", True)):
+                try:
+                    with torch.no_grad():
+                        frozen = torch.jit.freeze(torch.jit.trace(opt if opt is not None else net, xt))
+                        frozen = torch.jit.optimize_for_inference(frozen) if ofi else frozen
+                    fns[key] = run_torch(frozen)
+                except Exception as e:  # reported in the table, not hidden
+                    first_line = str(e).splitlines()[0] if str(e) else ""
+                    statuses[key] = f"failed: {type(e).__name__}: {first_line}"[:160]
             fns["kconv_compile"] = run_torch(compiled)
             r = _measure(fns, statuses, job["rounds"], job["warmup"])
             r.update(model=m["name"], batch=batch, threads=n, shape=m["input_shape"],
@@ -738,7 +741,7 @@ def _diff(r: dict, key: str, relative: bool = True) -> str:
 
 CPU_HEAD = {"keras": "Keras/TF `predict_on_batch`", "onnxruntime": "onnxruntime (tf2onnx)",
             "kconv": "kconv default (eager)", "kconv_opt": "kconv optimized", "kconv_freeze": "kconv + jit.freeze",
-            "kconv_compile": "kconv + torch.compile"}
+            "kconv_freeze_ofi": "kconv + jit.freeze + optimize_for_inference", "kconv_compile": "kconv + torch.compile"}
 ACCEL_HEAD = {"keras": "Keras/JAX `predict_on_batch`", "kconv": "kconv float32", "kconv_bf16": "kconv bf16 autocast",
               "kconv_opt": "kconv optimized float32", "kconv_opt_bf16": "kconv optimized bf16 autocast"}
 
@@ -782,8 +785,9 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc=None) 
               "(opset 17); kconv default = `kconv convert` output, eager, under `torch.inference_mode()`; "
               "kconv optimized = `kconv.convert(..., optimize=True)`; kconv + jit.freeze = "
               + ("the optimized module" if compiled_opt else "the default module")
-              + " through `torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(...)))`, one trace "
-              "per batch size; kconv + torch.compile = the same module through "
+              + " through `torch.jit.freeze(torch.jit.trace(...))`, one trace per batch size; kconv + jit.freeze "
+              "+ optimize_for_inference = the same through `torch.jit.optimize_for_inference(...)` as well (a trace "
+              "of its own); kconv + torch.compile = the same module through "
               "`torch.compile(dynamic=False)` (inductor) with `torch._inductor.config.freezing = True`, "
               "compilation excluded.",
               "",
@@ -930,7 +934,8 @@ def alloc_section(alloc: dict) -> list[str]:
 def targets(cpu) -> list[str]:
     """Issue #15's targets, read off the table: optimized >= Keras and within 1.5x of onnxruntime's latency
     in every cell, default >= Keras at batch 1. "Optimized" is checked twice: the optimized output as it
-    is (eager), and the fastest of the optimized variants (eager, jit.freeze, torch.compile) in the cell."""
+    is (eager), and the fastest of the optimized variants (eager, jit.freeze with and without
+    optimize_for_inference, torch.compile) in the cell."""
     out = ["Targets (issue #15), from the table above:", ""]
     misses, checked, best_cells, best_missed = [], 0, 0, False
     for c in cpu:

@@ -46,24 +46,25 @@ def _render(bench, cpu_rows, accel=None, alloc=None):
 def test_cells_ratios_and_targets():
     bench = _bench()
     rows = [_row("MobileNetV2", 1, 1, keras=0.030, onnxruntime=0.012, kconv=0.024, kconv_opt=0.015,
-                 kconv_freeze=0.020, kconv_compile=0.010),
+                 kconv_freeze=0.020, kconv_freeze_ofi=0.025, kconv_compile=0.010),
             _row("MobileNetV2", 8, 1, keras=0.270, onnxruntime="not installed (onnxruntime)", kconv=0.300,
-                 kconv_opt=0.300, kconv_freeze=0.280, kconv_compile="failed: RuntimeError: x")]
+                 kconv_opt=0.300, kconv_freeze=0.280, kconv_freeze_ofi=0.290, kconv_compile="failed: RuntimeError: x")]
     text = _render(bench, rows)
     lines = text.splitlines()
     head = next(ln for ln in lines if ln.startswith("| model | batch | threads | Keras"))
     assert [c.strip() for c in head.strip("|").split("|")] == [
         "model", "batch", "threads", "Keras/TF `predict_on_batch`", "onnxruntime (tf2onnx)",
-        "kconv default (eager)", "kconv optimized", "kconv + jit.freeze", "kconv + torch.compile"]
+        "kconv default (eager)", "kconv optimized", "kconv + jit.freeze",
+        "kconv + jit.freeze + optimize_for_inference", "kconv + torch.compile"]
     # Ratios are reference median / this median: above 1 = faster than the reference.
     assert ("| MobileNetV2 | 1 | 1 | 30.0 ms (0.40× ORT) | 12.0 ms (2.50× Keras) | 24.0 ms (1.25× Keras, 0.50× ORT)"
             " | 15.0 ms (2.00× Keras, 0.80× ORT) | 20.0 ms (1.50× Keras, 0.60× ORT)"
-            " | 10.0 ms (3.00× Keras, 1.20× ORT) |") in lines
+            " | 25.0 ms (1.20× Keras, 0.48× ORT) | 10.0 ms (3.00× Keras, 1.20× ORT) |") in lines
     # A runtime that is missing or failed keeps its column and says why.
     assert ("| MobileNetV2 | 8 | 1 | 270.0 ms | not installed (onnxruntime) | 300.0 ms (0.90× Keras) | "
-            "300.0 ms (0.90× Keras) | 280.0 ms (0.96× Keras) | failed: RuntimeError: x |") in lines
+            "300.0 ms (0.90× Keras) | 280.0 ms (0.96× Keras) | 290.0 ms (0.93× Keras) | failed: RuntimeError: x |") in lines
     # Differences are relative to the largest Keras output (2.0 here).
-    assert "| MobileNetV2 | 1 | 1 | 2 | 5.0e-08 | 5.0e-08 | 5.0e-08 | 5.0e-08 | 5.0e-08 |" in lines
+    assert "| MobileNetV2 | 1 | 1 | 2 | 5.0e-08 | 5.0e-08 | 5.0e-08 | 5.0e-08 | 5.0e-08 | 5.0e-08 |" in lines
     # Issue #15's targets: optimized at or faster than Keras, within 1.5x of onnxruntime, default >= Keras at b1.
     assert "- missed: optimized slower than Keras at MobileNetV2 batch 8, 1 thread(s) (300.0 ms vs 270.0 ms)" in lines
     # ... and the fastest optimized variant of each cell is checked too (here jit.freeze, the compile failed)
@@ -160,7 +161,7 @@ def check_quick_output(text: str):
     diffs = [ln for ln in cpu if ln.startswith("| cnn | 1 | 1 | ") and " ms" not in ln]
     assert len(times) == 1 and len(diffs) == 1, cpu
     cells = [c.strip() for c in times[0].strip("|").split("|")]
-    assert len(cells) == 9, cells
+    assert len(cells) == 10, cells
     try:
         import onnxruntime  # noqa: F401
 
@@ -170,9 +171,10 @@ def check_quick_output(text: str):
     except ImportError:
         assert cells[3].endswith(" ms"), cells
         assert cells[4] == "not installed (onnxruntime)"
-    assert all("× Keras" in cells[i] for i in (5, 6, 7, 8)), cells  # default, optimized, jit.freeze, compile
+    # default, optimized, jit.freeze without and with optimize_for_inference, compile
+    assert all("× Keras" in cells[i] for i in (5, 6, 7, 8, 9)), cells
     d = [c.strip() for c in diffs[0].strip("|").split("|")]
-    assert len(d) == 9 and all(float(d[i]) < 1e-5 for i in (5, 6, 7, 8)), d  # relative to Keras's scale
+    assert len(d) == 10 and all(float(d[i]) < 1e-5 for i in (5, 6, 7, 8, 9)), d  # relative to Keras's scale
     malloc = text.split("### malloc settings")[1].split("\n## ")[0]
     assert re.search(r"^\| cnn \| 1 \| default \| [\d.]+ ms, \d+ faults \| [\d.]+ ms, \d+ faults \| [\d.]+× \|$",
                      malloc, re.M), malloc
