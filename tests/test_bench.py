@@ -62,7 +62,8 @@ def test_cells_ratios_and_targets():
             " | 25.0 ms (1.20× Keras, 0.48× ORT) | 10.0 ms (3.00× Keras, 1.20× ORT) |") in lines
     # A runtime that is missing or failed keeps its column and says why.
     assert ("| MobileNetV2 | 8 | 1 | 270.0 ms | not installed (onnxruntime) | 300.0 ms (0.90× Keras) | "
-            "300.0 ms (0.90× Keras) | 280.0 ms (0.96× Keras) | 290.0 ms (0.93× Keras) | failed: RuntimeError: x |") in lines
+            "300.0 ms (0.90× Keras) | 280.0 ms (0.96× Keras) | 290.0 ms (0.93× Keras) | "
+            "failed: RuntimeError: x |") in lines
     # Differences are relative to the largest Keras output (2.0 here).
     assert "| MobileNetV2 | 1 | 1 | 2 | 5.0e-08 | 5.0e-08 | 5.0e-08 | 5.0e-08 | 5.0e-08 | 5.0e-08 |" in lines
     # Issue #15's targets: optimized at or faster than Keras, within 1.5x of onnxruntime, default >= Keras at b1.

@@ -32,7 +32,8 @@ RECIPES = [name for name in recipes() if name != "setup"]
 
 
 def test_readme_has_the_recipes():
-    assert set(recipes()) == {"setup", "torch.compile", "torch.jit.freeze", "torch.export + AOTInductor"}
+    assert set(recipes()) == {"setup", "torch.compile", "torch.jit.freeze",
+                              "torch.jit.freeze + optimize_for_inference", "torch.export + AOTInductor"}
 
 
 def _run(name, out_dir: str, x: np.ndarray, fresh_compile: bool = False) -> np.ndarray:
