@@ -3,7 +3,7 @@
 Each ``python`` block of README.md whose first line is ``# recipe: NAME`` is executed after the
 ``setup`` recipe, in a scratch directory holding ``out/cnn_fast`` (``kconv convert fixtures/cnn.keras
 --optimize``), with ``x`` replaced by the inputs Keras's outputs were stored for
-(``fixtures/cnn.io.npz``); its ``y`` must match those outputs. With ``-m slow`` the same snippets run
+(``fixtures/cnn.io.npz``); its ``y`` must match those outputs. The same with a default output. With ``-m slow`` the same snippets run
 on MobileNetV2 and ResNet50 (keras.applications, random weights), converted with --optimize.
 """
 from __future__ import annotations
@@ -62,11 +62,13 @@ def _exec(name, out_dir: str, x: np.ndarray) -> np.ndarray:
     return (y[0] if isinstance(y, (list, tuple)) else y).detach().numpy()
 
 
+@pytest.mark.parametrize("optimize", [True, False], ids=["optimized", "default"])
 @pytest.mark.parametrize("name", RECIPES)
-def test_recipe_on_fixture(name, tmp_path, monkeypatch):
+def test_recipe_on_fixture(name, optimize, tmp_path, monkeypatch):
+    """README: the recipes start from an optimized output, and a default one works too."""
     import kconv
 
-    kconv.convert(ROOT / "fixtures" / "cnn.keras", tmp_path / "out" / "cnn_fast", optimize=True)
+    kconv.convert(ROOT / "fixtures" / "cnn.keras", tmp_path / "out" / "cnn_fast", optimize=optimize)
     io = np.load(ROOT / "fixtures" / "cnn.io.npz")
     monkeypatch.chdir(tmp_path)
     from torch._dynamo.utils import counters
