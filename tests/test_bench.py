@@ -38,7 +38,8 @@ def _render(bench, cpu_rows, accel=None, alloc=None):
         out = "docs/benchmarks.md"
 
     fresh = [{"name": "ResNet50", "mb": 103.0, "weights_mb": 102.0, "inspect": 0.3, "keras_summary": 6.0,
-              "convert_wall": 2.5, "convert_call": 1.0, "rss": 400.0, "tree_rss": 650.0, "keras_load": 4.0, "reps": [5, 3, 2]}]
+              "convert_wall": 2.5, "convert_call": 1.0, "rss": 400.0, "tree_rss": 650.0, "keras_load": 4.0,
+              "reps": [5, 3, 2]}]
     rnn = {"rows": [], "steps": 200, "vocab": 5000, "dim": 64, "units": 64, "threads": 1}
     return bench.render(machine, Args, 15, [{"rows": cpu_rows}], accel, fresh, {"status": "not run"}, rnn, alloc)
 

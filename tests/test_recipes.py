@@ -1,9 +1,9 @@
 """The serving recipes of README *Fast inference on CPU* run as written and keep Keras's numbers.
 
 Each ``python`` block of README.md whose first line is ``# recipe: NAME`` is executed after the
-``setup`` recipe, in a scratch directory holding ``out/cnn_fast`` (``kconv convert fixtures/cnn.keras
---optimize``), with ``x`` replaced by the inputs Keras's outputs were stored for
-(``fixtures/cnn.io.npz``); its ``y`` must match those outputs. The same with a default output. With ``-m slow`` the same snippets run
+``setup`` recipe, in a scratch directory holding ``out/cnn_fast`` (``kconv convert fixtures/cnn.keras``,
+with and without ``--optimize``), with ``x`` replaced by the inputs Keras's outputs were stored for
+(``fixtures/cnn.io.npz``); its ``y`` must match those outputs. With ``-m slow`` the same snippets run
 on MobileNetV2 and ResNet50 (keras.applications, random weights), converted with --optimize.
 """
 from __future__ import annotations
