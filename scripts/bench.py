@@ -7,14 +7,15 @@ One run writes ``--out`` (docs/benchmarks.md) with:
 - the machine: CPU model, cores, memory, load average, library versions, kconv commit;
 - CPU inference of ``--models`` (keras.applications built with ``weights=None`` and
   ``classifier_activation=None``, saved as legacy ``.h5``; a path to a Keras file is used as is) at
-  batch 1 and 8, for every thread count of ``--threads``. Each thread count runs in its own process,
-  and inside it every runtime has that many threads (``tf.config.threading`` intra-op, PyTorch
-  ``set_num_threads``, onnxruntime ``intra_op_num_threads``; inter-op pools 1) and the same input
-  array; the runtimes take turns, one call each per round, and the medians over the rounds are
-  reported, with speed ratios against Keras and onnxruntime and each runtime's max abs difference from
-  Keras. Runtimes: Keras/TF ``predict_on_batch`` (warm); onnxruntime on tf2onnx's ONNX (the optional
-  ``bench`` extra: "not installed" when it is missing); kconv's default output (eager,
-  ``inference_mode``); kconv's optimized output (``kconv.convert(..., optimize=True)``; "n/a" while
+  batch 1 and 8, for every thread count of ``--threads``. Each thread count runs in ``--processes``
+  processes of its own (default 3, the thread counts alternating), and inside each every runtime has
+  that many threads (``tf.config.threading`` intra-op, PyTorch ``set_num_threads``, onnxruntime
+  ``intra_op_num_threads``; inter-op pools 1) and the same input array; the runtimes take turns, one
+  call each per round, and the medians over the rounds of all the processes are reported, with speed
+  ratios against Keras and onnxruntime (and each process's Keras / kconv default at batch 1) and each
+  runtime's max abs difference from Keras. Runtimes: Keras/TF ``predict_on_batch`` (warm); onnxruntime
+  on tf2onnx's ONNX (the optional ``bench`` extra: "not installed" when it is missing); kconv's default
+  output (eager, ``inference_mode``); kconv's optimized output (``kconv.convert(..., optimize=True)``; "n/a" while
   kconv has no such option); kconv + ``torch.compile`` (of the optimized output when there is one);
 - with CUDA (``torch.cuda.is_available()``): the same models on the GPU, float32 and bf16 autocast,
   against Keras on the JAX backend, in one process that does not import TensorFlow;
@@ -23,7 +24,7 @@ One run writes ``--out`` (docs/benchmarks.md) with:
 - the layout operations in each converted forward (``scripts/permute_count.py``, when it exists);
 - a recurrent model (Embedding(mask_zero) -> Bidirectional LSTM -> Dense), Keras against kconv.
 
-``--quick`` is a smoke run (first model only, 3 rounds, 1 thread, one repetition of the fresh-process
+``--quick`` is a smoke run (first model only, 3 rounds, 1 thread, 1 process, one repetition of the fresh-process
 timings, a short recurrent model): it checks that everything runs, its numbers mean nothing.
 Worker processes are this script run with ``--worker``. ``KCONV_BENCH_ACCEL=cpu`` runs the
 accelerator section on the CPU (tests use it to exercise that path on machines without CUDA).
@@ -81,7 +82,9 @@ def main(argv=None):
     ap.add_argument("--threads", default=None,
                     help="comma-separated thread counts, 'all' = every CPU (default 1,all; with --quick: 1)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds per cell (default 15; --quick: 3)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: first model, 3 rounds, 1 thread")
+    ap.add_argument("--processes", type=int, default=None,
+                    help="CPU inference processes per thread count, their calls pooled (default 3; --quick: 1)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: first model, 3 rounds, 1 thread, 1 process")
     ap.add_argument("--worker", nargs=3, metavar=("KIND", "JOB", "RESULT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -96,6 +99,7 @@ def main(argv=None):
     conv_models = [m for m in (args.convert_models or (models[0] if args.quick else CONVERT_MODELS)).split(",") if m]
     threads = _thread_counts(args.threads or ("1" if args.quick else "1,all"))
     rounds = args.rounds or (3 if args.quick else 15)
+    processes = args.processes or (1 if args.quick else 3)
     machine = machine_info()
     # several GB (the models as .h5, ONNX and converted, VGG16 among them): removed however the run ends
     with tempfile.TemporaryDirectory(prefix="kconv_bench_", ignore_cleanup_errors=True) as work:
@@ -104,13 +108,15 @@ def main(argv=None):
         log(f"preparing {', '.join(dict.fromkeys(models + conv_models))} (build, save .h5, ONNX, kconv convert)")
         prepared = run_worker("prep", {"models": list(dict.fromkeys(models + conv_models)), "tmp": str(tmp),
                                        "onnx": models}, tmp)
-        cpu = []
-        for n in threads:
-            log(f"CPU inference, {n} thread(s), {rounds} rounds")
-            job = {"threads": n, "models": [prepared[m] for m in models],
-                   "batches": [1] if args.quick else list(BATCHES),
-                   "rounds": rounds, "warmup": 1 if args.quick else 3}
-            cpu.append(run_worker("infer", job, tmp, threads=n, malloc=MALLOC_TUNED))
+        runs = {n: [] for n in threads}
+        for p in range(processes):  # the thread counts alternating: a slow spell of the machine hits each
+            for n in threads:
+                log(f"CPU inference, {n} thread(s), {rounds} rounds, process {p + 1} of {processes}")
+                job = {"threads": n, "models": [prepared[m] for m in models],
+                       "batches": [1] if args.quick else list(BATCHES),
+                       "rounds": rounds, "warmup": 1 if args.quick else 3}
+                runs[n].append(run_worker("infer", job, tmp, threads=n, malloc=MALLOC_TUNED))
+        cpu = [merge_processes(runs[n]) for n in threads]
         log("malloc settings: glibc's defaults against MALLOC_TUNED, kconv eager without TensorFlow")
         alloc_job = {"threads": 1, "models": [prepared[m] for m in models],
                      "batches": [1] if args.quick else list(BATCHES),
@@ -483,6 +489,30 @@ def _measure(fns: dict, statuses: dict, rounds: int, warmup: int, ref_key: str =
     return {"runtimes": res, "ref_scale": scale}
 
 
+def merge_processes(results: list[dict]) -> dict:
+    """One thread count's inference processes as one result: per cell and runtime, the median over the timed
+    calls of every process (each gives the same number of rounds), the median first call and the largest
+    difference from Keras; ``process_medians`` keeps each process's median, for the spread between
+    processes. A runtime that failed in any process is reported with its first failure."""
+    merged = dict(results[0], rows=[], processes=len(results))
+    for rows in zip(*(res["rows"] for res in results)):
+        row = dict(rows[0], runtimes={})  # same Keras model, same input: the same reference in every process
+        for key in rows[0]["runtimes"]:
+            vs = [r["runtimes"].get(key, {"status": "missing in a process"}) for r in rows]
+            failed = [v for v in vs if "times" not in v]
+            if failed:
+                row["runtimes"][key] = failed[0]
+                continue
+            times = [t for v in vs for t in v["times"]]
+            row["runtimes"][key] = {"times": times, "median": statistics.median(times),
+                                    "process_medians": [v["median"] for v in vs],
+                                    "first_call": statistics.median(v["first_call"] for v in vs)}
+            if all("max_abs_diff" in v for v in vs):
+                row["runtimes"][key]["max_abs_diff"] = max(v["max_abs_diff"] for v in vs)
+        merged["rows"].append(row)
+    return merged
+
+
 def worker_infer(job: dict) -> dict:
     n = job["threads"]
     import tensorflow as tf
@@ -761,6 +791,7 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc=None) 
              f"- {machine['os']}, Python {machine['python']}",
              "- " + ", ".join(f"{k} {v[k]}" for k in VERSIONS), ""]
     compiled_opt = any(r.get("compiled_optimized") for c in cpu for r in c["rows"])
+    procs = max((c.get("processes", 1) for c in cpu), default=1)
     lines += ["## Inference on CPU", "",
               "Models: keras.applications with `weights=None` (random weights) and `classifier_activation=None` "
               "(logits, so the differences below are not hidden by a softmax), saved as legacy `.h5` (a model "
@@ -770,11 +801,16 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc=None) 
               + " (batch x height x width x channels without the batch), float32 normal noise, the same "
               "array for every runtime.",
               "",
-              "Each thread count runs in its own process, and in it every runtime gets that many threads: "
+              (f"Each thread count runs in {procs} processes of its own (the thread counts alternating), and in each "
+               if procs > 1 else "Each thread count runs in its own process, and in it ")
+              + "every runtime gets that many threads: "
               "`tf.config.threading` intra-op = N, `torch.set_num_threads(N)`, onnxruntime "
               "`intra_op_num_threads=N` with spinning off; inter-op pools 1 (onnxruntime sequential). "
               f"After warm-up calls, {rounds} rounds in which each runtime is called once, in column order; "
-              "the cell is the median over the rounds. `(a× Keras, b× ORT)`: Keras's (onnxruntime's) median "
+              + (f"the cell is the median over the {procs * rounds} calls of the {procs} processes (the same "
+                 "runtime's median moves by up to about 10% from one process to the next on a noisy machine). "
+                 if procs > 1 else "the cell is the median over the rounds. ")
+              + "`(a× Keras, b× ORT)`: Keras's (onnxruntime's) median "
               "divided by this one, so above 1 is faster than Keras (onnxruntime), below 1 slower. The process "
               "runs with glibc's malloc tuned for inference ("
               + ", ".join(f"`{k}={v}`" for k, v in MALLOC_TUNED.items())
@@ -937,7 +973,7 @@ def targets(cpu) -> list[str]:
     is (eager), and the fastest of the optimized variants (eager, jit.freeze with and without
     optimize_for_inference, torch.compile) in the cell."""
     out = ["Targets (issue #15), from the table above:", ""]
-    misses, checked, best_cells, best_missed = [], 0, 0, False
+    misses, checked, best_cells, best_missed, spread = [], 0, 0, False, []
     for c in cpu:
         for r in c["rows"]:
             rt = r["runtimes"]
@@ -964,6 +1000,10 @@ def targets(cpu) -> list[str]:
                 checked += 1
                 if d > k:
                     misses.append(f"default slower than Keras at {where} ({_ms(d)} vs {_ms(k)})")
+                pk, pd = rt["keras"].get("process_medians", []), rt["kconv"].get("process_medians", [])
+                if len(pk) > 1 and len(pk) == len(pd):
+                    spread.append(f"{r['model']} {r['threads']} thread(s) "
+                                  + ", ".join(f"{a / b:.2f}×" for a, b in zip(pk, pd)))
     if not any("median" in r["runtimes"].get("kconv_opt", {}) for c in cpu for r in c["rows"]):
         out.append("- the optimized path was not measured (see its column), so its targets are not checked")
     ort_measured = any("median" in r["runtimes"].get("onnxruntime", {}) for c in cpu for r in c["rows"])
@@ -974,6 +1014,9 @@ def targets(cpu) -> list[str]:
                    + (" and within 1.5× of onnxruntime" if ort_measured else "")
                    + f" in every cell ({best_cells} cells)")
     out += [f"- missed: {m}" for m in misses] or [f"- every checked cell meets its target ({checked} checks)"]
+    if spread:
+        out.append("- the default against Keras at batch 1 in each process (Keras's median / the default's): "
+                   + "; ".join(spread))
     return out
 
 

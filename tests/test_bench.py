@@ -97,6 +97,45 @@ def test_targets_met_and_unmeasured():
     assert "- missed: optimized slower than Keras at ResNet50 batch 1, 2 thread(s) (170.0 ms vs 160.0 ms)" in text
 
 
+def test_processes_pooled():
+    """Several inference processes per thread count: each cell is the median over every call of every
+    process, the targets section gives each process's Keras / default ratio at batch 1, a difference from
+    Keras is the largest of any process, a runtime that failed in one process is reported failed."""
+    bench = _bench()
+
+    def run(keras, kconv, opt, diff):
+        def rt(times):
+            return {"times": times, "median": sorted(times)[1], "first_call": times[0] * 10, "max_abs_diff": diff}
+        row = _row("EfficientNetB0", 1, 1, onnxruntime="not installed (onnxruntime)")
+        row["runtimes"].update(keras=rt(keras), kconv=rt(kconv), kconv_opt=opt if isinstance(opt, dict) else rt(opt))
+        return {"threads": 1, "rows": [row]}
+
+    merged = bench.merge_processes([run([0.040, 0.041, 0.042], [0.044, 0.045, 0.046], [0.03] * 3, 1e-7),
+                                    run([0.030, 0.031, 0.032], [0.029, 0.030, 0.031], [0.03] * 3, 4e-7),
+                                    run([0.035, 0.036, 0.037], [0.035, 0.036, 0.050], {"status": "failed: X"}, 2e-7)])
+    assert merged["processes"] == 3
+    keras, kconv = (merged["rows"][0]["runtimes"][k] for k in ("keras", "kconv"))
+    assert keras["median"] == 0.036 and kconv["median"] == 0.036  # over the 9 calls, not the 3 medians
+    assert kconv["process_medians"] == [0.045, 0.030, 0.036] and kconv["max_abs_diff"] == 4e-7
+    assert kconv["first_call"] == pytest.approx(0.35)  # median of 0.44, 0.29, 0.35
+    assert merged["rows"][0]["runtimes"]["kconv_opt"] == {"status": "failed: X"}
+    machine = {"cpu": "Test CPU", "logical": 2, "physical": 2, "mem": "24 GiB", "os": "Linux", "python": "3.11",
+               "versions": dict.fromkeys(bench.VERSIONS, "1.0"), "commit": "abc", "load_start": "0.00 0 0",
+               "load_end": "0 0 0", "date": "today", "wall": 60.0}
+    text = _render(bench, merged["rows"])  # one process: the protocol says so
+    assert "Each thread count runs in its own process" in text
+    assert "the default against Keras at batch 1 in each process" in text
+    lines = bench.render(machine, type("Args", (), {"out": "docs/benchmarks.md"}), 15, [merged], None, [],
+                         {"status": "not run"}, {"rows": [], "steps": 200, "vocab": 1, "dim": 1, "units": 1,
+                                                  "threads": 1}).splitlines()
+    assert any("runs in 3 processes of its own" in ln and "median over the 45 calls of the 3 processes" in ln
+               for ln in lines)
+    assert any(ln.startswith("| EfficientNetB0 | 1 | 1 | 36.0 ms | not installed (onnxruntime) | "
+                             "36.0 ms (1.00× Keras) | failed: X |") for ln in lines)
+    assert ("- the default against Keras at batch 1 in each process (Keras's median / the default's): "
+            "EfficientNetB0 1 thread(s) 0.91×, 1.03×, 1.00×") in lines
+
+
 def test_malloc_section():
     """Medians over the alternating processes, per output, with page faults and the speed-up."""
     def run(kconv, opt, faults):
