@@ -29,7 +29,7 @@ def _row(model, batch, threads, **medians):
             "runtimes": runtimes}
 
 
-def _render(bench, cpu_rows, accel=None, alloc=None):
+def _render(bench, cpu_rows, accel=None, alloc=None, processes=1):
     machine = {"cpu": "Test CPU", "logical": 2, "physical": 2, "mem": "24 GiB", "os": "Linux", "python": "3.11",
                "versions": dict.fromkeys(bench.VERSIONS, "1.0"), "commit": "abc", "load_start": "0.00 0 0",
                "load_end": "0 0 0", "date": "today", "wall": 60.0}
@@ -41,7 +41,8 @@ def _render(bench, cpu_rows, accel=None, alloc=None):
               "convert_wall": 2.5, "convert_call": 1.0, "rss": 400.0, "tree_rss": 650.0, "keras_load": 4.0,
               "reps": [5, 3, 2]}]
     rnn = {"rows": [], "steps": 200, "vocab": 5000, "dim": 64, "units": 64, "threads": 1}
-    return bench.render(machine, Args, 15, [{"rows": cpu_rows}], accel, fresh, {"status": "not run"}, rnn, alloc)
+    cpu = [{"rows": cpu_rows, "processes": processes}]
+    return bench.render(machine, Args, 15, cpu, accel, fresh, {"status": "not run"}, rnn, alloc)
 
 
 def test_cells_ratios_and_targets():
@@ -119,15 +120,10 @@ def test_processes_pooled():
     assert kconv["process_medians"] == [0.045, 0.030, 0.036] and kconv["max_abs_diff"] == 4e-7
     assert kconv["first_call"] == pytest.approx(0.35)  # median of 0.44, 0.29, 0.35
     assert merged["rows"][0]["runtimes"]["kconv_opt"] == {"status": "failed: X"}
-    machine = {"cpu": "Test CPU", "logical": 2, "physical": 2, "mem": "24 GiB", "os": "Linux", "python": "3.11",
-               "versions": dict.fromkeys(bench.VERSIONS, "1.0"), "commit": "abc", "load_start": "0.00 0 0",
-               "load_end": "0 0 0", "date": "today", "wall": 60.0}
     text = _render(bench, merged["rows"])  # one process: the protocol says so
     assert "Each thread count runs in its own process" in text
     assert "the default against Keras at batch 1 in each process" in text
-    lines = bench.render(machine, type("Args", (), {"out": "docs/benchmarks.md"}), 15, [merged], None, [],
-                         {"status": "not run"}, {"rows": [], "steps": 200, "vocab": 1, "dim": 1, "units": 1,
-                                                  "threads": 1}).splitlines()
+    lines = _render(bench, merged["rows"], processes=merged["processes"]).splitlines()
     assert any("runs in 3 processes of its own" in ln and "median over the 45 calls of the 3 processes" in ln
                for ln in lines)
     assert any(ln.startswith("| EfficientNetB0 | 1 | 1 | 36.0 ms | not installed (onnxruntime) | "
