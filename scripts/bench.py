@@ -4,7 +4,9 @@
 
 One run writes ``--out`` (docs/benchmarks.md) with:
 
-- the machine: CPU model, cores, memory, load average, library versions, kconv commit;
+- the machine: CPU model, cores, memory, load average, library versions, kconv commit, and how steady
+  its speed was: two fixed torch kernels (a 512x512 matmul, compute-bound; a 4M-float add, memory-bound)
+  timed at the start and at the end of the run, median and 10th-90th percentile;
 - CPU inference of ``--models`` (keras.applications built with ``weights=None`` and
   ``classifier_activation=None``, saved as legacy ``.h5``; a path to a Keras file is used as is) at
   batch 1 and 8, for every thread count of ``--threads``. Each thread count runs in ``--processes``
@@ -62,6 +64,8 @@ OPT_RUNTIMES = ("kconv_opt", "kconv_freeze", "kconv_freeze_ofi", "kconv_compile"
 MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 # rounds per process in the malloc section (3 + 3 processes; ResNet50 at batch 8 under glibc's defaults is slow)
 ALLOC_ROUNDS = 7
+# calls of each steadiness kernel at the start and at the end of a run (--quick: STEADY_CALLS // 4)
+STEADY_CALLS = 80
 ACCEL_RUNTIMES = ("keras", "kconv", "kconv_bf16", "kconv_opt", "kconv_opt_bf16")
 VERSIONS = ("numpy", "tensorflow", "keras", "torch", "onnxruntime", "onnx", "tf2onnx", "jax", "jaxlib", "h5py")
 
@@ -105,6 +109,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="kconv_bench_", ignore_cleanup_errors=True) as work:
         tmp = Path(work)
         log(f"working files in {tmp} (removed at the end)")
+        steady_job = {"calls": STEADY_CALLS // 4 if args.quick else STEADY_CALLS}
+        machine["steady"] = [run_worker("steady", steady_job, tmp, threads=1)]
         log(f"preparing {', '.join(dict.fromkeys(models + conv_models))} (build, save .h5, ONNX, kconv convert)")
         prepared = run_worker("prep", {"models": list(dict.fromkeys(models + conv_models)), "tmp": str(tmp),
                                        "onnx": models}, tmp)
@@ -142,6 +148,7 @@ def main(argv=None):
         rnn = run_worker("rnn", {"threads": 1, "rounds": rounds, "tmp": str(tmp),
                                  "steps": 20 if args.quick else 200, "batches": [1] if args.quick else [1, 32]},
                          tmp, threads=1, malloc=MALLOC_TUNED)
+        machine["steady"].append(run_worker("steady", steady_job, tmp, threads=1))
         machine["load_end"] = _loadavg()
         machine["wall"] = time.perf_counter() - t_start
         text = render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc)
@@ -731,8 +738,31 @@ def worker_rnn(job: dict) -> dict:
     return {"rows": rows, "steps": steps, "vocab": vocab, "dim": dim, "units": units, "threads": job["threads"]}
 
 
-WORKERS = {"prep": worker_prep, "infer": worker_infer, "accel": worker_accel, "alloc": worker_alloc,
-           "rnn": worker_rnn}
+def worker_steady(job: dict) -> dict:
+    """How steady the machine's speed is now: two fixed torch kernels at 1 thread, alternating, each
+    timed ``calls`` times after a warm-up. A 512x512 float32 matmul (compute) and ``a + b`` into a
+    preallocated output over 4M floats (48 MB moved: memory bandwidth). Times in seconds."""
+    import torch
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    m1, m2 = torch.randn(512, 512, generator=g), torch.randn(512, 512, generator=g)
+    a, b, c = torch.randn(2**22, generator=g), torch.randn(2**22, generator=g), torch.empty(2**22)
+    kernels = {"matmul": lambda: torch.mm(m1, m2), "add": lambda: torch.add(a, b, out=c)}
+    times = {k: [] for k in kernels}
+    for _ in range(5):
+        for fn in kernels.values():
+            fn()
+    for _ in range(job["calls"]):
+        for k, fn in kernels.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return times
+
+
+WORKERS = {"prep": worker_prep, "steady": worker_steady, "infer": worker_infer, "accel": worker_accel,
+           "alloc": worker_alloc, "rnn": worker_rnn}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -788,6 +818,7 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc=None) 
              + (f" ({machine['physical']} cores)" if machine["physical"] else "")
              + (f", {machine['mem']} memory" if machine["mem"] else ""),
              f"- load average (1, 5, 15 min) at start {machine['load_start']}, at end {machine['load_end']}",
+             *steady_lines(machine.get("steady")),
              f"- {machine['os']}, Python {machine['python']}",
              "- " + ", ".join(f"{k} {v[k]}" for k in VERSIONS), ""]
     compiled_opt = any(r.get("compiled_optimized") for c in cpu for r in c["rows"])
@@ -935,6 +966,25 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc=None) 
               "another process moves the medians by tens of percent (the load averages above say how idle "
               "this run was)."]
     return "\n".join(lines) + "\n"
+
+
+def _spread(times: list[float]) -> str:
+    q = statistics.quantiles(times, n=10, method="inclusive")
+    return f"{statistics.median(times) * 1e3:.2f} ms ({q[0] * 1e3:.2f}-{q[-1] * 1e3:.2f})"
+
+
+def steady_lines(steady: list[dict] | None) -> list[str]:
+    """The Machine section's steadiness line: each kernel's median and 10th-90th percentile, at the
+    start and at the end of the run."""
+    if not steady:
+        return []
+    when = ("at start", "at end")
+    parts = [f"{w} matmul {_spread(s['matmul'])}, add {_spread(s['add'])}" for w, s in zip(when, steady)]
+    return [f"- steadiness (torch, 1 thread, {len(steady[0]['matmul'])} calls of each kernel, alternating: "
+            "a 512x512 float32 matmul and a 4M-float add, median and in brackets the 10th-90th percentile): "
+            + "; ".join(parts) + ". The wider the brackets, or the further apart start and end, the more the "
+            "machine's speed moved during the run (other work on the host), and the less a difference of a few "
+            "percent between two cells or two runs means"]
 
 
 def alloc_section(alloc: dict) -> list[str]:

@@ -29,10 +29,10 @@ def _row(model, batch, threads, **medians):
             "runtimes": runtimes}
 
 
-def _render(bench, cpu_rows, accel=None, alloc=None, processes=1):
+def _render(bench, cpu_rows, accel=None, alloc=None, processes=1, steady=None):
     machine = {"cpu": "Test CPU", "logical": 2, "physical": 2, "mem": "24 GiB", "os": "Linux", "python": "3.11",
                "versions": dict.fromkeys(bench.VERSIONS, "1.0"), "commit": "abc", "load_start": "0.00 0 0",
-               "load_end": "0 0 0", "date": "today", "wall": 60.0}
+               "load_end": "0 0 0", "date": "today", "wall": 60.0, "steady": steady}
 
     class Args:
         out = "docs/benchmarks.md"
@@ -132,6 +132,21 @@ def test_processes_pooled():
             "EfficientNetB0 1 thread(s) 0.91×, 1.03×, 1.00×") in lines
 
 
+def test_steadiness_line():
+    """The Machine section says how steady the machine was: each kernel's median and 10th-90th percentile
+    (statistics.quantiles, inclusive), at the start and at the end of the run; no line without the probe."""
+    bench = _bench()
+    ms = [i / 1000 for i in range(1, 12)]  # 1..11 ms: median 6, 10th percentile 2, 90th 10
+    start = {"matmul": ms, "add": [2 * t for t in ms]}
+    end = {"matmul": [t + 0.001 for t in ms], "add": ms}
+    lines = _render(bench, [], steady=[start, end]).splitlines()
+    line = next(ln for ln in lines if ln.startswith("- steadiness (torch, 1 thread, 11 calls of each kernel"))
+    assert ("at start matmul 6.00 ms (2.00-10.00), add 12.00 ms (4.00-20.00); "
+            "at end matmul 7.00 ms (3.00-11.00), add 6.00 ms (2.00-10.00).") in line
+    assert lines.index(line) < lines.index("## Inference on CPU")
+    assert not any(ln.startswith("- steadiness") for ln in _render(bench, []).splitlines())
+
+
 def test_malloc_section():
     """Medians over the alternating processes, per output, with page faults and the speed-up."""
     def run(kconv, opt, faults):
@@ -193,6 +208,8 @@ def check_quick_output(text: str):
                     "## Layout operations in the converted forward", "## Recurrent model inference on CPU"):
         assert heading in text
     assert re.search(r"^- CPU: .+, \d+ logical CPUs", text, re.M)
+    assert re.search(r"^- steadiness \(torch, 1 thread, 20 calls of each kernel.*: at start matmul [\d.]+ ms "
+                     r"\([\d.]+-[\d.]+\), add [\d.]+ ms \([\d.]+-[\d.]+\); at end matmul ", text, re.M)
     cpu = text.split("## Inference on CPU")[1].split("\n## ")[0].splitlines()
     times = [ln for ln in cpu if ln.startswith("| cnn | 1 | 1 | ") and " ms" in ln]
     diffs = [ln for ln in cpu if ln.startswith("| cnn | 1 | 1 | ") and " ms" not in ln]
