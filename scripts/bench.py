@@ -958,7 +958,7 @@ def render(machine, args, rounds, cpu, accel, fresh, permutes, rnn, alloc=None) 
               "(`convert_variables_to_constants_v2`) and converts that graph with `tf2onnx.convert.from_graph_def` "
               "(`from_keras` expects tf.keras 2, and `from_function` leaves EfficientNet's Normalization "
               "constants as extra graph inputs). Without the extra the "
-              "column says \"not installed\". Then `python scripts/bench.py` (about 33 minutes on 2 cores, "
+              "column says \"not installed\". Then `python scripts/bench.py` (33-46 minutes on 2 cores, "
               "much of it torch.compile's "
               "first calls, one per model, batch and thread count: inductor's cache is keyed on the thread "
               "count); "
