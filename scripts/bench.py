@@ -979,7 +979,7 @@ def steady_lines(steady: list[dict] | None) -> list[str]:
     if not steady:
         return []
     when = ("at start", "at end")
-    parts = [f"{w} matmul {_spread(s['matmul'])}, add {_spread(s['add'])}" for w, s in zip(when, steady)]
+    parts = [f"{w} " + ", ".join(f"{k} {_spread(v)}" for k, v in s.items()) for w, s in zip(when, steady)]
     return [f"- steadiness (torch, 1 thread, {len(steady[0]['matmul'])} calls of each kernel, alternating: "
             "a 512x512 float32 matmul and a 4M-float add, median and in brackets the 10th-90th percentile): "
             + "; ".join(parts) + ". The wider the brackets, or the further apart start and end, the more the "
