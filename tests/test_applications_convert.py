@@ -121,8 +121,10 @@ def _check(name, shape, tmp_path, fmt, blocks=False):
     out_dir = kconv.convert(path, tmp_path / "out", blocks=blocks)
     lines = (Path(out_dir) / "model.py").read_text().splitlines()
     assert unused_definitions("\n".join(lines)) == []
-    if name == "ResNet50" and not blocks:  # issue 13: 370 lines with the old BatchNorm helper, 325 now
-        assert len(lines) < 350 and max(map(len, lines)) <= 100
+    # issue 13: 370 lines with the old BatchNorm helper, 325 after it; 383 with conv_bn (issue 15), whose calls
+    # ruff-format wraps onto 3-5 lines where the conv and its BatchNorm had one each
+    if name == "ResNet50" and not blocks:
+        assert len(lines) < 400 and max(map(len, lines)) <= 100
     net = kconv.load_converted(out_dir)
     with torch.no_grad():
         out = net(torch.from_numpy(x)).numpy()

@@ -342,3 +342,82 @@ def test_batchnorm_inplace_only_at_inference(cls, shape, layout):
     y = x.clone()
     with torch.no_grad():
         assert ip(y).data_ptr() != y.data_ptr() and torch.equal(y, x)  # train mode: batch statistics
+
+
+@pytest.mark.parametrize(
+    "conv, bn, shape, layout",
+    [
+        ("nn.Conv1d(3, 4, 3, padding=1)", "KerasBatchNorm1d(4, eps=1e-3)", (2, 3, 9), torch.contiguous_format),
+        ("nn.Conv2d(3, 4, 3, stride=2)", "KerasBatchNorm2d(4, eps=1e-3)", (2, 3, 9, 8), torch.channels_last),
+        ("nn.Conv2d(4, 4, 3, groups=4, bias=False)", "KerasBatchNorm2d(4, eps=1e-3, inplace=True)", (2, 4, 7, 6),
+         torch.contiguous_format),
+        ("nn.Conv3d(3, 4, 2)", "KerasBatchNorm3d(4, eps=1e-3, frozen=True)", (2, 3, 4, 5, 3), torch.channels_last_3d),
+    ],
+)
+def test_conv_bn_folds_at_inference_only(conv, bn, shape, layout):
+    """conv_bn(conv, bn, x) is bn(conv(x)); at inference one convolution with bn folded in (bn's forward
+    is not called), from the current tensors (an in-place edit through .data shows at the next call);
+    anywhere else (autograd on, train mode, bfloat16, autocast, hooks, a plain nn.BatchNorm) the two
+    modules are called as they are."""
+    from kconv.runtime import normalization
+    from kconv.runtime.normalization import conv_bn
+
+    torch.manual_seed(0)
+    conv = eval(conv, {"nn": nn})
+    bn = eval(bn, vars(normalization))
+    if layout is not torch.contiguous_format:
+        conv.to(memory_format=layout)
+    with torch.no_grad():
+        for p in ("weight", "bias", "running_mean"):
+            getattr(bn, p).normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    bn.eval()
+    x = torch.randn(shape).contiguous(memory_format=layout)
+    calls = []
+    real = bn.forward
+    bn.forward = lambda t: (calls.append("bn"), real(t))[1]
+
+    def called(x=x):
+        calls.clear()
+        out = conv_bn(conv, bn, x)
+        return out, calls == ["bn"]
+
+    with torch.no_grad():
+        want = bn(conv(x))
+        got, unfolded = called()
+        assert not unfolded
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        bn.weight.data.mul_(2)  # no version bump, same data_ptr: nothing may be cached
+        conv.weight.data.add_(0.5)
+        torch.testing.assert_close(called()[0], bn(conv(x)), rtol=1e-5, atol=1e-5)
+        # vmap and forward-mode AD go through the folded path too
+        got = torch.vmap(lambda t: conv_bn(conv, bn, t))(torch.stack([x, 2 * x]))
+        torch.testing.assert_close(got, torch.stack([bn(conv(x)), bn(conv(2 * x))]), rtol=1e-5, atol=1e-5)
+        with fwAD.dual_level():
+            tangent = fwAD.unpack_dual(conv_bn(conv, bn, fwAD.make_dual(x, torch.ones_like(x)))).tangent
+        linear = bn(conv(torch.ones_like(x))) - bn(conv(torch.zeros_like(x)))  # conv_bn is affine in x
+        torch.testing.assert_close(tangent, linear, rtol=1e-5, atol=1e-5)
+
+    y = x.clone().requires_grad_()
+    out, unfolded = called(y)  # autograd on: the modules as they are, differentiable
+    assert unfolded and torch.equal(out, bn(conv(y)))
+    out.sum().backward()
+    assert y.grad is not None and conv.weight.grad is not None
+    with torch.no_grad():
+        assert called(x)[1] is False
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 x, bfloat16 convolution output
+            out, unfolded = called()
+            assert unfolded and out.dtype == torch.bfloat16
+        handle = conv.register_forward_hook(lambda m, args, out: calls.append("hook"))
+        calls.clear()
+        conv_bn(conv, bn, x)
+        assert calls == ["hook", "bn"]  # a hook on either module: both called, the hook fires
+        handle.remove()
+        bn.train()
+        assert called()[1] is not bn.frozen  # a frozen BatchNorm uses its running statistics in train mode
+        bn.eval()
+        plain = getattr(nn, type(bn).__name__.replace("Keras", ""))(4).eval()
+        torch.testing.assert_close(conv_bn(conv, plain, x), plain(conv(x)))  # not kconv's: called as it is
+        conv.bfloat16(), bn.bfloat16()
+        out, unfolded = called(x.bfloat16())  # torch's kernel computes bfloat16 BatchNorm in float32
+        assert unfolded and out.dtype == torch.bfloat16

@@ -71,6 +71,7 @@ class ClassSource:
     outputs: set = field(default_factory=set)  # (layer, node, index) of the model's outputs
     fresh: set = field(default_factory=set)  # variables that their only reader may overwrite (overwritable)
     converted: dict = field(default_factory=dict)  # (variable, layout) -> the variable holding it permuted
+    layers: dict = field(default_factory=dict)  # layer name -> Layer, of the model this class is
 
 
 class Emit:
@@ -82,6 +83,8 @@ class Emit:
     - inputs: ``input(i, layout)`` / ``kw_input(name, layout)`` (expressions), ``value(ref)`` (a
       tensor's :class:`Value`: expression, layout, shape, mask) and ``as_layout(value, layout)``,
       ``reads(i)`` (how many calls read input ``i``), ``overwritable(i)`` (an in-place op on it is safe),
+      ``producer_call(i)`` / ``take_producer_call(i)`` (input ``i`` as the module call that made it, taken
+      over),
       ``layout(i)``, ``channels_last()``, ``conv_layout()``, ``torch_dim(axis, i, layout)``;
       masks: ``mask(i)``, ``has_mask()``, ``set_mask(index, mask)``;
     - the constructor: ``module(expr)`` (the layer's submodule), ``parameter(name, init)`` (a bare
@@ -141,6 +144,50 @@ class Emit:
             return False
         # each alias beyond the first was made by an identity layer reading the one before it
         return sum(self.cls.reads.get(k, 0) for k in keys) - (len(keys) - 1) == 1
+
+    def producer_call(self, i: int = 0):
+        """(producing Layer, module expression, argument expression) when input ``i`` is a variable
+        bound by a statement ``name = self.<module>(<argument>)`` and only this call reads it
+        (:meth:`overwritable`); else None. :meth:`take_producer_call` then takes the call over."""
+        found = self._producer_statement(i)
+        if found is None:
+            return None
+        return self.cls.layers.get(self.call.inputs[i].layer), found[1], found[2]
+
+    def _producer_statement(self, i: int):
+        """(index, module, argument) of the statement binding input ``i`` (see producer_call)."""
+        v = self._v(self.call.inputs[i])
+        if not self.overwritable(i):
+            return None
+        lines = self.cls.forward
+        for k in range(len(lines) - 1, -1, -1):
+            if lines[k].startswith(f"{v.expr} = "):
+                m = re.fullmatch(rf"{v.expr} = (self\.[A-Za-z_][\w.]*)\((.*)\)", lines[k])
+                if m is None or not _balanced(m.group(2)):
+                    return None
+                # in trace mode the producer's trace line follows it
+                if self.gen.trace and not (k + 1 < len(lines) and lines[k + 1].startswith("TRACE[")):
+                    return None
+                return k, m.group(1), m.group(2)
+        return None
+
+    def take_producer_call(self, i: int = 0) -> tuple[str, str]:
+        """Drop the statement :meth:`producer_call` found (this call computes that module's output
+        itself, later: nothing else reads it, and nothing may overwrite the argument, which the
+        module reads too): (module, argument). In trace mode the producer's output is still
+        recorded, by calling its module once more on the line of its trace (kconv verify traces the
+        shipped code with lines inserted, none changed)."""
+        k, mod, arg = self._producer_statement(i)
+        v = self._v(self.call.inputs[i])
+        lines = self.cls.forward
+        if self.gen.trace:
+            key = lines[k + 1][len("TRACE["):].split("] = ")[0]
+            call = Value(f"{mod}({arg})", v.layout, v.shape)
+            lines[k + 1] = f"TRACE[{key}] = {self.gen.convert_layout(call, KERAS)}"
+        del lines[k]
+        # the code of the calls after it (this one's included) starts a line earlier
+        self.cls.units[:] = [(ly, n, n_init, f - (f > k)) for ly, n, n_init, f in self.cls.units]
+        return mod, arg
 
     def as_layout(self, v: Value, layout: str | None = KERAS, reads: int = 1) -> str:
         """The expression of ``v`` in ``layout`` (permuted where needed); a tensor ``reads`` > 1 calls
@@ -417,8 +464,10 @@ class Generator:
         self.defaults: dict[str, tuple] = {}  # torch key -> (shape, dtype, fill): see Emitter.default_ok
         self.activation_fns: set[str] = set()  # names passed to keras_activation (recurrent layers)
         self.sources: dict[str, str] = {}  # extension code copied into model.py (kconv.extend)
-        self.reserved = extend.source_names()  # its names: no class or forward variable may shadow them
-        self.class_names |= self.reserved | set(codecopy.runtime())
+        # extension and runtime code's names: no class or forward variable may shadow them (a layer named
+        # conv_bn, MobileNetV3's, must not hide the runtime function conv_bn)
+        self.reserved = extend.source_names() | set(codecopy.runtime())
+        self.class_names |= self.reserved
         # forward variable -> (Keras layer path, class): names the layer of a failing line (verify)
         self.var_layers: dict[str, tuple[str, str]] = {}
 
@@ -536,7 +585,7 @@ class Generator:
             name = f"{base}{i}"
             i += 1
         self.class_names.add(name)
-        cls = ClassSource(name, prefix=prefix, keras_prefix=keras_prefix)
+        cls = ClassSource(name, prefix=prefix, keras_prefix=keras_prefix, layers={ly.name: ly for ly in model.layers})
         cls.used_vars |= self.reserved
         self.classes.append(cls)
         attrs = module_names([ly.name for ly in model.layers])
@@ -609,10 +658,9 @@ class Generator:
             if layer_problems(layer):  # already reported by check()
                 self._unsupported(e, None)
                 continue
-            start = len(cls.forward)
             try:
                 spec.emit(e)
-                _class_comment(e, start)
+                _class_comment(e, cls.units[-1][3])  # (where its code starts: take_producer_call moves it)
                 self._propagate_mask(e)
                 self._freeze(e)
             except _Unsupported as exc:
@@ -851,6 +899,18 @@ def _layout(lines: list[str], indent: str) -> list[str]:
             split = [lead + stmt]
         out += split
     return out
+
+
+def _balanced(expr: str) -> bool:
+    """Whether the brackets of ``expr`` pair up without closing below the top level (``a(b)`` of
+    ``self.m(a(b))``; not ``x), self.n(y`` of ``self.m(x), self.n(y)``)."""
+    depth = 0
+    for c in expr:
+        depth += c in "([{"
+        depth -= c in ")]}"
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _same_tree(a: str, b: str) -> bool:

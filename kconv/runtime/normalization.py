@@ -62,17 +62,30 @@ class _KerasBatchNorm:
         self.frozen = frozen
         self.inplace = inplace
 
+    def inference_fast(self, x):
+        """Whether this call may take inference's shortcuts (``inplace``, :func:`conv_bn`'s
+        folding): the running statistics, autograd off, not recorded by torch.jit.trace (its check
+        re-runs the model in another grad mode), and a float32/64 tensor on CPU (torch's kernel
+        computes half and bfloat16 in float32, rounding once)."""
+        return (
+            (not self.training or self.frozen)
+            and not torch.is_grad_enabled()
+            and not torch.jit.is_tracing()
+            and x.is_cpu
+            and x.element_size() >= 4
+        )
+
+    def scale_shift(self):
+        """torch's eval formula as x * scale + shift: scale = weight / sqrt(var + eps), shift =
+        bias - mean * scale (computed from the current tensors at every call: nothing cached)."""
+        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+        return scale, self.bias - self.running_mean * scale
+
     def forward(self, x):
         if not self.training or self.frozen:
-            # not while torch.jit.trace records: its check re-runs the model in another grad mode
-            tracing = torch.jit.is_tracing()
-            # float32/64 only: torch's kernel computes half and bfloat16 in float32, rounding once
-            exact = x.is_cpu and x.element_size() >= 4
-            if self.inplace and exact and not torch.is_grad_enabled() and not tracing:
-                # torch's eval formula: x * (weight / sqrt(var + eps)) + (bias - mean * that), in
-                # tensor ops (torch.native_batch_norm(..., out=x) fails under vmap and forward AD)
-                scale = self.weight * torch.rsqrt(self.running_var + self.eps)
-                shift = self.bias - self.running_mean * scale
+            if self.inplace and self.inference_fast(x):
+                # tensor ops: torch.native_batch_norm(..., out=x) fails under vmap and forward AD
+                scale, shift = self.scale_shift()
                 shape = (-1,) + (1,) * (x.dim() - 2)
                 return x.mul_(scale.view(shape)).add_(shift.view(shape))
             return F.batch_norm(
@@ -85,6 +98,30 @@ class _KerasBatchNorm:
             self.num_batches_tracked += 1
         # the batch's statistics (biased variance), differentiable
         return F.batch_norm(x, None, None, self.weight, self.bias, True, eps=self.eps)
+
+
+def conv_bn(conv, bn, x):
+    """``bn(conv(x))``, a BatchNorm reading nothing but the convolution's output. At inference
+    (``KerasBatchNormNd.inference_fast``) it runs as one convolution with the BatchNorm folded
+    into the kernel and bias, ``conv(x; weight * scale, bias * scale + shift)``: one pass over the
+    output instead of three. Both are computed from the modules' current tensors at every call, so
+    the state dict, train mode and later edits of the weights are untouched. Modules of other types
+    and modules with hooks are called as they are. (torch.jit.script cannot compile a call that
+    passes modules: script the --optimize output, or use torch.export.)"""
+    if (
+        type(conv) in (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+        and isinstance(bn, _KerasBatchNorm)
+        and conv.weight.shape[0] == bn.num_features
+        and bn.inference_fast(x)
+        and not torch.is_autocast_enabled(x.device.type)  # (a float32 x, a bfloat16 conv output)
+        and not (conv._forward_hooks or conv._forward_pre_hooks)
+        and not (bn._forward_hooks or bn._forward_pre_hooks)
+    ):
+        scale, shift = bn.scale_shift()
+        weight = conv.weight * scale.view((-1,) + (1,) * (conv.weight.dim() - 1))
+        bias = shift if conv.bias is None else torch.addcmul(shift, conv.bias, scale)
+        return conv._conv_forward(x, weight, bias)
+    return bn(conv(x))
 
 
 class KerasBatchNorm1d(_KerasBatchNorm, nn.BatchNorm1d):

@@ -20,17 +20,30 @@ class _KerasBatchNorm:
         self.frozen = frozen
         self.inplace = inplace
 
+    def inference_fast(self, x):
+        """Whether this call may take inference's shortcuts (``inplace``, :func:`conv_bn`'s
+        folding): the running statistics, autograd off, not recorded by torch.jit.trace (its check
+        re-runs the model in another grad mode), and a float32/64 tensor on CPU (torch's kernel
+        computes half and bfloat16 in float32, rounding once)."""
+        return (
+            (not self.training or self.frozen)
+            and not torch.is_grad_enabled()
+            and not torch.jit.is_tracing()
+            and x.is_cpu
+            and x.element_size() >= 4
+        )
+
+    def scale_shift(self):
+        """torch's eval formula as x * scale + shift: scale = weight / sqrt(var + eps), shift =
+        bias - mean * scale (computed from the current tensors at every call: nothing cached)."""
+        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+        return scale, self.bias - self.running_mean * scale
+
     def forward(self, x):
         if not self.training or self.frozen:
-            # not while torch.jit.trace records: its check re-runs the model in another grad mode
-            tracing = torch.jit.is_tracing()
-            # float32/64 only: torch's kernel computes half and bfloat16 in float32, rounding once
-            exact = x.is_cpu and x.element_size() >= 4
-            if self.inplace and exact and not torch.is_grad_enabled() and not tracing:
-                # torch's eval formula: x * (weight / sqrt(var + eps)) + (bias - mean * that), in
-                # tensor ops (torch.native_batch_norm(..., out=x) fails under vmap and forward AD)
-                scale = self.weight * torch.rsqrt(self.running_var + self.eps)
-                shift = self.bias - self.running_mean * scale
+            if self.inplace and self.inference_fast(x):
+                # tensor ops: torch.native_batch_norm(..., out=x) fails under vmap and forward AD
+                scale, shift = self.scale_shift()
                 shape = (-1,) + (1,) * (x.dim() - 2)
                 return x.mul_(scale.view(shape)).add_(shift.view(shape))
             return F.batch_norm(
