@@ -111,3 +111,30 @@ def test_verify_per_layer_traces_the_folded_convolution(blocks, tmp_path):
     r = verify(path, out, per_layer=True)
     assert r.passed and r.first_divergence is None
     assert [c.name for c in r.layers] == [f"block{i}_{s}" for i in (1, 2, 3) for s in ("conv", "bn", "relu")]
+
+
+def test_conv_bn_exports_under_no_grad(tmp_path):
+    """torch.export under torch.no_grad records the folded path (the harness's export check runs with
+    autograd on, the unfolded one): the exported program gives Keras's numbers on another batch size."""
+    import numpy as np
+    import torch
+
+    import kconv
+
+    from .harness import keras_forward, randomize_weights, save
+
+    L = layers()
+    inp = L.Input((12, 12, 3))
+    m = keras().Model(inp, _chain(L, inp))
+    randomize_weights(m)
+    out = kconv.convert(save(m, tmp_path, "keras"), tmp_path / "out")
+    net = kconv.load_converted(out)
+    a, b = rand(3, 12, 12, 3), rand(2, 12, 12, 3, seed=1)
+    with torch.no_grad():
+        program = torch.export.export(net, (torch.from_numpy(a),),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+        got = program.module()(torch.from_numpy(b)).numpy()
+    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    # folded: the bias's addcmul, no BatchNorm op and not the in-place form's mul_/add_
+    assert "aten.addcmul.default" in ops and not any("batch_norm" in op or "mul_" in op for op in ops), ops
+    np.testing.assert_allclose(got, keras_forward(m, b)[0], rtol=1e-5, atol=1e-5)
