@@ -146,13 +146,12 @@ class Emit:
         return sum(self.cls.reads.get(k, 0) for k in keys) - (len(keys) - 1) == 1
 
     def producer_call(self, i: int = 0):
-        """(producing Layer, module expression, argument expression) when input ``i`` is a variable
-        bound by a statement ``name = self.<module>(<argument>)`` and only this call reads it
-        (:meth:`overwritable`); else None. :meth:`take_producer_call` then takes the call over."""
-        found = self._producer_statement(i)
-        if found is None:
+        """The Layer whose module call made input ``i`` when it is a variable bound by a statement
+        ``name = self.<module>(<argument>)`` and only this call reads it (:meth:`overwritable`); else
+        None. :meth:`take_producer_call` then takes the call over."""
+        if self._producer_statement(i) is None:
             return None
-        return self.cls.layers.get(self.call.inputs[i].layer), found[1], found[2]
+        return self.cls.layers.get(self.call.inputs[i].layer)
 
     def _producer_statement(self, i: int):
         """(index, module, argument) of the statement binding input ``i`` (see producer_call)."""

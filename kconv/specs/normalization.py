@@ -188,10 +188,9 @@ def _folds(e, a: int, m: str) -> bool:
     folded in. Only where the kernel has fewer elements than the output at batch 1: folding makes one
     pass over the kernel at every call and saves two over the output (ResNet50's deep 3x3 kernels
     would be slower folded)."""
-    found = e.producer_call(0)
-    if found is None or found[0] is None or found[0].class_name not in _FOLDED:
+    conv = e.producer_call(0)
+    if conv is None or conv.class_name not in _FOLDED:
         return False
-    conv = found[0]
     if e.layout(0) != "cf" or _dims_in(e, [a], "cf") != [1]:
         return False
     if activation_name(conv.config.get("activation")) != "linear":
